@@ -1,0 +1,250 @@
+// Package api is the backend-facing HTTP API (SPEC section 4): push, broadcast, kick and
+// presence under /api/v1, behind bearer API keys. It declares what it needs from the rest of
+// the gateway (Pusher, Bus) and knows nothing of Redis or WebSockets.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+)
+
+// MaxBody is the largest request body accepted (SPEC section 4); larger → 413.
+const MaxBody = 1 << 20
+
+// MaxUsers is the most user ids one push may name.
+const MaxUsers = 1000
+
+// Pusher delivers to users and stores offline for those with no live connection.
+type Pusher interface {
+	Push(ctx context.Context, user string, data []byte) (online bool, err error)
+	PushMany(ctx context.Context, users []string, data []byte) (online []bool, err error)
+}
+
+// Bus carries the cluster-wide operations.
+type Bus interface {
+	Broadcast(ctx context.Context, data []byte) error
+	Kick(ctx context.Context, user string) error
+	Online(ctx context.Context, user string) (bool, error)
+}
+
+// Observer counts requests and offline stores, for metrics.
+type Observer interface {
+	Request(route string, status int)
+	StoredOffline(n int)
+}
+
+// Options configure the API.
+type Options struct {
+	Pusher Pusher
+	Bus    Bus
+	// CheckKey validates the Authorization header; nil leaves the API open (--dev).
+	CheckKey func(authorization string) bool
+	// ValidUser reports whether a user id is well-formed.
+	ValidUser func(string) bool
+	Observer  Observer
+}
+
+type api struct{ Options }
+
+// Register adds the /api/v1 routes to r.
+func Register(r gin.IRouter, o Options) {
+	a := &api{o}
+	g := r.Group("/api/v1", a.authorize)
+	g.POST("/push", a.push)
+	g.POST("/broadcast", a.broadcast)
+	g.DELETE("/users/:id/connections", a.kick)
+	g.GET("/users/:id/presence", a.presence)
+}
+
+func (a *api) authorize(c *gin.Context) {
+	if a.CheckKey != nil && !a.CheckKey(c.GetHeader("Authorization")) {
+		c.Header("WWW-Authenticate", `Bearer realm="wsgateway"`)
+		a.fail(c, http.StatusUnauthorized, "missing or invalid API key")
+		return
+	}
+	c.Next()
+	if a.Observer != nil {
+		a.Observer.Request(c.FullPath(), c.Writer.Status())
+	}
+}
+
+func (a *api) fail(c *gin.Context, status int, msg string) {
+	if status == http.StatusUnauthorized && a.Observer != nil {
+		a.Observer.Request(c.FullPath(), status)
+	}
+	c.AbortWithStatusJSON(status, gin.H{"error": msg})
+}
+
+type pushRequest struct {
+	UserID  string          `json:"user_id"`
+	UserIDs []string        `json:"user_ids"`
+	Data    json.RawMessage `json:"data"`
+}
+
+type pushResult struct {
+	UserID string `json:"user_id"`
+	Online bool   `json:"online"`
+	Queued bool   `json:"queued"`
+}
+
+// decode reads a JSON body of at most MaxBody bytes into v; false means it already answered.
+func (a *api) decode(c *gin.Context, v any) bool {
+	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, MaxBody)
+	dec := json.NewDecoder(c.Request.Body)
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			a.fail(c, http.StatusRequestEntityTooLarge, "body larger than 1 MiB")
+			return false
+		}
+		a.fail(c, http.StatusBadRequest, "malformed JSON: "+err.Error())
+		return false
+	}
+	// One JSON value only: trailing garbage is as malformed as a broken value.
+	if _, err := dec.Token(); err == nil {
+		a.fail(c, http.StatusBadRequest, "malformed JSON: more than one value")
+		return false
+	} else if errors.As(err, new(*http.MaxBytesError)) {
+		a.fail(c, http.StatusRequestEntityTooLarge, "body larger than 1 MiB")
+		return false
+	}
+	return true
+}
+
+func missingData(d json.RawMessage) bool { return len(d) == 0 || string(d) == "null" }
+
+func (a *api) push(c *gin.Context) {
+	var req pushRequest
+	if !a.decode(c, &req) {
+		return
+	}
+	if missingData(req.Data) {
+		a.fail(c, http.StatusBadRequest, "data is required")
+		return
+	}
+	users, msg := a.users(req)
+	if msg != "" {
+		a.fail(c, http.StatusBadRequest, msg)
+		return
+	}
+	data := []byte(req.Data)
+	var online []bool
+	var err error
+	if len(users) == 1 {
+		var o bool
+		o, err = a.Pusher.Push(c.Request.Context(), users[0], data)
+		online = []bool{o}
+	} else {
+		online, err = a.Pusher.PushMany(c.Request.Context(), users, data)
+	}
+	if err != nil {
+		a.fail(c, http.StatusServiceUnavailable, "redis unavailable, nothing was accepted")
+		return
+	}
+	res := make([]pushResult, len(users))
+	queued := 0
+	for i, u := range users {
+		res[i] = pushResult{UserID: u, Online: online[i], Queued: !online[i]}
+		if !online[i] {
+			queued++
+		}
+	}
+	if queued > 0 && a.Observer != nil {
+		a.Observer.StoredOffline(queued)
+	}
+	c.JSON(http.StatusOK, gin.H{"results": res})
+}
+
+// users validates the recipients: exactly one of user_id and user_ids, each well-formed,
+// at most MaxUsers, duplicates removed (a user gets one copy).
+func (a *api) users(req pushRequest) ([]string, string) {
+	switch {
+	case req.UserID != "" && req.UserIDs != nil:
+		return nil, "give user_id or user_ids, not both"
+	case req.UserID != "":
+		if !a.ValidUser(req.UserID) {
+			return nil, "user_id must be 1-128 bytes of A-Z a-z 0-9 _ . : @ -"
+		}
+		return []string{req.UserID}, ""
+	case len(req.UserIDs) == 0:
+		return nil, "user_id or user_ids is required"
+	case len(req.UserIDs) > MaxUsers:
+		return nil, "user_ids may name at most 1000 users"
+	}
+	seen := make(map[string]struct{}, len(req.UserIDs))
+	out := make([]string, 0, len(req.UserIDs))
+	for _, u := range req.UserIDs {
+		if !a.ValidUser(u) {
+			return nil, "user_ids: invalid user id " + quoteShort(u)
+		}
+		if _, dup := seen[u]; !dup {
+			seen[u] = struct{}{}
+			out = append(out, u)
+		}
+	}
+	return out, ""
+}
+
+func quoteShort(s string) string {
+	if len(s) > 64 {
+		s = s[:64] + "…"
+	}
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+func (a *api) broadcast(c *gin.Context) {
+	var req struct {
+		Data json.RawMessage `json:"data"`
+	}
+	if !a.decode(c, &req) {
+		return
+	}
+	if missingData(req.Data) {
+		a.fail(c, http.StatusBadRequest, "data is required")
+		return
+	}
+	if err := a.Bus.Broadcast(c.Request.Context(), req.Data); err != nil {
+		a.fail(c, http.StatusServiceUnavailable, "redis unavailable, nothing was sent")
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{})
+}
+
+func (a *api) userParam(c *gin.Context) (string, bool) {
+	id := c.Param("id")
+	if !a.ValidUser(id) {
+		a.fail(c, http.StatusBadRequest, "user id must be 1-128 bytes of A-Z a-z 0-9 _ . : @ -")
+		return "", false
+	}
+	return id, true
+}
+
+func (a *api) kick(c *gin.Context) {
+	id, ok := a.userParam(c)
+	if !ok {
+		return
+	}
+	if err := a.Bus.Kick(c.Request.Context(), id); err != nil {
+		a.fail(c, http.StatusServiceUnavailable, "redis unavailable")
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{})
+}
+
+func (a *api) presence(c *gin.Context) {
+	id, ok := a.userParam(c)
+	if !ok {
+		return
+	}
+	online, err := a.Bus.Online(c.Request.Context(), id)
+	if err != nil {
+		a.fail(c, http.StatusServiceUnavailable, "redis unavailable")
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"online": online})
+}

@@ -1,0 +1,239 @@
+package auth
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// ErrNoToken means the client presented no token at all. Callers answer it
+// like [ErrInvalidToken] (HTTP 401) but may log it at a lower level: it is what
+// a client that forgot to log in looks like.
+var ErrNoToken = errors.New("auth: no token")
+
+// ErrInvalidToken means the token was refused. [Verifier.Verify] wraps it with a
+// short fixed reason ("auth: invalid token: expired"); the reason never
+// contains the token or any part of it, so the error is safe to log.
+var ErrInvalidToken = errors.New("auth: invalid token")
+
+// The reasons Verify gives. They are fixed strings, built once, so that no
+// part of an attacker-controlled token (a header, a claim, the alg name) ever
+// reaches a log line, and so that refusing a token allocates nothing extra.
+var (
+	errTooLong      = fmt.Errorf("%w: longer than %d bytes", ErrInvalidToken, maxTokenLen)
+	errMalformed    = fmt.Errorf("%w: malformed", ErrInvalidToken)
+	errAlgorithm    = fmt.Errorf("%w: algorithm missing or not allowed for the configured keys", ErrInvalidToken)
+	errSignature    = fmt.Errorf("%w: bad signature", ErrInvalidToken)
+	errNoExp        = fmt.Errorf("%w: exp missing", ErrInvalidToken)
+	errExpired      = fmt.Errorf("%w: expired", ErrInvalidToken)
+	errNotYetValid  = fmt.Errorf("%w: not valid yet (nbf)", ErrInvalidToken)
+	errClaims       = fmt.Errorf("%w: invalid claims", ErrInvalidToken)
+	errNoSubject    = fmt.Errorf("%w: sub missing", ErrInvalidToken)
+	errBadSubject   = fmt.Errorf("%w: sub is not a valid user id", ErrInvalidToken)
+	errNoKeysConfig = errors.New("auth: no JWT key configured: need an HMAC secret or a public key")
+)
+
+const (
+	// clockSkew is how far exp and nbf may be off: the token issuer's clock
+	// and ours are never quite in step, and a few seconds is what NTP-synced
+	// hosts stay well within.
+	clockSkew = 5 * time.Second
+
+	// maxTokenLen bounds the work an unauthenticated client can make us do
+	// (base64 and JSON decoding happen before the signature check). 8 KiB is
+	// the request-line/header limit of common proxies (nginx's
+	// large_client_header_buffers), so a longer token could not reach us
+	// through one anyway; real tokens are a few hundred bytes.
+	maxTokenLen = 8 << 10
+)
+
+// Verifier checks client JWTs (SPEC §3) and returns the user id they carry.
+// It holds an HMAC secret, a public key, or both; each key accepts exactly one
+// algorithm (see the package documentation).
+//
+// A Verifier is immutable after [NewVerifier] and safe for concurrent use.
+type Verifier struct {
+	hmacSecret []byte // nil: HS256 is not a valid method at all
+
+	publicKey    crypto.PublicKey  // *rsa.PublicKey, *ecdsa.PublicKey (P-256) or nil
+	publicMethod jwt.SigningMethod // RS256 for RSA, ES256 for EC, nil without a key
+
+	parser *jwt.Parser
+	// keyFunc is v.key bound once, so Verify does not allocate a method
+	// value per call.
+	keyFunc jwt.Keyfunc
+}
+
+// NewVerifier returns a Verifier for tokens signed with hmacSecret (HS256)
+// and/or the public key in publicKeyPEM: an RSA key enables RS256 only, an EC
+// P-256 key enables ES256 only. Either may be nil or empty, not both.
+//
+// publicKeyPEM may hold a "PUBLIC KEY" (PKIX), an "RSA PUBLIC KEY" (PKCS #1)
+// or a "CERTIFICATE" block; the first of these is used and other blocks (such
+// as "EC PARAMETERS") are skipped. A private key is refused rather than
+// accepted: the gateway never needs one, so its presence means a mistake.
+// The error names the problem in one line.
+func NewVerifier(hmacSecret []byte, publicKeyPEM []byte) (*Verifier, error) {
+	return newVerifier(hmacSecret, publicKeyPEM, time.Now)
+}
+
+// newVerifier is NewVerifier with an injected clock, for tests of expiry and
+// clock skew.
+func newVerifier(hmacSecret, publicKeyPEM []byte, now func() time.Time) (*Verifier, error) {
+	if len(hmacSecret) == 0 && len(bytes.TrimSpace(publicKeyPEM)) == 0 {
+		return nil, errNoKeysConfig
+	}
+	v := &Verifier{}
+	if len(hmacSecret) > 0 {
+		// A copy, so a caller reusing its buffer cannot change our key.
+		v.hmacSecret = bytes.Clone(hmacSecret)
+	}
+	if len(bytes.TrimSpace(publicKeyPEM)) > 0 {
+		key, method, err := parsePublicKey(publicKeyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("auth: JWT public key: %w", err)
+		}
+		v.publicKey, v.publicMethod = key, method
+	}
+	v.parser = jwt.NewParser(
+		jwt.WithExpirationRequired(),
+		jwt.WithLeeway(clockSkew),
+		jwt.WithTimeFunc(now),
+		// Non-canonical base64 (stray trailing bits) would let several
+		// strings carry one signature; refuse them.
+		jwt.WithStrictDecoding(),
+	)
+	v.keyFunc = v.key
+	return v, nil
+}
+
+// key is the jwt.Keyfunc, and the only place where algorithms are pinned. It
+// compares the token's method with the exact method objects we allow (not alg
+// names), and hands out each key only for its one method. Everything else —
+// "none", HS256 without a secret (so never the public key as an HMAC secret),
+// RS256 with an EC key, PS256, … — gets no key at all.
+func (v *Verifier) key(t *jwt.Token) (any, error) {
+	switch {
+	case v.hmacSecret != nil && t.Method == jwt.SigningMethodHS256:
+		return v.hmacSecret, nil
+	case v.publicMethod != nil && t.Method == v.publicMethod:
+		return v.publicKey, nil
+	}
+	return nil, errAlgorithm
+}
+
+// Verify checks token and returns its `sub` claim as the user id.
+//
+// It refuses, wrapping [ErrInvalidToken] with the reason: a token over 8 KiB,
+// one that does not parse, an algorithm the configured keys do not allow
+// (including "none"), a bad signature, a missing or passed `exp`, a future
+// `nbf`, and a `sub` that is missing or fails [ValidUserID]. exp and nbf are
+// checked with 5 s of leeway for clock skew; iat is not checked, since nbf is
+// the claim meant for "not before". An empty token gives [ErrNoToken].
+func (v *Verifier) Verify(token string) (userID string, err error) {
+	if token == "" {
+		return "", ErrNoToken
+	}
+	if len(token) > maxTokenLen {
+		return "", errTooLong
+	}
+	var claims jwt.RegisteredClaims
+	if _, err := v.parser.ParseWithClaims(token, &claims, v.keyFunc); err != nil {
+		return "", reason(err)
+	}
+	switch {
+	case claims.Subject == "":
+		return "", errNoSubject
+	case !ValidUserID(claims.Subject):
+		return "", errBadSubject
+	}
+	return claims.Subject, nil
+}
+
+// reason maps a jwt error to one of our fixed-text errors. The jwt error
+// itself is dropped: its text can quote the token's alg or pieces of its
+// JSON. The order matters where jwt joins several errors: the most specific
+// claim errors come before the generic "invalid claims".
+func reason(err error) error {
+	switch {
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return errMalformed
+	case errors.Is(err, jwt.ErrTokenUnverifiable):
+		// An unknown or missing alg, or our key func refusing the method.
+		return errAlgorithm
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		return errSignature
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return errNoExp // exp is the only claim the parser requires
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return errExpired
+	case errors.Is(err, jwt.ErrTokenNotValidYet):
+		return errNotYetValid
+	default:
+		return errClaims
+	}
+}
+
+// parsePublicKey finds the first public key or certificate block in data and
+// returns its key with the one signing method it may be used for.
+func parsePublicKey(data []byte) (crypto.PublicKey, jwt.SigningMethod, error) {
+	rest := data
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return nil, nil, errors.New(`no "PUBLIC KEY", "RSA PUBLIC KEY" or "CERTIFICATE" PEM block found`)
+		}
+		var (
+			key any
+			err error
+		)
+		switch block.Type {
+		case "PUBLIC KEY":
+			key, err = x509.ParsePKIXPublicKey(block.Bytes)
+		case "RSA PUBLIC KEY":
+			key, err = x509.ParsePKCS1PublicKey(block.Bytes)
+		case "CERTIFICATE":
+			var cert *x509.Certificate
+			if cert, err = x509.ParseCertificate(block.Bytes); err == nil {
+				key = cert.PublicKey
+			}
+		default:
+			if strings.Contains(block.Type, "PRIVATE KEY") {
+				return nil, nil, fmt.Errorf("found a %q PEM block; give the public key only", block.Type)
+			}
+			continue // e.g. "EC PARAMETERS" before the key
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("%q PEM block: %w", block.Type, err)
+		}
+		return methodFor(key)
+	}
+}
+
+// methodFor returns the one signing method allowed with key.
+func methodFor(key any) (crypto.PublicKey, jwt.SigningMethod, error) {
+	switch k := key.(type) {
+	case *rsa.PublicKey:
+		return k, jwt.SigningMethodRS256, nil
+	case *ecdsa.PublicKey:
+		// ES256 is ECDSA over P-256 with SHA-256 (RFC 7518 §3.4); a key on
+		// another curve would need ES384/ES512, which we do not offer.
+		if k.Curve != elliptic.P256() {
+			return nil, nil, fmt.Errorf("EC key on curve %s; only P-256 (ES256) is supported", k.Curve.Params().Name)
+		}
+		return k, jwt.SigningMethodES256, nil
+	default:
+		return nil, nil, fmt.Errorf("unsupported key type %T; want RSA (RS256) or EC P-256 (ES256)", key)
+	}
+}

@@ -1,0 +1,292 @@
+// Package config turns flags and GATEWAY_* environment variables into a validated Config.
+//
+// Every setting is a flag --name and an environment variable GATEWAY_NAME (upper case, '-' → '_');
+// the flag wins. Parse does all validation in one place so that a bad value stops the process
+// before anything listens, with one line that names the setting.
+package config
+
+import (
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is every setting of the gateway. The zero value is not useful: use Default or Parse.
+type Config struct {
+	Addr             string
+	RedisURL         string
+	KeyPrefix        string
+	JWTSecret        string
+	JWTPublicKeyFile string
+	APIKeys          []string
+	Dev              bool
+	Demo             bool
+	AllowedOrigins   []string
+
+	PingInterval    time.Duration
+	PongTimeout     time.Duration
+	WriteTimeout    time.Duration
+	MaxMessageBytes int64
+	SendQueue       int
+	MaxConnsPerUser int
+
+	OfflineMax int
+	OfflineTTL time.Duration
+
+	ShutdownGrace time.Duration
+	NodeID        string
+
+	LogFormat string
+	LogLevel  string
+
+	// JWTPublicKeyPEM is the content of JWTPublicKeyFile, read by Parse so that an unreadable
+	// file is a start-up error, not a failure at the first connect.
+	JWTPublicKeyPEM []byte
+}
+
+// Default returns the documented defaults (SPEC.md section 2) before flags and environment.
+func Default() Config {
+	return Config{
+		Addr:            ":8080",
+		KeyPrefix:       "ws:",
+		PingInterval:    25 * time.Second,
+		PongTimeout:     10 * time.Second,
+		WriteTimeout:    10 * time.Second,
+		MaxMessageBytes: 65536,
+		SendQueue:       256,
+		MaxConnsPerUser: 16,
+		OfflineMax:      1000,
+		OfflineTTL:      168 * time.Hour,
+		ShutdownGrace:   30 * time.Second,
+		LogFormat:       "json",
+		LogLevel:        "info",
+	}
+}
+
+// ErrHelp is returned by Parse when -h or --help was asked for; the usage is already printed.
+var ErrHelp = flag.ErrHelp
+
+// Parse reads args (without the program name) and the environment (as os.Environ returns it)
+// into a validated Config. Usage and flag errors go to output.
+func Parse(args []string, environ []string, output io.Writer) (Config, error) {
+	c := Default()
+	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are returned as one line; --help prints below
+
+	var apiKeys, origins string
+	fs.StringVar(&c.Addr, "addr", c.Addr, "HTTP + WebSocket listen address (127.0.0.1:8080 with --dev)")
+	fs.StringVar(&c.RedisURL, "redis-url", "", "redis://[:pass@]host:port/db or rediss://…; empty = single-node in-memory mode")
+	fs.StringVar(&c.KeyPrefix, "key-prefix", c.KeyPrefix, "prefix of every Redis key and channel")
+	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 secret for client tokens")
+	fs.StringVar(&c.JWTPublicKeyFile, "jwt-public-key", "", "PEM file with an RSA or EC public key (RS256/ES256)")
+	fs.StringVar(&apiKeys, "api-keys", "", "comma-separated bearer keys for /api/* (several, for rotation)")
+	fs.BoolVar(&c.Dev, "dev", false, "local development: no tokens, ?user_id= accepted, API open, demo page on")
+	fs.BoolVar(&c.Demo, "demo", false, "serve the demo page at / outside --dev")
+	fs.StringVar(&origins, "allowed-origins", "", "comma-separated browser origins allowed to connect; * = any (empty = same host only)")
+	fs.DurationVar(&c.PingInterval, "ping-interval", c.PingInterval, "server sends a ping this often")
+	fs.DurationVar(&c.PongTimeout, "pong-timeout", c.PongTimeout, "a peer silent for ping-interval + pong-timeout is dropped")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "a write that takes longer drops the peer")
+	fs.Int64Var(&c.MaxMessageBytes, "max-message-bytes", c.MaxMessageBytes, "largest inbound frame/message; larger → close 1009")
+	fs.IntVar(&c.SendQueue, "send-queue", c.SendQueue, "messages buffered per connection before it counts as a slow consumer")
+	fs.IntVar(&c.MaxConnsPerUser, "max-conns-per-user", c.MaxConnsPerUser, "further connects of that user get HTTP 429")
+	fs.IntVar(&c.OfflineMax, "offline-max", c.OfflineMax, "offline messages kept per user (oldest dropped beyond it)")
+	fs.DurationVar(&c.OfflineTTL, "offline-ttl", c.OfflineTTL, "an offline list expires this long after its last push")
+	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "how long SIGTERM drains before exiting")
+	fs.StringVar(&c.NodeID, "node-id", "", "shown in logs, metrics and /readyz (default hostname + random suffix)")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "json or text")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn, error")
+
+	// Environment first, flags after: the flag wins.
+	env := envMap(environ)
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "GATEWAY_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		v, ok := env[name]
+		if !ok || envErr != nil {
+			return
+		}
+		if err := f.Value.Set(v); err != nil {
+			envErr = fmt.Errorf("invalid value %q for %s: %v", v, name, unwrapFlagErr(err))
+		}
+	})
+	if envErr != nil {
+		return Config{}, envErr
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(output)
+			fmt.Fprintln(output, "Usage: gateway [flags]\n\nEvery flag --name is also the environment variable GATEWAY_NAME; the flag wins.")
+			fs.PrintDefaults()
+			return Config{}, ErrHelp
+		}
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	explicitAddr := false
+	fs.Visit(func(f *flag.Flag) { explicitAddr = explicitAddr || f.Name == "addr" })
+	if _, ok := env["GATEWAY_ADDR"]; ok {
+		explicitAddr = true
+	}
+	if c.Dev && !explicitAddr {
+		c.Addr = "127.0.0.1:8080"
+	}
+	c.APIKeys = splitList(apiKeys)
+	c.AllowedOrigins = splitList(origins)
+	if c.NodeID == "" {
+		c.NodeID = defaultNodeID()
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	if c.JWTPublicKeyFile != "" {
+		pem, err := os.ReadFile(c.JWTPublicKeyFile)
+		if err != nil {
+			return Config{}, fmt.Errorf("jwt-public-key: %v", err)
+		}
+		c.JWTPublicKeyPEM = pem
+	}
+	return c, nil
+}
+
+// Validate checks every value; the error is one line naming the setting.
+func (c *Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return fmt.Errorf("addr: %q is not host:port", c.Addr)
+	}
+	if c.RedisURL != "" {
+		u, err := url.Parse(c.RedisURL)
+		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+			return fmt.Errorf("redis-url: %q is not redis://[:pass@]host:port/db or rediss://…", redactURL(c.RedisURL))
+		}
+	}
+	if c.KeyPrefix == "" {
+		return errors.New("key-prefix: must not be empty")
+	}
+	positive := []struct {
+		name string
+		d    time.Duration
+	}{
+		{"ping-interval", c.PingInterval}, {"pong-timeout", c.PongTimeout},
+		{"write-timeout", c.WriteTimeout}, {"offline-ttl", c.OfflineTTL},
+	}
+	for _, p := range positive {
+		if p.d <= 0 {
+			return fmt.Errorf("%s: must be positive, got %s", p.name, p.d)
+		}
+	}
+	if c.ShutdownGrace < 0 {
+		return fmt.Errorf("shutdown-grace: must not be negative, got %s", c.ShutdownGrace)
+	}
+	if c.OfflineTTL < time.Second {
+		return fmt.Errorf("offline-ttl: must be at least 1s, got %s", c.OfflineTTL)
+	}
+	counts := []struct {
+		name string
+		n    int64
+	}{
+		{"max-message-bytes", c.MaxMessageBytes}, {"send-queue", int64(c.SendQueue)},
+		{"max-conns-per-user", int64(c.MaxConnsPerUser)}, {"offline-max", int64(c.OfflineMax)},
+	}
+	for _, p := range counts {
+		if p.n <= 0 {
+			return fmt.Errorf("%s: must be positive, got %d", p.name, p.n)
+		}
+	}
+	switch c.LogFormat {
+	case "json", "text":
+	default:
+		return fmt.Errorf("log-format: %q is not json or text", c.LogFormat)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log-level: %q is not debug, info, warn or error", c.LogLevel)
+	}
+	for _, o := range c.AllowedOrigins {
+		if o == "*" {
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return fmt.Errorf("allowed-origins: %q is not an origin like https://app.example.com", o)
+		}
+	}
+	if !c.Dev {
+		if c.JWTSecret == "" && c.JWTPublicKeyFile == "" {
+			return errors.New("jwt-secret or jwt-public-key: one is required without --dev")
+		}
+		if len(c.APIKeys) == 0 {
+			return errors.New("api-keys: required without --dev")
+		}
+	}
+	return nil
+}
+
+// Open reports whether clients and the API run without credentials (--dev without any key set).
+func (c *Config) Open() bool { return c.Dev }
+
+// ServeDemo reports whether the page at / is served.
+func (c *Config) ServeDemo() bool { return c.Dev || c.Demo }
+
+func envMap(environ []string) map[string]string {
+	m := make(map[string]string)
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "GATEWAY_") {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// unwrapFlagErr strips the flag package's "parse error" noise from a Value.Set error.
+func unwrapFlagErr(err error) error {
+	var ne *strconv.NumError
+	if errors.As(err, &ne) {
+		return ne.Err
+	}
+	return err
+}
+
+// redactURL drops the password so that an error message never prints a secret.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		if i := strings.LastIndex(s, "@"); i >= 0 {
+			return "…" + s[i:]
+		}
+		return s
+	}
+	return u.Redacted()
+}
+
+func defaultNodeID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "gateway"
+	}
+	var b [3]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return host
+	}
+	return fmt.Sprintf("%s-%x", host, b)
+}

@@ -1,0 +1,188 @@
+package offline
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+//go:embed push.lua
+var pushLua string
+
+// FunctionName is the Redis Function that redis-cli users call for the same push-or-store the
+// API does: FCALL wsgateway_push 2 'ws:user:{alice}' 'ws:offline:{alice}' 'hello'.
+const FunctionName = "wsgateway_push"
+
+// Redis is the offline store on Redis lists. Keys of one user share the hash tag {id}, so a
+// Cluster keeps the channel and the list on one shard and the script stays atomic there.
+type Redis struct {
+	rdb    redis.UniversalClient
+	prefix string
+	max    int
+	ttl    time.Duration
+	push   *redis.Script
+	// publishCommand is PUBLISH, or SPUBLISH in Cluster mode, where a classic PUBLISH counts
+	// only the subscribers of the node that ran it (FACTS.md).
+	publishCommand string
+}
+
+// NewRedis returns a store for keys under prefix (e.g. "ws:"). sharded selects SPUBLISH.
+func NewRedis(rdb redis.UniversalClient, prefix string, max int, ttl time.Duration, sharded bool) *Redis {
+	cmd := "PUBLISH"
+	if sharded {
+		cmd = "SPUBLISH"
+	}
+	src := strings.Replace(pushLua, "PUBLISH_COMMAND", "'"+cmd+"'", 1) +
+		"\nreturn push(KEYS, ARGV, 0, 0)\n"
+	return &Redis{rdb: rdb, prefix: prefix, max: max, ttl: ttl, push: redis.NewScript(src), publishCommand: cmd}
+}
+
+// Channel returns the pub/sub channel of user.
+func (s *Redis) Channel(user string) string { return s.prefix + "user:{" + user + "}" }
+
+// Key returns the offline list of user.
+func (s *Redis) Key(user string) string { return s.prefix + "offline:{" + user + "}" }
+
+func (s *Redis) ttlSeconds() string {
+	sec := int64(s.ttl / time.Second)
+	if sec < 1 {
+		sec = 1
+	}
+	return strconv.FormatInt(sec, 10)
+}
+
+// Push publishes data to user, or stores it when no node is subscribed.
+func (s *Redis) Push(ctx context.Context, user string, data []byte) (online bool, err error) {
+	n, err := s.push.Run(ctx, s.rdb, []string{s.Channel(user), s.Key(user)}, data, s.max, s.ttlSeconds()).Int64()
+	if err != nil {
+		return false, fmt.Errorf("offline: push %s: %w", user, err)
+	}
+	return n > 0, nil
+}
+
+// PushMany pushes data to every user in one pipeline (one round trip instead of one per user).
+func (s *Redis) PushMany(ctx context.Context, users []string, data []byte) ([]bool, error) {
+	online := make([]bool, len(users))
+	run := func(idx []int) ([]int, error) {
+		cmds := make([]*redis.Cmd, len(idx))
+		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for j, i := range idx {
+				u := users[i]
+				cmds[j] = s.push.EvalSha(ctx, p, []string{s.Channel(u), s.Key(u)}, data, s.max, s.ttlSeconds())
+			}
+			return nil
+		})
+		var retry []int
+		for j, c := range cmds {
+			n, cerr := c.Int64()
+			switch {
+			case cerr == nil:
+				online[idx[j]] = n > 0
+			case redis.HasErrorPrefix(cerr, "NOSCRIPT"):
+				retry = append(retry, idx[j]) // not run: safe to run again
+			default:
+				return nil, fmt.Errorf("offline: push to %d users: %w", len(users), cerr)
+			}
+		}
+		if err != nil && len(retry) == 0 {
+			return nil, fmt.Errorf("offline: push to %d users: %w", len(users), err)
+		}
+		return retry, nil
+	}
+	all := make([]int, len(users))
+	for i := range all {
+		all[i] = i
+	}
+	retry, err := run(all)
+	if err != nil {
+		return nil, err
+	}
+	if len(retry) > 0 {
+		if err := s.push.Load(ctx, s.rdb).Err(); err != nil {
+			return nil, fmt.Errorf("offline: load push script: %w", err)
+		}
+		if retry, err = run(retry); err != nil {
+			return nil, err
+		}
+		if len(retry) > 0 {
+			return nil, errors.New("offline: push script vanished twice")
+		}
+	}
+	return online, nil
+}
+
+// Drain atomically takes every stored message of user, oldest first.
+func (s *Redis) Drain(ctx context.Context, user string) ([][]byte, error) {
+	var lr *redis.StringSliceCmd
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		lr = p.LRange(ctx, s.Key(user), 0, -1)
+		p.Del(ctx, s.Key(user))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("offline: drain %s: %w", user, err)
+	}
+	vals := lr.Val()
+	if len(vals) == 0 {
+		return nil, nil
+	}
+	out := make([][]byte, len(vals))
+	for i, v := range vals {
+		out[i] = []byte(v)
+	}
+	return out, nil
+}
+
+// Requeue puts msgs (oldest first) back at the head of user's list, ahead of anything stored
+// meanwhile, keeping the newest offline-max.
+func (s *Redis) Requeue(ctx context.Context, user string, msgs [][]byte) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	// LPUSH inserts its arguments one by one at the head, so the last argument ends up first:
+	// pass them newest first.
+	args := make([]any, len(msgs))
+	for i, m := range msgs {
+		args[len(msgs)-1-i] = m
+	}
+	key := s.Key(user)
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.LPush(ctx, key, args...)
+		p.LTrim(ctx, key, int64(-s.max), -1)
+		p.Expire(ctx, key, s.ttl)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("offline: requeue %d for %s: %w", len(msgs), user, err)
+	}
+	return nil
+}
+
+// Len returns how many messages wait for user.
+func (s *Redis) Len(ctx context.Context, user string) (int, error) {
+	n, err := s.rdb.LLen(ctx, s.Key(user)).Result()
+	if err != nil {
+		return 0, fmt.Errorf("offline: len %s: %w", user, err)
+	}
+	return int(n), nil
+}
+
+// LoadFunction installs (or replaces) the Redis Function FunctionName, so that redis-cli users
+// get the same atomic push-or-store. Its cap and TTL default to this store's settings and
+// may be given as the 2nd and 3rd arguments. It runs again after every Redis restart.
+func (s *Redis) LoadFunction(ctx context.Context) error {
+	src := "#!lua name=wsgateway\n" +
+		strings.Replace(pushLua, "PUBLISH_COMMAND", "'"+s.publishCommand+"'", 1) +
+		fmt.Sprintf("\nredis.register_function('%s', function(keys, args) return push(keys, args, %d, %s) end)\n",
+			FunctionName, s.max, s.ttlSeconds())
+	if err := s.rdb.FunctionLoadReplace(ctx, src).Err(); err != nil {
+		return fmt.Errorf("offline: load function %s: %w", FunctionName, err)
+	}
+	return nil
+}

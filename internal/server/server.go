@@ -1,0 +1,293 @@
+// Package server wires one gateway process together from a config.Config: the Redis client
+// (owned here, like main would), bus, offline store, hub, HTTP routes, metrics, and the order
+// in which they start and stop. cmd/gateway only parses flags and handles signals, so tests
+// boot the real program through this package on 127.0.0.1:0.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/wsgateway/wsgateway/internal/api"
+	"github.com/wsgateway/wsgateway/internal/auth"
+	"github.com/wsgateway/wsgateway/internal/bus"
+	"github.com/wsgateway/wsgateway/internal/config"
+	"github.com/wsgateway/wsgateway/internal/metrics"
+	"github.com/wsgateway/wsgateway/internal/offline"
+	"github.com/wsgateway/wsgateway/internal/web"
+	"github.com/wsgateway/wsgateway/internal/ws"
+)
+
+// Version is the build's version, set with -ldflags "-X …/server.Version=v1.2.3".
+var Version = "dev"
+
+// Options are settings that are not flags: test hooks and tuning with sensible defaults.
+type Options struct {
+	Logger *slog.Logger
+	// ProbeInterval and ProbeTimeout tune the pub/sub self-probe (defaults 2s and 6s).
+	ProbeInterval, ProbeTimeout time.Duration
+	// CloseGrace is how long a closing connection waits for the client's close answer.
+	CloseGrace time.Duration
+}
+
+// fanout is what the server needs from either bus.
+type fanout interface {
+	ws.Subscriber
+	api.Bus
+	Ready() error
+	Close() error
+}
+
+// store is what the server needs from either offline store.
+type store interface {
+	ws.Store
+	api.Pusher
+}
+
+// Server is one gateway process.
+type Server struct {
+	cfg     config.Config
+	log     *slog.Logger
+	rdb     redis.UniversalClient // nil in in-memory mode
+	metrics *metrics.Metrics
+	hub     *ws.Hub
+	bus     fanout
+	store   store
+	http    *http.Server
+	ln      net.Listener
+	served  chan error
+}
+
+// Compile-time checks that the implementations fit the consumers' interfaces.
+var (
+	_ fanout      = (*bus.Memory)(nil)
+	_ fanout      = (*bus.Redis)(nil)
+	_ store       = (*offline.Memory)(nil)
+	_ store       = (*offline.Redis)(nil)
+	_ bus.Handler = (*ws.Hub)(nil)
+	_ ws.Observer = (*metrics.Metrics)(nil)
+	_ ws.Upstream = (*bus.Redis)(nil)
+)
+
+// New builds a server from a validated config. Nothing listens until Listen.
+func New(cfg config.Config, opt Options) (*Server, error) {
+	log := opt.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("node_id", cfg.NodeID)
+	s := &Server{cfg: cfg, log: log, metrics: metrics.New(cfg.NodeID, Version)}
+
+	var verifier *auth.Verifier
+	if cfg.JWTSecret != "" || len(cfg.JWTPublicKeyPEM) > 0 {
+		v, err := auth.NewVerifier([]byte(cfg.JWTSecret), cfg.JWTPublicKeyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("jwt: %w", err)
+		}
+		verifier = v
+	}
+
+	var upstream ws.Upstream
+	var redisBus *bus.Redis
+	var memBus *bus.Memory
+	if cfg.RedisURL != "" {
+		ropt, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			return nil, fmt.Errorf("redis-url: %w", err)
+		}
+		s.rdb = redis.NewClient(ropt)
+		rstore := offline.NewRedis(s.rdb, cfg.KeyPrefix, cfg.OfflineMax, cfg.OfflineTTL, false)
+		redisBus = bus.NewRedis(s.rdb, bus.RedisOptions{
+			Prefix: cfg.KeyPrefix, NodeID: cfg.NodeID, Logger: log, Observer: s.metrics,
+			ProbeInterval: opt.ProbeInterval, ProbeTimeout: opt.ProbeTimeout,
+			OnReady: func(ctx context.Context) {
+				if err := rstore.LoadFunction(ctx); err != nil {
+					log.Warn("loading the push-or-store Redis Function failed", "err", err)
+				}
+			},
+		})
+		s.bus, s.store, upstream = redisBus, rstore, redisBus
+	} else {
+		memBus = bus.NewMemory()
+		s.bus = memBus
+		s.store = offline.NewMemory(memBus.Publish, cfg.OfflineMax, cfg.OfflineTTL, nil)
+	}
+
+	s.hub = ws.NewHub(ws.Config{
+		PingInterval:    cfg.PingInterval,
+		PongTimeout:     cfg.PongTimeout,
+		WriteTimeout:    cfg.WriteTimeout,
+		MaxMessageBytes: cfg.MaxMessageBytes,
+		SendQueue:       cfg.SendQueue,
+		MaxConnsPerUser: cfg.MaxConnsPerUser,
+		OfflineMax:      cfg.OfflineMax,
+		AllowedOrigins:  cfg.AllowedOrigins,
+		CloseGrace:      opt.CloseGrace,
+	}, ws.Deps{Bus: s.bus, Store: s.store, Upstream: upstream, Observer: s.metrics, Logger: log})
+	if redisBus != nil {
+		redisBus.Start(s.hub)
+	} else {
+		memBus.Start(s.hub)
+	}
+
+	s.http = &http.Server{
+		Handler:           s.routes(verifier),
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	return s, nil
+}
+
+func (s *Server) routes(verifier *auth.Verifier) http.Handler {
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	r.Use(gin.CustomRecoveryWithWriter(nil, func(c *gin.Context, err any) {
+		s.log.Error("panic in handler", "path", c.FullPath(), "err", err)
+		c.AbortWithStatusJSON(http.StatusInternalServerError, gin.H{"error": "internal error"})
+	}))
+	r.HandleMethodNotAllowed = true
+	r.NoRoute(func(c *gin.Context) { c.JSON(http.StatusNotFound, gin.H{"error": "not found"}) })
+	r.NoMethod(func(c *gin.Context) { c.JSON(http.StatusMethodNotAllowed, gin.H{"error": "method not allowed"}) })
+
+	wsh := ws.NewHandler(s.hub, clientAuth{dev: s.cfg.Dev, verifier: verifier})
+	r.GET("/ws", gin.WrapH(wsh))
+	if s.cfg.Dev {
+		r.GET("/ws/echo", gin.WrapF(wsh.Echo))
+	}
+	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	r.GET("/readyz", s.readyz)
+	r.GET("/metrics", gin.WrapH(s.metrics.Handler()))
+
+	var checkKey func(string) bool
+	if !s.cfg.Dev || len(s.cfg.APIKeys) > 0 {
+		checkKey = auth.NewAPIKeys(s.cfg.APIKeys).CheckHeader
+	}
+	api.Register(r, api.Options{
+		Pusher: s.store, Bus: s.bus, CheckKey: checkKey, ValidUser: auth.ValidUserID, Observer: s.metrics,
+	})
+	if s.cfg.ServeDemo() {
+		page := gin.WrapH(web.Handler())
+		r.GET("/", page)
+		r.GET("/static/*path", func(c *gin.Context) {
+			c.Request.URL.Path = c.Param("path")
+			page(c)
+		})
+	}
+	return r
+}
+
+func (s *Server) readyz(c *gin.Context) {
+	if s.hub.Draining() {
+		c.JSON(http.StatusServiceUnavailable, gin.H{"error": "draining", "node_id": s.cfg.NodeID})
+		return
+	}
+	if err := s.bus.Ready(); err != nil {
+		c.JSON(http.StatusServiceUnavailable, gin.H{"error": err.Error(), "node_id": s.cfg.NodeID})
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "ready", "node_id": s.cfg.NodeID})
+}
+
+// clientAuth authenticates /ws: a JWT in ?token= or Authorization, or with --dev a ?user_id=.
+type clientAuth struct {
+	dev      bool
+	verifier *auth.Verifier
+}
+
+func (a clientAuth) Authenticate(r *http.Request) (string, error) {
+	tok := auth.TokenFromRequest(r)
+	if tok == "" && a.dev {
+		user := r.URL.Query().Get("user_id")
+		if !auth.ValidUserID(user) {
+			return "", errors.New("user_id must be 1-128 bytes of A-Z a-z 0-9 _ . : @ -")
+		}
+		return user, nil
+	}
+	if tok == "" {
+		return "", errors.New("token required")
+	}
+	if a.verifier == nil {
+		return "", errors.New("tokens are not configured on this node")
+	}
+	user, err := a.verifier.Verify(tok)
+	if err != nil {
+		return "", err
+	}
+	return user, nil
+}
+
+// Listen binds the configured address.
+func (s *Server) Listen() error {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", s.cfg.Addr, err)
+	}
+	s.ln = ln
+	s.served = make(chan error, 1)
+	go func() { s.served <- s.http.Serve(ln) }()
+	s.log.Info("listening", "addr", ln.Addr().String(), "redis", s.rdb != nil, "dev", s.cfg.Dev)
+	return nil
+}
+
+// Addr is the bound address (useful with port 0).
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Hub exposes the hub to tests.
+func (s *Server) Hub() *ws.Hub { return s.hub }
+
+// Metrics exposes the metrics to tests.
+func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
+
+// Run listens, serves until ctx ends, then shuts down within shutdown-grace.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Listen(); err != nil {
+		s.closeBackends()
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-s.served:
+		s.closeBackends()
+		return err
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
+	defer cancel()
+	return s.Shutdown(sctx)
+}
+
+// Shutdown drains in the order SPEC section 6 asks: refuse new clients and turn /readyz 503
+// (while still answering it), close every client with 1001 and store what was queued, then
+// stop HTTP, then the bus, then Redis.
+func (s *Server) Shutdown(ctx context.Context) error {
+	start := time.Now()
+	s.log.Info("draining", "connections", s.hub.Conns())
+	herr := s.hub.Shutdown(ctx)
+	if herr != nil {
+		s.log.Warn("drain did not finish in time", "left", s.hub.Conns(), "err", herr)
+	}
+	if s.ln != nil {
+		if err := s.http.Shutdown(ctx); err != nil {
+			_ = s.http.Close()
+		}
+		<-s.served
+	}
+	s.closeBackends()
+	s.log.Info("stopped", "took", time.Since(start).String())
+	return herr
+}
+
+func (s *Server) closeBackends() {
+	_ = s.bus.Close()
+	if s.rdb != nil {
+		_ = s.rdb.Close()
+	}
+}

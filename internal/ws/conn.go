@@ -1,0 +1,342 @@
+package ws
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gorilla/websocket"
+)
+
+// Reasons a connection ended, used in logs and the disconnect metric.
+const (
+	ReasonNormal    = "normal"            // the client closed or went away
+	ReasonHeartbeat = "heartbeat_timeout" // nothing arrived for ping-interval + pong-timeout
+	ReasonSlow      = "slow_consumer"     // the send queue was full (1013)
+	ReasonKicked    = "kicked"            // DELETE /api/v1/users/{id}/connections (4001)
+	ReasonShutdown  = "shutdown"          // the node is draining (1001)
+	ReasonProtocol  = "protocol"          // 1002, 1007, 1009 or 1008 from the client's frames
+	ReasonError     = "error"             // write failure, internal error (1011)
+)
+
+// Close codes the server sends (SPEC section 3) beyond gorilla's named ones.
+const (
+	CloseKicked = 4001
+	CloseSlow   = websocket.CloseTryAgainLater // 1013
+)
+
+// Conn is one client WebSocket. Ownership: the HTTP handler goroutine runs the read loop and,
+// after it, the clean-up; one writer goroutine is the only one that writes data frames (gorilla
+// allows one concurrent writer; pings and close frames go through WriteControl, which is safe).
+//
+// Lock order: Hub shard lock → Conn.mu. Conn.mu is held only for slice and field updates.
+type Conn struct {
+	id     uint64
+	user   string
+	remote string
+	hub    *Hub
+	ws     *websocket.Conn // nil until the upgrade; set once before the loops start
+	opened time.Time
+
+	mu sync.Mutex
+	// queue holds what is waiting for the writer, oldest first. Its head may be the offline
+	// backlog (backlog messages), which does not count against the send-queue limit.
+	queue     []Message
+	backlog   int
+	closeCode int    // non-zero once the server decided to close: the code the writer sends
+	closeText string // reason text of that close frame
+	reason    string // why the connection ended; the first writer of it wins
+	overflow  int    // storable messages dropped because the closing queue hit its bound
+
+	wake      chan struct{} // cap 1: the queue changed or a close was requested
+	readDone  chan struct{} // closed by the handler when the read loop returned
+	writeDone chan struct{} // closed by the writer when it returned
+}
+
+func (h *Hub) newConn(user, remote string) *Conn {
+	return &Conn{
+		id:        h.nextID.Add(1),
+		user:      user,
+		remote:    remote,
+		hub:       h,
+		opened:    h.now(),
+		wake:      make(chan struct{}, 1),
+		readDone:  make(chan struct{}),
+		writeDone: make(chan struct{}),
+	}
+}
+
+// User returns the connection's user id.
+func (c *Conn) User() string { return c.user }
+
+func (c *Conn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default: // a wake-up is already pending; the writer takes everything queued at once
+	}
+}
+
+// enqueue adds m without ever blocking. A full queue turns the connection into a slow consumer:
+// it is closed with 1013 and m, like everything else not written, goes to the offline store.
+// The text "pong" answers count too, so a client that floods "ping" and reads nothing is slow.
+func (c *Conn) enqueue(m Message) {
+	c.mu.Lock()
+	if c.closeCode != 0 || c.reason != "" {
+		c.keepLocked(m)
+		c.mu.Unlock()
+		return
+	}
+	if len(c.queue)-c.backlog >= c.hub.cfg.SendQueue {
+		c.closeCode, c.closeText, c.reason = CloseSlow, "slow consumer", ReasonSlow
+		c.keepLocked(m)
+		c.mu.Unlock()
+		c.hub.obs.SlowConsumer()
+		c.signal()
+		return
+	}
+	c.queue = append(c.queue, m)
+	depth := len(c.queue)
+	c.mu.Unlock()
+	c.hub.obs.QueueDepth(depth)
+	c.signal()
+}
+
+// keepLocked holds a message of a closing connection for the offline store. The bound exists
+// because a closing connection can take up to write-timeout to finish; anything beyond
+// send-queue + offline-max would be trimmed by the offline cap anyway.
+func (c *Conn) keepLocked(m Message) {
+	if !m.storable() {
+		return
+	}
+	if len(c.queue) >= c.hub.cfg.SendQueue+c.hub.cfg.OfflineMax {
+		c.overflow++
+		return
+	}
+	c.queue = append(c.queue, m)
+}
+
+// closeWith asks the writer to send a close frame with code and end the connection.
+// The first request wins; it never blocks.
+func (c *Conn) closeWith(code int, text, reason string) {
+	c.mu.Lock()
+	if c.closeCode == 0 {
+		c.closeCode, c.closeText = code, text
+	}
+	if c.reason == "" {
+		c.reason = reason
+	}
+	c.mu.Unlock()
+	c.signal()
+}
+
+func (c *Conn) setReason(reason string) {
+	c.mu.Lock()
+	if c.reason == "" {
+		c.reason = reason
+	}
+	c.mu.Unlock()
+}
+
+// start hands the offline backlog to the writer, ahead of what arrived live meanwhile, and
+// starts the writer. Called once, after the upgrade.
+func (c *Conn) start(backlog [][]byte) {
+	now := c.hub.now()
+	c.mu.Lock()
+	if len(backlog) > 0 {
+		q := make([]Message, 0, len(backlog)+len(c.queue))
+		for _, b := range backlog {
+			q = append(q, newMessage(b, kindUser, now))
+		}
+		c.queue = append(q, c.queue...)
+		c.backlog = len(backlog)
+	}
+	c.mu.Unlock()
+	c.hub.obs.FlushedOffline(len(backlog))
+	go c.writeLoop()
+	c.signal()
+}
+
+// remainder returns the storable messages that were never written, oldest first. Called once
+// the writer is done and the connection is out of the hub, so nothing else touches the queue.
+func (c *Conn) remainder() [][]byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out [][]byte
+	for _, m := range c.queue {
+		if m.storable() {
+			out = append(out, m.Data)
+		}
+	}
+	c.queue = nil
+	if c.overflow > 0 {
+		c.hub.obs.Dropped("closing_overflow", c.overflow)
+		c.overflow = 0
+	}
+	return out
+}
+
+func (c *Conn) putBack(rest []Message) {
+	if len(rest) == 0 {
+		return
+	}
+	c.mu.Lock()
+	q := make([]Message, 0, len(rest)+len(c.queue))
+	q = append(q, rest...)
+	c.queue = append(q, c.queue...)
+	c.mu.Unlock()
+}
+
+// writeLoop is the only writer of data frames. It takes everything queued at once and writes
+// it, pings every ping-interval, and on a close request sends the close frame and stops.
+// What it could not write goes back to the head of the queue for the offline store.
+func (c *Conn) writeLoop() {
+	defer close(c.writeDone)
+	cfg := &c.hub.cfg
+	ping := time.NewTicker(cfg.PingInterval)
+	defer ping.Stop()
+	var batch, spare []Message
+	readerGone := false
+	for {
+		select {
+		case <-c.wake:
+		case <-c.readDone:
+			readerGone = true
+		case <-ping.C:
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, c.hub.now().Add(cfg.WriteTimeout)); err != nil {
+				c.setReason(ReasonError)
+				c.ws.Close() // unblocks the reader
+				return
+			}
+			continue
+		}
+		c.mu.Lock()
+		batch, c.queue = c.queue, spare[:0]
+		c.backlog = 0
+		code, text := c.closeCode, c.closeText
+		c.mu.Unlock()
+
+		if code != 0 || readerGone {
+			c.putBack(batch)
+			if code != 0 {
+				c.writeClose(code, text)
+			}
+			return
+		}
+		for i := range batch {
+			if err := c.write(&batch[i]); err != nil {
+				c.putBack(batch[i:])
+				c.setReason(ReasonError)
+				c.ws.Close()
+				return
+			}
+		}
+		clear(batch)
+		spare = batch
+	}
+}
+
+func (c *Conn) write(m *Message) error {
+	if err := c.ws.SetWriteDeadline(c.hub.now().Add(c.hub.cfg.WriteTimeout)); err != nil {
+		return err
+	}
+	var err error
+	if m.prepared != nil {
+		err = c.ws.WritePreparedMessage(m.prepared)
+	} else {
+		err = c.ws.WriteMessage(m.frameType(), m.Data)
+	}
+	if err == nil && m.kind != kindPong {
+		c.hub.obs.Delivered(m.Received)
+	}
+	return err
+}
+
+// writeClose sends the close frame, gives the client a moment to answer it (the read loop
+// ends when the answer arrives), then closes the socket.
+func (c *Conn) writeClose(code int, text string) {
+	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text),
+		c.hub.now().Add(c.hub.cfg.WriteTimeout))
+	t := time.NewTimer(c.hub.cfg.CloseGrace)
+	defer t.Stop()
+	select {
+	case <-c.readDone:
+	case <-t.C:
+	}
+	c.ws.Close()
+}
+
+// readLoop reads until the peer goes away. Every frame, pong included, proves liveness and
+// moves the read deadline (SPEC section 3).
+func (c *Conn) readLoop(ctx context.Context) {
+	cfg := &c.hub.cfg
+	wait := cfg.PingInterval + cfg.PongTimeout
+	extend := func() { _ = c.ws.SetReadDeadline(c.hub.now().Add(wait)) }
+	c.ws.SetReadLimit(cfg.MaxMessageBytes)
+	extend()
+	c.ws.SetPongHandler(func(string) error { extend(); return nil })
+	c.ws.SetPingHandler(func(data string) error {
+		extend()
+		err := c.ws.WriteControl(websocket.PongMessage, []byte(data), c.hub.now().Add(cfg.WriteTimeout))
+		if err == nil || errors.Is(err, websocket.ErrCloseSent) || isTimeout(err) {
+			return nil // like gorilla's default handler: a failed pong is not a read error
+		}
+		return err
+	})
+	for {
+		typ, data, err := c.ws.ReadMessage()
+		if err != nil {
+			c.setReason(readEndReason(err))
+			return
+		}
+		extend()
+		if typ == websocket.TextMessage {
+			if !utf8.Valid(data) {
+				c.closeWith(websocket.CloseInvalidFramePayloadData, "invalid UTF-8", ReasonProtocol)
+				return
+			}
+			if string(data) == "ping" {
+				c.enqueue(Message{Data: pongPayload, kind: kindPong})
+				continue
+			}
+		}
+		c.hub.obs.Inbound(len(data))
+		if c.hub.upstream != nil {
+			if err := c.hub.upstream.Append(ctx, c.user, data); err != nil {
+				c.hub.obs.Dropped("upstream_error", 1)
+			}
+		}
+	}
+}
+
+var pongPayload = []byte("pong")
+
+func readEndReason(err error) string {
+	var ce *websocket.CloseError
+	switch {
+	case errors.As(err, &ce):
+		switch ce.Code {
+		case websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived:
+			return ReasonNormal
+		}
+		return ReasonProtocol
+	case errors.Is(err, websocket.ErrReadLimit):
+		return ReasonProtocol // gorilla already sent 1009
+	case isTimeout(err):
+		return ReasonHeartbeat
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed),
+		errors.Is(err, syscall.ECONNRESET):
+		return ReasonNormal
+	}
+	return ReasonProtocol
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}

@@ -1,0 +1,187 @@
+package ws
+
+import (
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/gorilla/websocket"
+)
+
+// Authenticator turns an upgrade request into a user id. Any error means 401; its text is
+// shown to the client, so it must never contain the token.
+type Authenticator interface {
+	Authenticate(r *http.Request) (user string, err error)
+}
+
+// Handler serves GET /ws: it refuses with plain HTTP before the upgrade (SPEC section 3), then
+// runs the connection on the request's goroutine until it ends.
+type Handler struct {
+	hub      *Hub
+	auth     Authenticator
+	upgrader websocket.Upgrader
+}
+
+// NewHandler returns the /ws handler of hub.
+func NewHandler(hub *Hub, auth Authenticator) *Handler {
+	s := &Handler{hub: hub, auth: auth}
+	s.upgrader = websocket.Upgrader{
+		// Small read buffers: most connections are idle and a frame larger than the buffer is
+		// still read whole. Write buffers come from a pool and are held only while writing
+		// (gorilla server.go), which is what keeps idle connections small.
+		ReadBufferSize:  1024,
+		WriteBufferSize: 4096,
+		WriteBufferPool: &sync.Pool{},
+		CheckOrigin:     s.originAllowed,
+		Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
+			writeError(w, status, reason.Error())
+		},
+	}
+	return s
+}
+
+// ServeHTTP implements GET /ws.
+func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := s.hub
+	if h.Draining() {
+		s.refuse(w, http.StatusServiceUnavailable, "node is draining, reconnect")
+		return
+	}
+	if !websocket.IsWebSocketUpgrade(r) {
+		s.refuse(w, http.StatusBadRequest, "websocket upgrade required")
+		return
+	}
+	if !s.originAllowed(r) {
+		s.refuse(w, http.StatusForbidden, "origin not allowed")
+		return
+	}
+	user, err := s.auth.Authenticate(r)
+	if err != nil {
+		s.refuse(w, http.StatusUnauthorized, err.Error())
+		return
+	}
+	c := h.newConn(user, remoteHost(r))
+	ctx := r.Context()
+	if err := h.register(ctx, c); err != nil {
+		switch {
+		case errors.Is(err, ErrTooManyConns):
+			s.refuse(w, http.StatusTooManyRequests, "too many connections for this user")
+		case errors.Is(err, ErrDraining):
+			s.refuse(w, http.StatusServiceUnavailable, "node is draining, reconnect")
+		default:
+			s.refuse(w, http.StatusServiceUnavailable, "temporarily unavailable, retry")
+		}
+		return
+	}
+	conn, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil { // the upgrader already answered with an HTTP error
+		h.finish(ctx, c)
+		return
+	}
+	c.ws = conn
+	h.obs.ConnOpened()
+	log := h.log.With("user_id", user, "conn_id", c.id, "remote", c.remote)
+	log.Info("connected")
+
+	// Subscribed and confirmed by register; now take the backlog. Whatever arrived live since
+	// the subscription waits in the queue behind it (SPEC section 6, order after reconnect).
+	backlog, err := h.store.Drain(ctx, user)
+	if err != nil {
+		log.Warn("offline drain failed", "err", err)
+		c.closeWith(websocket.CloseInternalServerErr, "offline store unavailable, reconnect", ReasonError)
+	}
+	c.start(backlog)
+	c.readLoop(ctx)
+	close(c.readDone)
+	<-c.writeDone
+	conn.Close()
+	h.finish(ctx, c)
+
+	c.mu.Lock()
+	reason := c.reason
+	c.mu.Unlock()
+	d := h.now().Sub(c.opened)
+	h.obs.ConnClosed(reason, d)
+	log.Info("disconnected", "reason", reason, "duration", d.String())
+}
+
+func (s *Handler) refuse(w http.ResponseWriter, status int, msg string) {
+	s.hub.obs.Refused(status)
+	writeError(w, status, msg)
+}
+
+// originAllowed applies allowed-origins: "*" allows any; an empty list allows only the
+// request's own host (and clients that send no Origin, which browsers always do).
+func (s *Handler) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	allowed := s.hub.cfg.AllowedOrigins
+	if len(allowed) == 0 {
+		u, err := url.Parse(origin)
+		return err == nil && strings.EqualFold(u.Host, r.Host)
+	}
+	for _, a := range allowed {
+		if a == "*" || strings.EqualFold(strings.TrimSuffix(a, "/"), origin) {
+			return true
+		}
+	}
+	return false
+}
+
+// Echo serves /ws/echo (--dev only): every frame comes back as it was sent, with the same
+// limits as /ws. One goroutine reads and writes, so gorilla's one-writer rule holds.
+func (s *Handler) Echo(w http.ResponseWriter, r *http.Request) {
+	if !s.originAllowed(r) {
+		writeError(w, http.StatusForbidden, "origin not allowed")
+		return
+	}
+	conn, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	cfg := &s.hub.cfg
+	wait := cfg.PingInterval + cfg.PongTimeout
+	conn.SetReadLimit(cfg.MaxMessageBytes)
+	for {
+		_ = conn.SetReadDeadline(s.hub.now().Add(wait))
+		typ, data, err := conn.ReadMessage()
+		if err != nil {
+			return
+		}
+		if typ == websocket.TextMessage && !utf8.Valid(data) {
+			_ = conn.WriteControl(websocket.CloseMessage,
+				websocket.FormatCloseMessage(websocket.CloseInvalidFramePayloadData, "invalid UTF-8"),
+				s.hub.now().Add(cfg.WriteTimeout))
+			return
+		}
+		_ = conn.SetWriteDeadline(s.hub.now().Add(cfg.WriteTimeout))
+		if err := conn.WriteMessage(typ, data); err != nil {
+			return
+		}
+	}
+}
+
+func remoteHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// writeError answers with status and {"error": msg}, the error shape of the whole gateway.
+func writeError(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(struct {
+		Error string `json:"error"`
+	}{msg})
+}

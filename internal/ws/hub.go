@@ -1,0 +1,494 @@
+package ws
+
+import (
+	"context"
+	"errors"
+	"hash/maphash"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Subscriber is what the hub needs from the fan-out layer (internal/bus). Both calls return
+// once the subscription change is confirmed: after Subscribe returns, every message published
+// to the user reaches Hub.Deliver; after Unsubscribe returns, none does any more.
+type Subscriber interface {
+	Subscribe(ctx context.Context, user string) error
+	Unsubscribe(ctx context.Context, user string) error
+}
+
+// Store is what the hub needs from the offline store (internal/offline).
+type Store interface {
+	// Drain atomically takes every stored message of user, oldest first.
+	Drain(ctx context.Context, user string) ([][]byte, error)
+	// Requeue puts msgs (oldest first) back at the head of user's list, ahead of anything
+	// stored meanwhile, because they are older than it.
+	Requeue(ctx context.Context, user string, msgs [][]byte) error
+}
+
+// Upstream receives what clients send (SPEC section 7). Nil drops it after the checks.
+type Upstream interface {
+	Append(ctx context.Context, user string, data []byte) error
+}
+
+// Observer is told what happens, for metrics. Every method must be cheap and non-blocking.
+type Observer interface {
+	ConnOpened()
+	ConnClosed(reason string, d time.Duration)
+	Refused(status int)
+	Delivered(received time.Time)
+	Dropped(reason string, n int)
+	SlowConsumer()
+	QueueDepth(n int)
+	FlushedOffline(n int)
+	Requeued(n int)
+	Inbound(bytes int)
+}
+
+// Config holds the hub's settings; see SPEC section 2 for their meaning.
+type Config struct {
+	PingInterval    time.Duration
+	PongTimeout     time.Duration
+	WriteTimeout    time.Duration
+	MaxMessageBytes int64
+	SendQueue       int
+	MaxConnsPerUser int
+	OfflineMax      int
+	AllowedOrigins  []string // "*" allows any; empty allows the request's own host only
+	// CloseGrace is how long the writer waits for the client's answer to a close frame
+	// before it closes the socket. Default 1s.
+	CloseGrace time.Duration
+	// SubscribeTimeout bounds the subscription of a user's first connection. Default 5s.
+	SubscribeTimeout time.Duration
+}
+
+// Errors of Register, each mapped to its HTTP status by the handler.
+var (
+	ErrTooManyConns = errors.New("ws: too many connections for this user") // 429
+	ErrDraining     = errors.New("ws: node is draining")                   // 503
+	ErrUnavailable  = errors.New("ws: fan-out unavailable")                // 503
+)
+
+const numShards = 64 // as centrifuge: enough to make shard-lock contention vanish at 2–64 cores
+
+// Hub is this node's registry of user → connections. The maps are sharded by user id; under a
+// shard lock only map operations and non-blocking enqueues happen. Subscribing and
+// unsubscribing a user at Redis happens outside the locks, serialized per user by the
+// user entry's states (subscribing via ready, unsubscribing via leaving).
+type Hub struct {
+	cfg      Config
+	bus      Subscriber
+	store    Store
+	upstream Upstream
+	obs      Observer
+	log      *slog.Logger
+	now      func() time.Time
+
+	seed     maphash.Seed
+	shards   [numShards]shard
+	nextID   atomic.Uint64
+	draining atomic.Bool
+	conns    sync.WaitGroup // one per registered connection, done after its clean-up
+	redrain  redrainer
+}
+
+type shard struct {
+	mu    sync.Mutex
+	users map[string]*userEntry
+}
+
+// userEntry is one user's connections on this node.
+type userEntry struct {
+	conns []*Conn
+	// ready is closed when the subscription is confirmed (subErr tells whether it failed).
+	ready  chan struct{}
+	subErr error
+	// leaving is non-nil while the last connection's unsubscribe is in flight; messages that
+	// still arrive then are kept in orphans and stored offline ahead of anything newer.
+	leaving chan struct{}
+	orphans [][]byte
+}
+
+// Deps are the hub's collaborators. Bus and Store are required.
+type Deps struct {
+	Bus      Subscriber
+	Store    Store
+	Upstream Upstream
+	Observer Observer
+	Logger   *slog.Logger
+	Now      func() time.Time
+}
+
+// NewHub returns a hub; the HTTP side is added with NewHandler.
+func NewHub(cfg Config, d Deps) *Hub {
+	if cfg.CloseGrace <= 0 {
+		cfg.CloseGrace = time.Second
+	}
+	if cfg.SubscribeTimeout <= 0 {
+		cfg.SubscribeTimeout = 5 * time.Second
+	}
+	h := &Hub{
+		cfg: cfg, bus: d.Bus, store: d.Store, upstream: d.Upstream,
+		obs: d.Observer, log: d.Logger, now: d.Now, seed: maphash.MakeSeed(),
+	}
+	if h.obs == nil {
+		h.obs = nopObserver{}
+	}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	if h.now == nil {
+		h.now = time.Now
+	}
+	for i := range h.shards {
+		h.shards[i].users = make(map[string]*userEntry)
+	}
+	h.redrain.h = h
+	return h
+}
+
+func (h *Hub) shardOf(user string) *shard {
+	return &h.shards[maphash.String(h.seed, user)%numShards]
+}
+
+// register adds c to its user. The first connection of a user subscribes (outside the lock);
+// the others wait for that subscription. A user whose last connection is still unsubscribing
+// waits until that finished, so its orphans are stored before this connection drains.
+func (h *Hub) register(ctx context.Context, c *Conn) error {
+	sh := h.shardOf(c.user)
+	for {
+		sh.mu.Lock()
+		if h.draining.Load() {
+			sh.mu.Unlock()
+			return ErrDraining
+		}
+		u := sh.users[c.user]
+		if u != nil && u.leaving != nil {
+			leaving := u.leaving
+			sh.mu.Unlock()
+			select {
+			case <-leaving:
+				continue
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		if u != nil && len(u.conns) >= h.cfg.MaxConnsPerUser {
+			sh.mu.Unlock()
+			return ErrTooManyConns
+		}
+		first := u == nil
+		if first {
+			u = &userEntry{ready: make(chan struct{})}
+			sh.users[c.user] = u
+		}
+		u.conns = append(u.conns, c)
+		h.conns.Add(1)
+		sh.mu.Unlock()
+
+		if first {
+			sctx, cancel := context.WithTimeout(ctx, h.cfg.SubscribeTimeout)
+			err := h.bus.Subscribe(sctx, c.user)
+			cancel()
+			if err != nil {
+				h.failSubscribe(c.user, u, err)
+			} else {
+				close(u.ready)
+			}
+		}
+		select {
+		case <-u.ready:
+		case <-ctx.Done():
+			h.finish(ctx, c)
+			return ctx.Err()
+		}
+		if u.subErr != nil {
+			h.conns.Done()
+			return ErrUnavailable
+		}
+		return nil
+	}
+}
+
+// failSubscribe removes a user whose subscription failed; every connection waiting for it is
+// refused with 503 and nothing was delivered to them, so nothing is lost.
+func (h *Hub) failSubscribe(user string, u *userEntry, err error) {
+	sh := h.shardOf(user)
+	sh.mu.Lock()
+	u.subErr = err
+	if sh.users[user] == u {
+		delete(sh.users, user)
+	}
+	orphans := u.orphans
+	u.orphans = nil
+	sh.mu.Unlock()
+	close(u.ready)
+	h.log.Warn("subscribe failed", "user_id", user, "err", err)
+	// The subscribe may have reached Redis after all: undo it, best effort.
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.SubscribeTimeout)
+	defer cancel()
+	_ = h.bus.Unsubscribe(ctx, user)
+	var msgs [][]byte
+	for _, c := range u.conns {
+		msgs = append(msgs, c.remainder()...)
+	}
+	h.requeue(ctx, user, append(msgs, orphans...))
+}
+
+// finish removes c after its loops ended and stores what it did not send. The last
+// connection of a user unsubscribes first and stores the messages that arrived meanwhile
+// (orphans) behind c's remainder, both ahead of anything stored after the unsubscribe.
+func (h *Hub) finish(ctx context.Context, c *Conn) {
+	defer h.conns.Done()
+	sh := h.shardOf(c.user)
+	sh.mu.Lock()
+	u := sh.users[c.user]
+	if u == nil || u.subErr != nil {
+		sh.mu.Unlock()
+		return // failSubscribe handled it
+	}
+	for i, x := range u.conns {
+		if x == c {
+			u.conns = append(u.conns[:i], u.conns[i+1:]...)
+			break
+		}
+	}
+	last := len(u.conns) == 0
+	if last {
+		u.leaving = make(chan struct{})
+	}
+	sh.mu.Unlock()
+
+	// Detach from the caller's context: a client that went away must not cancel the store.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.SubscribeTimeout+h.cfg.WriteTimeout)
+	defer cancel()
+	rest := c.remainder()
+	if !last {
+		h.requeue(ctx, c.user, rest)
+		return
+	}
+	if err := h.bus.Unsubscribe(ctx, c.user); err != nil {
+		h.log.Warn("unsubscribe failed", "user_id", c.user, "err", err)
+	}
+	sh.mu.Lock()
+	rest = append(rest, u.orphans...)
+	u.orphans = nil
+	delete(sh.users, c.user)
+	sh.mu.Unlock()
+	h.requeue(ctx, c.user, rest)
+	close(u.leaving)
+}
+
+func (h *Hub) requeue(ctx context.Context, user string, msgs [][]byte) {
+	if len(msgs) == 0 {
+		return
+	}
+	if err := h.store.Requeue(ctx, user, msgs); err != nil {
+		h.obs.Dropped("store_failed", len(msgs))
+		h.log.Error("storing undelivered messages failed", "user_id", user, "count", len(msgs), "err", err)
+		return
+	}
+	h.obs.Requeued(len(msgs))
+}
+
+// Deliver hands a message for user to every local connection of that user. It never blocks:
+// the bus calls it from its receive loop.
+func (h *Hub) Deliver(user string, data []byte) {
+	m := newMessage(data, kindUser, h.now())
+	sh := h.shardOf(user)
+	sh.mu.Lock()
+	u := sh.users[user]
+	switch {
+	case u == nil:
+		sh.mu.Unlock()
+		// Only possible after a subscribe that failed locally but reached Redis.
+		h.obs.Dropped("no_receiver", 1)
+		return
+	case len(u.conns) == 0:
+		u.orphans = append(u.orphans, data)
+	case len(u.conns) == 1:
+		u.conns[0].enqueue(m)
+	default:
+		m.prepare()
+		for _, c := range u.conns {
+			c.enqueue(m)
+		}
+	}
+	sh.mu.Unlock()
+}
+
+// Broadcast hands data to every local connection. Nothing is stored for broadcasts.
+func (h *Hub) Broadcast(data []byte) {
+	m := newMessage(data, kindBroadcast, h.now())
+	m.prepare()
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for _, u := range sh.users {
+			for _, c := range u.conns {
+				c.enqueue(m)
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// Kick closes every local connection of user with 4001.
+func (h *Hub) Kick(user string) {
+	h.closeUser(user, CloseKicked, "disconnected by the API", ReasonKicked)
+}
+
+func (h *Hub) closeUser(user string, code int, text, reason string) {
+	sh := h.shardOf(user)
+	sh.mu.Lock()
+	if u := sh.users[user]; u != nil {
+		for _, c := range u.conns {
+			c.closeWith(code, text, reason)
+		}
+	}
+	sh.mu.Unlock()
+}
+
+// Online reports whether this node holds a connection of user.
+func (h *Hub) Online(user string) bool {
+	sh := h.shardOf(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	u := sh.users[user]
+	return u != nil && len(u.conns) > 0
+}
+
+// Users returns the users with a connection on this node.
+func (h *Hub) Users() []string {
+	var out []string
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for user, u := range sh.users {
+			if len(u.conns) > 0 && u.leaving == nil {
+				out = append(out, user)
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return out
+}
+
+// Conns returns the number of connections on this node.
+func (h *Hub) Conns() int {
+	n := 0
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for _, u := range sh.users {
+			n += len(u.conns)
+		}
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// Draining reports whether Shutdown began.
+func (h *Hub) Draining() bool { return h.draining.Load() }
+
+// Shutdown refuses new connections, closes every connection with 1001 and waits until each has
+// stored what it had not sent, or until ctx ends. Each connection's own writer sends its close
+// frame, so the closes run in parallel, each bounded by write-timeout + close grace.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	h.draining.Store(true)
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for _, u := range sh.users {
+			for _, c := range u.conns {
+				c.closeWith(1001, "node shutting down", ReasonShutdown)
+			}
+		}
+		sh.mu.Unlock()
+	}
+	done := make(chan struct{})
+	go func() { h.conns.Wait(); h.redrain.wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Resubscribed is called by the bus when its subscriptions came back after an outage. A push
+// made while they were away found no subscriber and was stored offline although the user is
+// connected here: drain those lists now (SPEC section 6, "Resubscribe windows"). It never
+// blocks; the drain runs on one hub-owned goroutine.
+func (h *Hub) Resubscribed() { h.redrain.trigger() }
+
+// redrainer runs at most one drain pass at a time; a trigger during a pass causes one more.
+type redrainer struct {
+	h       *Hub
+	mu      sync.Mutex
+	running bool
+	again   bool
+	wg      sync.WaitGroup
+}
+
+func (r *redrainer) trigger() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.running {
+		r.again = true
+		return
+	}
+	r.running = true
+	r.wg.Add(1)
+	go r.loop()
+}
+
+func (r *redrainer) wait() { r.wg.Wait() }
+
+func (r *redrainer) loop() {
+	defer r.wg.Done()
+	for {
+		r.h.drainHeld()
+		r.mu.Lock()
+		if !r.again || r.h.draining.Load() {
+			r.running = false
+			r.mu.Unlock()
+			return
+		}
+		r.again = false
+		r.mu.Unlock()
+	}
+}
+
+func (h *Hub) drainHeld() {
+	for _, user := range h.Users() {
+		if h.draining.Load() {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.SubscribeTimeout)
+		msgs, err := h.store.Drain(ctx, user)
+		cancel()
+		if err != nil {
+			h.log.Warn("drain after resubscribe failed", "user_id", user, "err", err)
+			continue
+		}
+		for _, m := range msgs {
+			h.Deliver(user, m)
+		}
+		h.obs.FlushedOffline(len(msgs))
+	}
+}
+
+type nopObserver struct{}
+
+func (nopObserver) ConnOpened()                      {}
+func (nopObserver) ConnClosed(string, time.Duration) {}
+func (nopObserver) Refused(int)                      {}
+func (nopObserver) Delivered(time.Time)              {}
+func (nopObserver) Dropped(string, int)              {}
+func (nopObserver) SlowConsumer()                    {}
+func (nopObserver) QueueDepth(int)                   {}
+func (nopObserver) FlushedOffline(int)               {}
+func (nopObserver) Requeued(int)                     {}
+func (nopObserver) Inbound(int)                      {}
