@@ -29,11 +29,11 @@ func TestMain(m *testing.M) {
 
 // recorder is the Handler side of the bus: it records what the bus hands over.
 type recorder struct {
-	mu            sync.Mutex
-	got           map[string][]string
-	broadcasts    []string
-	kicks         []string
-	resubscribed  atomic.Int32
+	mu           sync.Mutex
+	got          map[string][]string
+	broadcasts   []string
+	kicks        []string
+	resubscribed atomic.Int32
 }
 
 func newRecorder() *recorder { return &recorder{got: make(map[string][]string)} }
