@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 
 	"github.com/gin-gonic/gin"
@@ -105,11 +106,12 @@ func (a *api) decode(c *gin.Context, v any) bool {
 		return false
 	}
 	// One JSON value only: trailing garbage is as malformed as a broken value.
-	if _, err := dec.Token(); err == nil {
-		a.fail(c, http.StatusBadRequest, "malformed JSON: more than one value")
-		return false
-	} else if errors.As(err, new(*http.MaxBytesError)) {
+	// Only io.EOF means nothing follows; a syntax error there ("{…} x") is malformed too.
+	if _, err := dec.Token(); errors.As(err, new(*http.MaxBytesError)) {
 		a.fail(c, http.StatusRequestEntityTooLarge, "body larger than 1 MiB")
+		return false
+	} else if !errors.Is(err, io.EOF) {
+		a.fail(c, http.StatusBadRequest, "malformed JSON: something follows the value")
 		return false
 	}
 	return true

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -53,6 +54,11 @@ type Conn struct {
 	closeText string // reason text of that close frame
 	reason    string // why the connection ended; the first writer of it wins
 	overflow  int    // storable messages dropped because the closing queue hit its bound
+	peerClose int    // the code of the client's close frame, answered by the writer
+	released  sync.Once
+	// closing mirrors closeCode != 0 without the lock, so the writer can stop in the middle
+	// of a batch instead of writing hundreds more messages to a client it is closing.
+	closing atomic.Bool
 
 	wake      chan struct{} // cap 1: the queue changed or a close was requested
 	readDone  chan struct{} // closed by the handler when the read loop returned
@@ -94,6 +100,7 @@ func (c *Conn) enqueue(m Message) {
 	}
 	if len(c.queue)-c.backlog >= c.hub.cfg.SendQueue {
 		c.closeCode, c.closeText, c.reason = CloseSlow, "slow consumer", ReasonSlow
+		c.closing.Store(true)
 		c.keepLocked(m)
 		c.mu.Unlock()
 		c.hub.obs.SlowConsumer()
@@ -127,6 +134,7 @@ func (c *Conn) closeWith(code int, text, reason string) {
 	c.mu.Lock()
 	if c.closeCode == 0 {
 		c.closeCode, c.closeText = code, text
+		c.closing.Store(true)
 	}
 	if c.reason == "" {
 		c.reason = reason
@@ -181,6 +189,17 @@ func (c *Conn) remainder() [][]byte {
 	return out
 }
 
+// release takes c out of the hub and stores its unsent messages, once (Hub.release).
+func (c *Conn) release(ctx context.Context) {
+	c.released.Do(func() { c.hub.release(ctx, c) })
+}
+
+func (c *Conn) peerCloseCode() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.peerClose
+}
+
 func (c *Conn) putBack(rest []Message) {
 	if len(rest) == 0 {
 		return
@@ -223,12 +242,23 @@ func (c *Conn) writeLoop() {
 
 		if code != 0 || readerGone {
 			c.putBack(batch)
+			// Store what was not sent before the client learns that the connection ended
+			// (our close frame, or the answer to its own): it may reconnect to another node
+			// at once, and that node's flush must find the backlog complete and in order.
+			c.release(context.Background())
 			if code != 0 {
 				c.writeClose(code, text)
+			} else if peer := c.peerCloseCode(); peer != 0 {
+				_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(peer, ""),
+					c.hub.now().Add(cfg.WriteTimeout))
 			}
 			return
 		}
 		for i := range batch {
+			if c.closing.Load() {
+				c.putBack(batch[i:])
+				break // the next round sees the close request and sends the close frame
+			}
 			if err := c.write(&batch[i]); err != nil {
 				c.putBack(batch[i:])
 				c.setReason(ReasonError)
@@ -280,6 +310,14 @@ func (c *Conn) readLoop(ctx context.Context) {
 	c.ws.SetReadLimit(cfg.MaxMessageBytes)
 	extend()
 	c.ws.SetPongHandler(func(string) error { extend(); return nil })
+	// Unlike gorilla's default, the close frame is not answered here but by the writer, after
+	// the hub stored what this connection had not sent (writeLoop).
+	c.ws.SetCloseHandler(func(code int, _ string) error {
+		c.mu.Lock()
+		c.peerClose = code
+		c.mu.Unlock()
+		return nil
+	})
 	c.ws.SetPingHandler(func(data string) error {
 		extend()
 		err := c.ws.WriteControl(websocket.PongMessage, []byte(data), c.hub.now().Add(cfg.WriteTimeout))

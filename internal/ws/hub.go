@@ -236,11 +236,17 @@ func (h *Hub) failSubscribe(user string, u *userEntry, err error) {
 	h.requeue(ctx, user, append(msgs, orphans...))
 }
 
-// finish removes c after its loops ended and stores what it did not send. The last
-// connection of a user unsubscribes first and stores the messages that arrived meanwhile
-// (orphans) behind c's remainder, both ahead of anything stored after the unsubscribe.
+// finish is the handler's last step for c: release (unless c's writer did it already, before
+// its close frame) and mark c done for Shutdown.
 func (h *Hub) finish(ctx context.Context, c *Conn) {
 	defer h.conns.Done()
+	c.release(ctx)
+}
+
+// release removes c from the hub and stores what it did not send. The last connection of a
+// user unsubscribes first and stores the messages that arrived meanwhile (orphans) behind c's
+// remainder, both ahead of anything stored after the unsubscribe. Run once per c (Conn.release).
+func (h *Hub) release(ctx context.Context, c *Conn) {
 	sh := h.shardOf(c.user)
 	sh.mu.Lock()
 	u := sh.users[c.user]

@@ -1,0 +1,287 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/wsgateway/wsgateway/internal/testutil/redistest"
+	"github.com/wsgateway/wsgateway/internal/testutil/wait"
+)
+
+// A wrong setting exits with status 2 and one line that names it, before anything listens.
+func TestBadSettingsExit(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		env  []string
+		want string
+	}{
+		{"unknown flag", []string{"--bogus"}, nil, "bogus"},
+		{"no credentials", nil, nil, "jwt-secret"},
+		{"no api keys", []string{"--jwt-secret", "s"}, nil, "api-keys"},
+		{"negative duration", []string{"--dev", "--ping-interval", "-1s"}, nil, "ping-interval"},
+		{"bad env", []string{"--dev"}, []string{"GATEWAY_SEND_QUEUE=lots"}, "GATEWAY_SEND_QUEUE"},
+		{"bad redis url", []string{"--dev", "--redis-url", "http://x"}, nil, "redis-url"},
+		{"bad log format", []string{"--dev", "--log-format", "xml"}, nil, "log-format"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(tc.args, tc.env, &stdout, &stderr)
+			if code != 2 {
+				t.Fatalf("exit %d, want 2; stderr %q", code, stderr.String())
+			}
+			msg := stderr.String()
+			if strings.Count(msg, "\n") != 1 || !strings.Contains(msg, tc.want) {
+				t.Fatalf("stderr %q: want one line naming %q", msg, tc.want)
+			}
+		})
+	}
+	var stdout bytes.Buffer
+	if code := run([]string{"--help"}, nil, &stdout, io.Discard); code != 0 {
+		t.Fatalf("--help exit %d", code)
+	}
+	for _, name := range []string{"addr", "redis-url", "jwt-secret", "api-keys", "send-queue", "shutdown-grace"} {
+		if !strings.Contains(stdout.String(), "-"+name) {
+			t.Errorf("--help does not list %s", name)
+		}
+	}
+}
+
+func buildGateway(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "gateway")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("go build: %v", err)
+	}
+	return bin
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func status(url string) int {
+	c := http.Client{Timeout: time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestSIGTERMDrain runs the real binary on Redis with live connections, sends SIGTERM and
+// checks SPEC section 6: /readyz turns 503 while draining, clients get 1001, what was queued
+// for a client that stopped reading reaches the offline store (nothing lost, nothing twice),
+// and the process exits 0 within shutdown-grace.
+func TestSIGTERMDrain(t *testing.T) {
+	rs := redistest.Start(t)
+	rdb := rs.Client(t)
+	prefix := redistest.Prefix(t)
+	bin := buildGateway(t)
+	addr := freeAddr(t)
+	const grace = 20 * time.Second
+	cmd := exec.Command(bin, "--dev", "--addr", addr, "--redis-url", rs.URL(), "--key-prefix", prefix,
+		"--write-timeout", "3s", "--send-queue", "5000", "--shutdown-grace", grace.String(), "--log-level", "debug")
+	var logs bytes.Buffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	done := make(chan struct{})
+	go func() { exited <- cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-done
+		if t.Failed() {
+			t.Logf("gateway log:\n%s", logs.String())
+		}
+	})
+	base := "http://" + addr
+	wait.For(t, 20*time.Second, func() bool { return status(base+"/readyz") == 200 }, "gateway never ready")
+
+	reader, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws?user_id=reader", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	readerClosed := make(chan int, 1)
+	go func() {
+		for {
+			if _, _, err := reader.ReadMessage(); err != nil {
+				var ce *websocket.CloseError
+				if errors.As(err, &ce) {
+					readerClosed <- ce.Code
+				} else {
+					readerClosed <- -1
+				}
+				return
+			}
+		}
+	}()
+
+	// A client that stops reading: a tiny receive buffer makes the server's socket fill fast,
+	// so pushes pile up in its send queue.
+	dialer := websocket.Dialer{NetDialContext: (&net.Dialer{Control: smallRcvBuf}).DialContext}
+	stuck, _, err := dialer.Dial("ws://"+addr+"/ws?user_id=stuck", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close()
+
+	const n = 300
+	pad := strings.Repeat("x", 32<<10)
+	for i := range n {
+		body := fmt.Sprintf(`{"user_id":"stuck","data":{"seq":%d,"pad":%q}}`, i, pad)
+		resp, err := http.Post(base+"/api/v1/push", "application/json", strings.NewReader(body))
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("push %d: %v %v", i, err, resp)
+		}
+		resp.Body.Close()
+	}
+
+	start := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 5*time.Second, func() bool { return status(base+"/readyz") == 503 }, "/readyz not 503 while draining")
+	drainSeen := time.Since(start)
+	select {
+	case code := <-readerClosed:
+		if code != websocket.CloseGoingAway {
+			t.Fatalf("reader closed with %d, want 1001", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("reader got no close frame")
+	}
+	var exitErr error
+	select {
+	case exitErr = <-exited:
+	case <-time.After(grace + 5*time.Second):
+		t.Fatal("gateway did not exit within shutdown-grace")
+	}
+	took := time.Since(start)
+	if exitErr != nil {
+		t.Fatalf("exit: %v, want 0", exitErr)
+	}
+	if took > grace {
+		t.Fatalf("drain took %s, over shutdown-grace %s", took, grace)
+	}
+	t.Logf("drain: /readyz 503 after %s, exit 0 after %s", drainSeen.Round(time.Millisecond), took.Round(time.Millisecond))
+
+	// Everything the stuck client did not get is in the offline list, in order, none twice.
+	var got []int
+	_ = stuck.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		_, data, err := stuck.ReadMessage()
+		if err != nil {
+			break
+		}
+		got = append(got, seqOf(t, data))
+	}
+	stored := rdb.LRange(context.Background(), prefix+"offline:{stuck}", 0, -1).Val()
+	if len(stored) == 0 {
+		t.Fatal("nothing was stored offline although the client had stopped reading")
+	}
+	for _, s := range stored {
+		got = append(got, seqOf(t, []byte(s)))
+	}
+	if len(got) != n {
+		t.Fatalf("read + stored = %d messages, want %d", len(got), n)
+	}
+	for i, s := range got {
+		if s != i {
+			t.Fatalf("message %d has seq %d: lost, duplicated or reordered", i, s)
+		}
+	}
+	t.Logf("stuck client read %d, %d stored offline", n-len(stored), len(stored))
+}
+
+// A second signal ends the process at once, even while the drain still waits on a client.
+func TestSecondSignalExitsAtOnce(t *testing.T) {
+	bin := buildGateway(t)
+	addr := freeAddr(t)
+	cmd := exec.Command(bin, "--dev", "--addr", addr, "--write-timeout", "30s", "--send-queue", "5000",
+		"--shutdown-grace", "60s")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	done := make(chan struct{})
+	go func() { exited <- cmd.Wait(); close(done) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
+	base := "http://" + addr
+	wait.For(t, 20*time.Second, func() bool { return status(base+"/readyz") == 200 }, "gateway never ready")
+	dialer := websocket.Dialer{NetDialContext: (&net.Dialer{Control: smallRcvBuf}).DialContext}
+	stuck, _, err := dialer.Dial("ws://"+addr+"/ws?user_id=stuck", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close()
+	pad := strings.Repeat("x", 32<<10)
+	for i := range 200 {
+		body := fmt.Sprintf(`{"user_id":"stuck","data":{"seq":%d,"pad":%q}}`, i, pad)
+		resp, err := http.Post(base+"/api/v1/push", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	wait.For(t, 5*time.Second, func() bool { return status(base+"/readyz") == 503 }, "not draining")
+	start := time.Now()
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("second SIGTERM did not end the process")
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("second signal took %s", d)
+	}
+}
+
+func seqOf(t *testing.T, data []byte) int {
+	t.Helper()
+	var v struct{ Seq int }
+	if err := json.Unmarshal(data, &v); err != nil {
+		t.Fatalf("bad payload %.60q: %v", data, err)
+	}
+	return v.Seq
+}
+
+func smallRcvBuf(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
