@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 
 	"github.com/gin-gonic/gin"
@@ -100,6 +101,11 @@ func (a *api) decode(c *gin.Context, v any) bool {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			a.fail(c, http.StatusRequestEntityTooLarge, "body larger than 1 MiB")
+			return false
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			a.fail(c, http.StatusRequestTimeout, "request body did not arrive in time")
 			return false
 		}
 		a.fail(c, http.StatusBadRequest, "malformed JSON: "+err.Error())

@@ -47,6 +47,12 @@ type Config struct {
 	LogFormat string
 	LogLevel  string
 
+	MaxInboundRate   float64
+	MaxConns         int
+	MaxConnsPerIP    int
+	HandshakeTimeout time.Duration
+	PprofAddr        string
+
 	// JWTPublicKeyPEM is the content of JWTPublicKeyFile, read by Parse so that an unreadable
 	// file is a start-up error, not a failure at the first connect.
 	JWTPublicKeyPEM []byte
@@ -55,19 +61,21 @@ type Config struct {
 // Default returns the documented defaults (SPEC.md section 2) before flags and environment.
 func Default() Config {
 	return Config{
-		Addr:            ":8080",
-		KeyPrefix:       "ws:",
-		PingInterval:    25 * time.Second,
-		PongTimeout:     10 * time.Second,
-		WriteTimeout:    10 * time.Second,
-		MaxMessageBytes: 65536,
-		SendQueue:       256,
-		MaxConnsPerUser: 16,
-		OfflineMax:      1000,
-		OfflineTTL:      168 * time.Hour,
-		ShutdownGrace:   30 * time.Second,
-		LogFormat:       "json",
-		LogLevel:        "info",
+		Addr:             ":8080",
+		KeyPrefix:        "ws:",
+		PingInterval:     25 * time.Second,
+		PongTimeout:      10 * time.Second,
+		WriteTimeout:     10 * time.Second,
+		MaxMessageBytes:  65536,
+		SendQueue:        256,
+		MaxConnsPerUser:  16,
+		OfflineMax:       1000,
+		OfflineTTL:       168 * time.Hour,
+		ShutdownGrace:    30 * time.Second,
+		LogFormat:        "json",
+		LogLevel:         "info",
+		MaxInboundRate:   50,
+		HandshakeTimeout: 10 * time.Second,
 	}
 }
 
@@ -103,6 +111,11 @@ func Parse(args []string, environ []string, output io.Writer) (Config, error) {
 	fs.StringVar(&c.NodeID, "node-id", "", "shown in logs, metrics and /readyz (default hostname + random suffix)")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "json or text")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn, error")
+	fs.Float64Var(&c.MaxInboundRate, "max-inbound-rate", c.MaxInboundRate, "inbound messages per second per connection (bursts of twice that); over it → close 1008")
+	fs.IntVar(&c.MaxConns, "max-conns", 0, "connections per node; beyond it → HTTP 503 (0 = no cap)")
+	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", 0, "connections per remote address per node; beyond it → HTTP 429 (0 = no cap)")
+	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", c.HandshakeTimeout, "the upgrade request must arrive whole within this (slow senders are cut off)")
+	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "serve Go's pprof on this address (keep it private)")
 
 	// Environment first, flags after: the flag wins.
 	env := envMap(environ)
@@ -178,6 +191,7 @@ func (c *Config) Validate() error {
 	}{
 		{"ping-interval", c.PingInterval}, {"pong-timeout", c.PongTimeout},
 		{"write-timeout", c.WriteTimeout}, {"offline-ttl", c.OfflineTTL},
+		{"handshake-timeout", c.HandshakeTimeout},
 	}
 	for _, p := range positive {
 		if p.d <= 0 {
@@ -200,6 +214,20 @@ func (c *Config) Validate() error {
 	for _, p := range counts {
 		if p.n <= 0 {
 			return fmt.Errorf("%s: must be positive, got %d", p.name, p.n)
+		}
+	}
+	if c.MaxInboundRate <= 0 {
+		return fmt.Errorf("max-inbound-rate: must be positive, got %g", c.MaxInboundRate)
+	}
+	if c.MaxConns < 0 {
+		return fmt.Errorf("max-conns: must not be negative (0 = no cap), got %d", c.MaxConns)
+	}
+	if c.MaxConnsPerIP < 0 {
+		return fmt.Errorf("max-conns-per-ip: must not be negative (0 = no cap), got %d", c.MaxConnsPerIP)
+	}
+	if c.PprofAddr != "" {
+		if _, _, err := net.SplitHostPort(c.PprofAddr); err != nil {
+			return fmt.Errorf("pprof-addr: %q is not host:port", c.PprofAddr)
 		}
 	}
 	switch c.LogFormat {

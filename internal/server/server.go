@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -28,6 +29,9 @@ import (
 
 // Version is the build's version, set with -ldflags "-X …/server.Version=v1.2.3".
 var Version = "dev"
+
+// apiBodyTimeout bounds reading one whole request, body included (1 MiB at most).
+const apiBodyTimeout = 30 * time.Second
 
 // Options are settings that are not flags: test hooks and tuning with sensible defaults.
 type Options struct {
@@ -64,6 +68,7 @@ type Server struct {
 	http    *http.Server
 	ln      net.Listener
 	served  chan error
+	pprof   *http.Server // nil unless pprof-addr is set
 }
 
 // Compile-time checks that the implementations fit the consumers' interfaces.
@@ -130,6 +135,9 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		MaxConnsPerUser: cfg.MaxConnsPerUser,
 		OfflineMax:      cfg.OfflineMax,
 		AllowedOrigins:  cfg.AllowedOrigins,
+		MaxInboundRate:  cfg.MaxInboundRate,
+		MaxConns:        cfg.MaxConns,
+		MaxConnsPerIP:   cfg.MaxConnsPerIP,
 		CloseGrace:      opt.CloseGrace,
 	}, ws.Deps{Bus: s.bus, Store: s.store, Upstream: upstream, Observer: s.metrics, Logger: log})
 	if redisBus != nil {
@@ -139,10 +147,16 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	}
 
 	s.http = &http.Server{
-		Handler:           s.routes(verifier),
-		ReadHeaderTimeout: 10 * time.Second,
-		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		Handler: s.routes(verifier),
+		// The upgrade request (and every API request's headers) must arrive whole within
+		// handshake-timeout: a client that dribbles its headers is cut off.
+		ReadHeaderTimeout: cfg.HandshakeTimeout,
+		// Bounds a request body that never ends. Hijacked WebSockets are unaffected: their
+		// read loop sets its own deadline first thing.
+		ReadTimeout: apiBodyTimeout,
+		// Headers beyond 16 KiB get 431 from net/http; a JWT fits many times over.
+		MaxHeaderBytes: 16 << 10,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	return s, nil
 }
@@ -235,6 +249,21 @@ func (s *Server) Listen() error {
 	s.served = make(chan error, 1)
 	go func() { s.served <- s.http.Serve(ln) }()
 	s.log.Info("listening", "addr", ln.Addr().String(), "redis", s.rdb != nil, "dev", s.cfg.Dev)
+	if s.cfg.PprofAddr != "" {
+		pln, err := net.Listen("tcp", s.cfg.PprofAddr)
+		if err != nil {
+			return fmt.Errorf("pprof-addr %s: %w", s.cfg.PprofAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		s.pprof = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = s.pprof.Serve(pln) }()
+		s.log.Info("pprof listening", "addr", pln.Addr().String())
+	}
 	return nil
 }
 
@@ -279,6 +308,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			_ = s.http.Close()
 		}
 		<-s.served
+	}
+	if s.pprof != nil {
+		_ = s.pprof.Close()
 	}
 	s.closeBackends()
 	s.log.Info("stopped", "took", time.Since(start).String())
