@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
 )
 
 // Reasons a connection ended, used in logs and the disconnect metric.
@@ -22,7 +23,8 @@ const (
 	ReasonSlow      = "slow_consumer"     // the send queue was full (1013)
 	ReasonKicked    = "kicked"            // DELETE /api/v1/users/{id}/connections (4001)
 	ReasonShutdown  = "shutdown"          // the node is draining (1001)
-	ReasonProtocol  = "protocol"          // 1002, 1007, 1009 or 1008 from the client's frames
+	ReasonProtocol  = "protocol"          // 1002, 1007 or 1009 from the client's frames
+	ReasonRate      = "rate_limited"      // over max-inbound-rate (1008)
 	ReasonError     = "error"             // write failure, internal error (1011)
 )
 
@@ -318,7 +320,23 @@ func (c *Conn) readLoop(ctx context.Context) {
 		c.mu.Unlock()
 		return nil
 	})
+	// Every inbound frame, pings included, counts against max-inbound-rate: a flood of pings
+	// costs a pong write each.
+	var lim *rate.Limiter
+	if cfg.MaxInboundRate > 0 {
+		lim = rate.NewLimiter(rate.Limit(cfg.MaxInboundRate), max(1, int(2*cfg.MaxInboundRate)))
+	}
+	overRate := func() bool {
+		if lim == nil || lim.Allow() {
+			return false
+		}
+		c.closeWith(websocket.ClosePolicyViolation, "inbound rate limit exceeded", ReasonRate)
+		return true
+	}
 	c.ws.SetPingHandler(func(data string) error {
+		if overRate() {
+			return errRateLimited
+		}
 		extend()
 		err := c.ws.WriteControl(websocket.PongMessage, []byte(data), c.hub.now().Add(cfg.WriteTimeout))
 		if err == nil || errors.Is(err, websocket.ErrCloseSent) || isTimeout(err) {
@@ -330,6 +348,9 @@ func (c *Conn) readLoop(ctx context.Context) {
 		typ, data, err := c.ws.ReadMessage()
 		if err != nil {
 			c.setReason(readEndReason(err))
+			return
+		}
+		if overRate() {
 			return
 		}
 		extend()
@@ -354,12 +375,16 @@ func (c *Conn) readLoop(ctx context.Context) {
 
 var pongPayload = []byte("pong")
 
+var errRateLimited = errors.New("ws: inbound rate limit exceeded")
+
 func readEndReason(err error) string {
 	var ce *websocket.CloseError
 	switch {
 	case errors.As(err, &ce):
 		switch ce.Code {
-		case websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived:
+		// gorilla reports a peer that hung up without a close frame (EOF) as 1006.
+		case websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived,
+			websocket.CloseAbnormalClosure:
 			return ReasonNormal
 		}
 		return ReasonProtocol

@@ -65,7 +65,17 @@ func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, http.StatusUnauthorized, err.Error())
 		return
 	}
-	c := h.newConn(user, remoteHost(r))
+	remote := remoteHost(r)
+	if status, ok := h.admit.acquire(&h.cfg, remote); !ok {
+		msg := "too many connections from this address"
+		if status == http.StatusServiceUnavailable {
+			msg = "node is at its connection limit, retry"
+		}
+		s.refuse(w, status, msg)
+		return
+	}
+	defer h.admit.release(&h.cfg, remote)
+	c := h.newConn(user, remote)
 	ctx := r.Context()
 	if err := h.register(ctx, c); err != nil {
 		switch {
@@ -148,6 +158,21 @@ func (s *Handler) Echo(w http.ResponseWriter, r *http.Request) {
 	}
 	defer conn.Close()
 	cfg := &s.hub.cfg
+	// Echo connections are not in the hub, so Hub.Shutdown cannot reach them: each one
+	// watches for it and ends with 1001 like every other client.
+	stop, watcher := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(watcher)
+		select {
+		case <-s.hub.stopping:
+			_ = conn.WriteControl(websocket.CloseMessage,
+				websocket.FormatCloseMessage(websocket.CloseGoingAway, "node shutting down"),
+				s.hub.now().Add(cfg.WriteTimeout))
+			conn.Close() // ends the read below
+		case <-stop:
+		}
+	}()
+	defer func() { close(stop); <-watcher }()
 	wait := cfg.PingInterval + cfg.PongTimeout
 	conn.SetReadLimit(cfg.MaxMessageBytes)
 	for {

@@ -56,6 +56,11 @@ type Config struct {
 	MaxConnsPerUser int
 	OfflineMax      int
 	AllowedOrigins  []string // "*" allows any; empty allows the request's own host only
+	// MaxInboundRate is the inbound messages per second per connection (bursts of twice
+	// that); over it the connection is closed with 1008. 0 = no limit.
+	MaxInboundRate float64
+	MaxConns       int // connections per node, 0 = no cap; beyond → 503
+	MaxConnsPerIP  int // connections per remote address, 0 = no cap; beyond → 429
 	// CloseGrace is how long the writer waits for the client's answer to a close frame
 	// before it closes the socket. Default 1s.
 	CloseGrace time.Duration
@@ -89,8 +94,10 @@ type Hub struct {
 	shards   [numShards]shard
 	nextID   atomic.Uint64
 	draining atomic.Bool
+	stopping chan struct{}  // closed when Shutdown begins; /ws/echo connections watch it
 	conns    sync.WaitGroup // one per registered connection, done after its clean-up
 	redrain  redrainer
+	admit    admission
 }
 
 type shard struct {
@@ -131,6 +138,7 @@ func NewHub(cfg Config, d Deps) *Hub {
 	h := &Hub{
 		cfg: cfg, bus: d.Bus, store: d.Store, upstream: d.Upstream,
 		obs: d.Observer, log: d.Logger, now: d.Now, seed: maphash.MakeSeed(),
+		stopping: make(chan struct{}),
 	}
 	if h.obs == nil {
 		h.obs = nopObserver{}
@@ -402,7 +410,9 @@ func (h *Hub) Draining() bool { return h.draining.Load() }
 // stored what it had not sent, or until ctx ends. Each connection's own writer sends its close
 // frame, so the closes run in parallel, each bounded by write-timeout + close grace.
 func (h *Hub) Shutdown(ctx context.Context) error {
-	h.draining.Store(true)
+	if !h.draining.Swap(true) {
+		close(h.stopping)
+	}
 	for i := range h.shards {
 		sh := &h.shards[i]
 		sh.mu.Lock()
