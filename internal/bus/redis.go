@@ -87,7 +87,14 @@ type generation struct {
 	ps   *redis.PubSub
 	acks atomic.Int64 // subscribe confirmations received
 	ack  chan struct{}
-	done chan struct{} // closed when the receive loop ended
+	// lost is closed when the connection failed. go-redis then redials and re-subscribes the
+	// PubSub by itself (pubsub.go, reconnect), so Redis may count it as a receiver again: the
+	// receive loop keeps dispatching until closeGen has unsubscribed it.
+	lost     chan struct{}
+	lostOnce sync.Once
+	retiring atomic.Bool
+	quiet    chan struct{} // closed when closeGen's UNSUBSCRIBE of everything was confirmed
+	done     chan struct{} // closed when the receive loop ended
 }
 
 // NewRedis returns a bus on rdb. Start it to connect.
@@ -326,9 +333,9 @@ func (r *Redis) run(ctx context.Context) {
 			r.h.Resubscribed()
 		}
 		first = false
-		r.supervise(ctx, g)
+		lost := r.supervise(ctx, g)
 		r.ready.Store(false)
-		r.retire(g)
+		r.retire(g, lost && ctx.Err() == nil)
 		if ctx.Err() == nil {
 			r.obs.PubSubReconnect()
 		}
@@ -338,7 +345,8 @@ func (r *Redis) run(ctx context.Context) {
 // setup opens a new pub/sub connection, subscribes the fixed channels and every wanted user in
 // batches, and waits until Redis confirmed all of them.
 func (r *Redis) setup(ctx context.Context) (*generation, error) {
-	g := &generation{ps: r.rdb.Subscribe(ctx), ack: make(chan struct{}, 1), done: make(chan struct{})}
+	g := &generation{ps: r.rdb.Subscribe(ctx), ack: make(chan struct{}, 1),
+		lost: make(chan struct{}), quiet: make(chan struct{}), done: make(chan struct{})}
 	r.mu.Lock()
 	channels := make([]string, 0, len(r.want)+3)
 	channels = append(channels, r.broadcastCh, r.controlCh, r.probeCh)
@@ -359,12 +367,11 @@ func (r *Redis) setup(ctx context.Context) (*generation, error) {
 	for g.acks.Load() < int64(len(channels)) {
 		select {
 		case <-g.ack:
-		case <-g.done:
-			_ = g.ps.Close()
+		case <-g.lost:
+			r.closeGen(g, true)
 			return nil, errors.New("bus: pub/sub connection lost while subscribing")
 		case <-sctx.Done():
-			_ = g.ps.Close()
-			<-g.done
+			r.closeGen(g, false)
 			return nil, fmt.Errorf("bus: waiting for %d subscribe confirmations: %w", len(channels), sctx.Err())
 		}
 	}
@@ -383,26 +390,26 @@ func (r *Redis) setup(ctx context.Context) (*generation, error) {
 	return g, nil
 }
 
-// supervise publishes a probe every ProbeInterval and returns when the generation's receive
-// loop ended or the probe has not come back within ProbeTimeout (a wedged link that Redis
+// supervise publishes a probe every ProbeInterval and returns when the generation's connection
+// failed (true) or the probe has not come back within ProbeTimeout (a wedged link that Redis
 // still counts as a subscriber; go-redis's own health check does not catch it, FACTS.md).
-func (r *Redis) supervise(ctx context.Context, g *generation) {
+func (r *Redis) supervise(ctx context.Context, g *generation) (lost bool) {
 	t := time.NewTicker(r.opt.ProbeInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return
-		case <-g.done:
+			return false
+		case <-g.lost:
 			r.log.Warn("redis pub/sub connection lost")
-			return
+			return true
 		case <-t.C:
 			last := time.Unix(0, r.lastProbe.Load())
 			if time.Since(last) > r.opt.ProbeTimeout {
 				r.obs.ProbeFailed()
 				r.log.Warn("redis pub/sub probe not received; rebuilding the connection",
 					"silent_for", time.Since(last).Round(time.Millisecond).String())
-				return
+				return false
 			}
 			pctx, cancel := context.WithTimeout(ctx, r.opt.ProbeInterval)
 			seq := strconv.FormatInt(r.probeSeq.Add(1), 10)
@@ -416,9 +423,8 @@ func (r *Redis) supervise(ctx context.Context, g *generation) {
 
 // retire closes a generation and wakes every unsubscribe waiter: with the connection gone,
 // nothing more arrives on any channel, which is what an unsubscribe promises.
-func (r *Redis) retire(g *generation) {
-	_ = g.ps.Close()
-	<-g.done
+func (r *Redis) retire(g *generation, graceful bool) {
+	r.closeGen(g, graceful)
 	r.mu.Lock()
 	if r.gen == g {
 		r.gen = nil
@@ -429,17 +435,48 @@ func (r *Redis) retire(g *generation) {
 	r.mu.Unlock()
 }
 
+// closeGen closes g's PubSub and waits for its receive loop. graceful is for a connection
+// that failed while Redis is reachable: go-redis has (or will have) redialled and re-subscribed
+// it, and a message Redis hands to that connection counts as received, so it must not be
+// dropped with it. So first UNSUBSCRIBE everything and wait for Redis's confirmation while the
+// receive loop dispatches what arrives until then; from then on pushes find no subscriber here
+// and are stored, for the drain after the next generation subscribed.
+func (r *Redis) closeGen(g *generation, graceful bool) {
+	if graceful {
+		g.retiring.Store(true)
+		ctx, cancel := context.WithTimeout(context.Background(), r.opt.SetupTimeout)
+		if err := g.ps.Unsubscribe(ctx); err == nil {
+			select {
+			case <-g.quiet:
+			case <-g.done:
+			case <-ctx.Done():
+			}
+		}
+		cancel()
+	}
+	_ = g.ps.Close()
+	<-g.done
+}
+
 // receive is the generation's receive loop. It never blocks on anything but Redis: every
-// message is handed to the Handler, whose methods return at once. It ends when the connection
-// fails or is closed; go-redis would reconnect by itself, but run rebuilds the generation so
-// that the drain after a resubscribe always happens.
+// message is handed to the Handler, whose methods return at once. When the connection fails it
+// closes lost (run then rebuilds the generation, so that the drain after a resubscribe always
+// happens) but goes on receiving: go-redis has redialled and re-subscribed the same PubSub, and
+// what Redis delivers there must be dispatched until closeGen unsubscribed and closed it.
 func (r *Redis) receive(g *generation) {
 	defer close(g.done)
 	ctx := context.Background()
+	var quiet sync.Once
 	for {
 		msg, err := g.ps.Receive(ctx)
 		if err != nil {
-			return
+			if errors.Is(err, redis.ErrClosed) {
+				return // closeGen closed it
+			}
+			g.lostOnce.Do(func() { close(g.lost) })
+			// Each Receive redials while Redis is away; closeGen ends this soon anyway.
+			time.Sleep(20 * time.Millisecond)
+			continue
 		}
 		switch m := msg.(type) {
 		case *redis.Message:
@@ -453,6 +490,9 @@ func (r *Redis) receive(g *generation) {
 				wakeLocked(r.unsubWait, m.Channel)
 			}
 			r.mu.Unlock()
+			if m.Kind == "unsubscribe" && m.Count == 0 && g.retiring.Load() {
+				quiet.Do(func() { close(g.quiet) })
+			}
 			if m.Kind == "subscribe" {
 				g.acks.Add(1)
 				select {

@@ -216,7 +216,7 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("%s: must be positive, got %d", p.name, p.n)
 		}
 	}
-	if c.MaxInboundRate <= 0 {
+	if !(c.MaxInboundRate > 0) { // also refuses NaN, which ParseFloat accepts
 		return fmt.Errorf("max-inbound-rate: must be positive, got %g", c.MaxInboundRate)
 	}
 	if c.MaxConns < 0 {

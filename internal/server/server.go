@@ -40,6 +40,9 @@ type Options struct {
 	ProbeInterval, ProbeTimeout time.Duration
 	// CloseGrace is how long a closing connection waits for the client's close answer.
 	CloseGrace time.Duration
+	// APIBodyTimeout bounds reading one whole request, body included (default 30s); a
+	// body that never ends gets 408 after it. Tests shrink it.
+	APIBodyTimeout time.Duration
 }
 
 // fanout is what the server needs from either bus.
@@ -146,6 +149,10 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		memBus.Start(s.hub)
 	}
 
+	bodyTimeout := opt.APIBodyTimeout
+	if bodyTimeout <= 0 {
+		bodyTimeout = apiBodyTimeout
+	}
 	s.http = &http.Server{
 		Handler: s.routes(verifier),
 		// The upgrade request (and every API request's headers) must arrive whole within
@@ -153,7 +160,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		ReadHeaderTimeout: cfg.HandshakeTimeout,
 		// Bounds a request body that never ends. Hijacked WebSockets are unaffected: their
 		// read loop sets its own deadline first thing.
-		ReadTimeout: apiBodyTimeout,
+		ReadTimeout: bodyTimeout,
 		// Headers beyond 16 KiB get 431 from net/http; a JWT fits many times over.
 		MaxHeaderBytes: 16 << 10,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),

@@ -58,6 +58,7 @@ type Conn struct {
 	overflow  int    // storable messages dropped because the closing queue hit its bound
 	peerClose int    // the code of the client's close frame, answered by the writer
 	released  sync.Once
+	gone      chan struct{} // closed once release is done; Hub.register waits on it
 	// closing mirrors closeCode != 0 without the lock, so the writer can stop in the middle
 	// of a batch instead of writing hundreds more messages to a client it is closing.
 	closing atomic.Bool
@@ -77,6 +78,7 @@ func (h *Hub) newConn(user, remote string) *Conn {
 		wake:      make(chan struct{}, 1),
 		readDone:  make(chan struct{}),
 		writeDone: make(chan struct{}),
+		gone:      make(chan struct{}),
 	}
 }
 
@@ -193,7 +195,7 @@ func (c *Conn) remainder() [][]byte {
 
 // release takes c out of the hub and stores its unsent messages, once (Hub.release).
 func (c *Conn) release(ctx context.Context) {
-	c.released.Do(func() { c.hub.release(ctx, c) })
+	c.released.Do(func() { c.hub.release(ctx, c); close(c.gone) })
 }
 
 func (c *Conn) peerCloseCode() int {
@@ -290,7 +292,8 @@ func (c *Conn) write(m *Message) error {
 }
 
 // writeClose sends the close frame, gives the client a moment to answer it (the read loop
-// ends when the answer arrives), then closes the socket.
+// ends when the answer arrives), then closes the socket: itself when the reader still runs,
+// else the handler does it right after the writer returns (closeSocket).
 func (c *Conn) writeClose(code int, text string) {
 	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text),
 		c.hub.now().Add(c.hub.cfg.WriteTimeout))
@@ -298,7 +301,25 @@ func (c *Conn) writeClose(code int, text string) {
 	defer t.Stop()
 	select {
 	case <-c.readDone:
+		return
 	case <-t.C:
+	}
+	c.ws.Close()
+}
+
+// closeSocket closes the socket once both loops are done. When the reader stopped because
+// the peer's input was refused (1002, 1007, 1008, 1009), the peer may still be sending, and
+// closing a socket with unread input makes the kernel answer with a TCP RST, which can
+// destroy the close frame before the peer reads it (a ping flood never saw its 1008). So
+// then: FIN after the close frame, discard input for at most CloseGrace and 1 MiB, close.
+func (c *Conn) closeSocket() {
+	c.mu.Lock()
+	refused := c.reason == ReasonProtocol || c.reason == ReasonRate
+	c.mu.Unlock()
+	nc := c.ws.NetConn()
+	if hc, ok := nc.(interface{ CloseWrite() error }); refused && ok && hc.CloseWrite() == nil {
+		_ = nc.SetReadDeadline(c.hub.now().Add(c.hub.cfg.CloseGrace))
+		_, _ = io.CopyN(io.Discard, nc, 1<<20)
 	}
 	c.ws.Close()
 }
@@ -311,7 +332,6 @@ func (c *Conn) readLoop(ctx context.Context) {
 	extend := func() { _ = c.ws.SetReadDeadline(c.hub.now().Add(wait)) }
 	c.ws.SetReadLimit(cfg.MaxMessageBytes)
 	extend()
-	c.ws.SetPongHandler(func(string) error { extend(); return nil })
 	// Unlike gorilla's default, the close frame is not answered here but by the writer, after
 	// the hub stored what this connection had not sent (writeLoop).
 	c.ws.SetCloseHandler(func(code int, _ string) error {
@@ -320,8 +340,8 @@ func (c *Conn) readLoop(ctx context.Context) {
 		c.mu.Unlock()
 		return nil
 	})
-	// Every inbound frame, pings included, counts against max-inbound-rate: a flood of pings
-	// costs a pong write each.
+	// Every inbound frame, pings and pongs included, counts against max-inbound-rate: a flood
+	// of pings costs a pong write each, and unsolicited pongs are legal but no less work.
 	var lim *rate.Limiter
 	if cfg.MaxInboundRate > 0 {
 		lim = rate.NewLimiter(rate.Limit(cfg.MaxInboundRate), max(1, int(2*cfg.MaxInboundRate)))
@@ -333,6 +353,13 @@ func (c *Conn) readLoop(ctx context.Context) {
 		c.closeWith(websocket.ClosePolicyViolation, "inbound rate limit exceeded", ReasonRate)
 		return true
 	}
+	c.ws.SetPongHandler(func(string) error {
+		if overRate() {
+			return errRateLimited
+		}
+		extend()
+		return nil
+	})
 	c.ws.SetPingHandler(func(data string) error {
 		if overRate() {
 			return errRateLimited

@@ -109,7 +109,7 @@ func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.readLoop(ctx)
 	close(c.readDone)
 	<-c.writeDone
-	conn.Close()
+	c.closeSocket()
 	h.finish(ctx, c)
 
 	c.mu.Lock()

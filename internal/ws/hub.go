@@ -117,6 +117,23 @@ type userEntry struct {
 	orphans [][]byte
 }
 
+// closingLocked returns the gone channel of a connection of u that the server is closing
+// (slow consumer, kick, …). A new connection of the user waits for it: what that one did not
+// write is stored when it is gone, and is older than anything the new one would get live
+// (SPEC section 6, order after a reconnect; a stalled client reconnects while its old
+// connection is still stuck in a write).
+func (u *userEntry) closingLocked() <-chan struct{} {
+	if u == nil {
+		return nil
+	}
+	for _, c := range u.conns {
+		if c.closing.Load() {
+			return c.gone
+		}
+	}
+	return nil
+}
+
 // Deps are the hub's collaborators. Bus and Store are required.
 type Deps struct {
 	Bus      Subscriber
@@ -177,6 +194,15 @@ func (h *Hub) register(ctx context.Context, c *Conn) error {
 			sh.mu.Unlock()
 			select {
 			case <-leaving:
+				continue
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		if gone := u.closingLocked(); gone != nil {
+			sh.mu.Unlock()
+			select {
+			case <-gone:
 				continue
 			case <-ctx.Done():
 				return ctx.Err()

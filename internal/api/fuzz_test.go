@@ -1,0 +1,256 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/wsgateway/wsgateway/internal/api"
+	"github.com/wsgateway/wsgateway/internal/auth"
+	"github.com/wsgateway/wsgateway/internal/bus"
+	"github.com/wsgateway/wsgateway/internal/offline"
+)
+
+// The fuzzers drive the real routes (api.Register on a gin engine) over the in-memory bus and
+// offline store, one fresh set per input, and check what SPEC section 4 promises for any body:
+// a 200, 400 or 413 with JSON, never a panic; on 200 the `data` bytes exactly as sent,
+// delivered or stored once per distinct valid user; on an error nothing delivered or stored.
+
+// fzOnline are the users with a live connection in every fuzz run; others get stored offline.
+var fzOnline = []string{"alice", "u-1"}
+
+// fzSink is the hub's side of the in-memory bus: it records what the bus delivered.
+type fzSink struct {
+	mu        sync.Mutex
+	delivered map[string][][]byte
+	broadcast [][]byte
+}
+
+func (s *fzSink) Deliver(user string, data []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.delivered[user] = append(s.delivered[user], bytes.Clone(data))
+}
+
+func (s *fzSink) Broadcast(data []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.broadcast = append(s.broadcast, bytes.Clone(data))
+}
+
+func (s *fzSink) Kick(string)   {}
+func (s *fzSink) Resubscribed() {}
+
+type fzGateway struct {
+	engine *gin.Engine
+	sink   *fzSink
+	store  *offline.Memory
+}
+
+func fzNew(tb testing.TB) *fzGateway {
+	tb.Helper()
+	gin.SetMode(gin.ReleaseMode)
+	sink := &fzSink{delivered: map[string][][]byte{}}
+	mb := bus.NewMemory()
+	mb.Start(sink)
+	for _, u := range fzOnline {
+		if err := mb.Subscribe(context.Background(), u); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	store := offline.NewMemory(mb.Publish, 1000, time.Hour, nil)
+	r := gin.New() // no recovery middleware: a panic fails the fuzzer
+	api.Register(r, api.Options{
+		Pusher: store, Bus: mb, ValidUser: auth.ValidUserID,
+		CheckKey: func(h string) bool { return h == "Bearer k" },
+	})
+	return &fzGateway{engine: r, sink: sink, store: store}
+}
+
+func (g *fzGateway) do(method, path string, body []byte) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(method, "http://gw"+path, bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer k")
+	req.Header.Set("Content-Type", "application/json")
+	w := httptest.NewRecorder()
+	g.engine.ServeHTTP(w, req)
+	return w
+}
+
+// fzCheckError asserts the shape of a refusal: {"error": "…"} with a 400 or 413.
+func fzCheckError(t *testing.T, w *httptest.ResponseRecorder, body []byte) {
+	t.Helper()
+	if w.Code != http.StatusBadRequest && w.Code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("HTTP %d for body %q: %s", w.Code, body, w.Body)
+	}
+	var e struct {
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || e.Error == "" {
+		t.Fatalf("HTTP %d with body %q, not {\"error\": …}", w.Code, w.Body)
+	}
+}
+
+// fzCheckData asserts that data is what `data` was in body: valid JSON, not null, and its
+// exact bytes (SPEC: "the JSON text of data, byte for byte as sent").
+func fzCheckData(t *testing.T, body, data []byte) {
+	t.Helper()
+	if len(data) == 0 || string(data) == "null" || !json.Valid(data) || !bytes.Contains(body, data) {
+		t.Fatalf("accepted data %q from body %q", data, body)
+	}
+}
+
+// fzSeeds are bodies from the README, the SPEC and the edges of the checks.
+var fzSeeds = []string{
+	`{"user_id":"alice","data":{"text":"hi"}}`,
+	`{"user_ids":["alice","bob"],"data":[1,2,3]}`,
+	`{"data":"to everyone online"}`,
+	`{"user_id":"bob","data":"hello"}`,
+	`{"user_ids":["alice","alice","u-1","x@y.z"],"data":{"n":1.5e3,"s":"\u00e9\ud83d\ude00"}}`,
+	`{"user_id":"alice","user_ids":["bob"],"data":1}`,
+	`{"user_id":"a b","data":1}`,
+	`{"user_ids":[],"data":1}`,
+	`{"user_ids":null,"user_id":"alice","data":true}`,
+	`{"user_id":"alice"}`,
+	`{"user_id":"alice","data":null}`,
+	`{"user_id":"alice","data":1} {"x":1}`,
+	`{"user_id":"alice","data":1}garbage`,
+	`{"user_id":"alice","data":"\xff\xfe"}`,
+	`{"USER_ID":"alice","Data":  [ 1 , 2 ] }`,
+	`{"user_id":"alice","data":1,"data":2}`,
+	`{"user_id":"{alice}","data":1}`,
+	`[]`, `null`, ``, `{`, `"x"`,
+}
+
+func FuzzPushBody(f *testing.F) {
+	for _, s := range fzSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		g := fzNew(t)
+		w := g.do(http.MethodPost, "/api/v1/push", body)
+		var req struct {
+			UserID  string   `json:"user_id"`
+			UserIDs []string `json:"user_ids"`
+		}
+		_ = json.Unmarshal(body, &req) // best effort: the users the body may have named
+		named := append([]string{req.UserID}, req.UserIDs...)
+		if w.Code != http.StatusOK {
+			fzCheckError(t, w, body)
+			for _, u := range named {
+				if n, _ := g.store.Len(context.Background(), u); n != 0 || len(g.sink.delivered[u]) != 0 {
+					t.Fatalf("HTTP %d, yet %q got a message (stored %d, delivered %d)", w.Code, u, n, len(g.sink.delivered[u]))
+				}
+			}
+			return
+		}
+		var res struct {
+			Results []struct {
+				UserID string `json:"user_id"`
+				Online bool   `json:"online"`
+				Queued bool   `json:"queued"`
+			} `json:"results"`
+		}
+		if err := json.Unmarshal(w.Body.Bytes(), &res); err != nil || len(res.Results) == 0 {
+			t.Fatalf("200 with body %q (%v)", w.Body, err)
+		}
+		if len(res.Results) > api.MaxUsers {
+			t.Fatalf("%d results", len(res.Results))
+		}
+		var want []string // the distinct users, in the order the body named them
+		for _, u := range req.UserIDs {
+			if !slices.Contains(want, u) {
+				want = append(want, u)
+			}
+		}
+		if req.UserID != "" {
+			want = []string{req.UserID}
+		}
+		var data []byte
+		for i, r := range res.Results {
+			if i >= len(want) || r.UserID != want[i] || !auth.ValidUserID(r.UserID) {
+				t.Fatalf("results %+v for users %q", res.Results, want)
+			}
+			if r.Online == r.Queued || r.Online != slices.Contains(fzOnline, r.UserID) {
+				t.Fatalf("result %+v", r)
+			}
+			var got [][]byte
+			if r.Online {
+				got = g.sink.delivered[r.UserID]
+			} else {
+				got, _ = g.store.Drain(context.Background(), r.UserID)
+			}
+			if len(got) != 1 {
+				t.Fatalf("%s got %d copies", r.UserID, len(got))
+			}
+			if data == nil {
+				data = got[0]
+				fzCheckData(t, body, data)
+			} else if !bytes.Equal(got[0], data) {
+				t.Fatalf("users got different data: %q and %q", data, got[0])
+			}
+		}
+		if len(res.Results) != len(want) {
+			t.Fatalf("results %+v for users %q", res.Results, want)
+		}
+	})
+}
+
+func FuzzBroadcastBody(f *testing.F) {
+	for _, s := range fzSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		g := fzNew(t)
+		w := g.do(http.MethodPost, "/api/v1/broadcast", body)
+		if w.Code != http.StatusOK {
+			fzCheckError(t, w, body)
+			if len(g.sink.broadcast) != 0 {
+				t.Fatalf("HTTP %d, yet broadcast %q", w.Code, g.sink.broadcast)
+			}
+			return
+		}
+		if strings.TrimSpace(w.Body.String()) != "{}" || len(g.sink.broadcast) != 1 {
+			t.Fatalf("200 %q with %d broadcasts", w.Body, len(g.sink.broadcast))
+		}
+		fzCheckData(t, body, g.sink.broadcast[0])
+	})
+}
+
+// FuzzUserPath: the id in /api/v1/users/{id}/… is accepted exactly when it is a valid user
+// id; anything else is a 400 (or a 404 when it does not even fit the route).
+func FuzzUserPath(f *testing.F) {
+	for _, s := range []string{"alice", "u-1", "a.b:c@d-e_f", "", "a b", "a/b", "..", ".", "{x}", "ä", "%2F", strings.Repeat("a", 129)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, id string) {
+		g := fzNew(t)
+		for _, call := range []struct{ method, suffix string }{
+			{http.MethodGet, "/presence"}, {http.MethodDelete, "/connections"},
+		} {
+			req := httptest.NewRequest(call.method, "http://gw/", nil)
+			req.URL.Path = "/api/v1/users/" + id + call.suffix // as the router sees it, decoded
+			req.Header.Set("Authorization", "Bearer k")
+			w := httptest.NewRecorder()
+			g.engine.ServeHTTP(w, req)
+			switch {
+			case auth.ValidUserID(id):
+				if w.Code != http.StatusOK {
+					t.Fatalf("%s %q: HTTP %d %s", call.method, req.URL.Path, w.Code, w.Body)
+				}
+			case w.Code == http.StatusOK:
+				t.Fatalf("%s %q: 200 for an invalid id", call.method, req.URL.Path)
+			case w.Code >= 500:
+				t.Fatalf("%s %q: HTTP %d", call.method, req.URL.Path, w.Code)
+			}
+		}
+	})
+}

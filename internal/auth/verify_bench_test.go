@@ -1,0 +1,116 @@
+package auth_test
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/wsgateway/wsgateway/internal/auth"
+)
+
+// The internal package already has BenchmarkVerifyHS256; these add the public-key algorithms
+// and the parallel case. Every connect verifies one token, so 1/(ns/op) bounds the connect rate
+// one core can authenticate.
+
+func publicPEM(tb testing.TB, pub crypto.PublicKey) []byte {
+	tb.Helper()
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+}
+
+func token(tb testing.TB, m jwt.SigningMethod, key any) string {
+	tb.Helper()
+	s, err := jwt.NewWithClaims(m, jwt.RegisteredClaims{
+		Subject:   "user-1234@example.com",
+		ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour)),
+	}).SignedString(key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+type verifyCase struct {
+	name  string
+	setup func(b *testing.B) (*auth.Verifier, string)
+}
+
+var verifyCases = []verifyCase{
+	{"HS256", func(b *testing.B) (*auth.Verifier, string) {
+		secret := []byte("bench-hmac-secret-of-at-least-32-bytes")
+		v, err := auth.NewVerifier(secret, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return v, token(b, jwt.SigningMethodHS256, secret)
+	}},
+	{"RS256", func(b *testing.B) (*auth.Verifier, string) {
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			b.Fatal(err)
+		}
+		v, err := auth.NewVerifier(nil, publicPEM(b, &k.PublicKey))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return v, token(b, jwt.SigningMethodRS256, k)
+	}},
+	{"ES256", func(b *testing.B) (*auth.Verifier, string) {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			b.Fatal(err)
+		}
+		v, err := auth.NewVerifier(nil, publicPEM(b, &k.PublicKey))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return v, token(b, jwt.SigningMethodES256, k)
+	}},
+}
+
+func BenchmarkVerifyRS256(b *testing.B) { benchVerify(b, verifyCases[1]) }
+func BenchmarkVerifyES256(b *testing.B) { benchVerify(b, verifyCases[2]) }
+
+func benchVerify(b *testing.B, c verifyCase) {
+	v, tok := c.setup(b)
+	b.ReportAllocs()
+	start := time.Now()
+	for b.Loop() {
+		if _, err := v.Verify(tok); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "verifies/s")
+}
+
+// BenchmarkVerifyParallel verifies on every core at once, as concurrent connects do.
+func BenchmarkVerifyParallel(b *testing.B) {
+	for _, c := range verifyCases {
+		b.Run(c.name, func(b *testing.B) {
+			v, tok := c.setup(b)
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := v.Verify(tok); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "verifies/s")
+		})
+	}
+}

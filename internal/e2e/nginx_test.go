@@ -1,0 +1,107 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"testing"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/wsgateway/wsgateway/internal/testutil/nginxtest"
+	"github.com/wsgateway/wsgateway/internal/testutil/wait"
+)
+
+// The shipped deploy/nginx.conf in front of nodes A and B: a browser-like client (with an
+// Origin) connects through it and passes the same-origin check, pushes through nginx arrive,
+// least_conn spreads clients over both nodes, and when node A shuts down its clients get
+// 1001, reconnect through nginx, land on B and get what was pushed meanwhile.
+func TestThroughNginx(t *testing.T) {
+	c := newCluster(t)
+	a, b := c.startNode("a"), c.startNode("b")
+	lb := nginxtest.Start(t, "../../deploy/nginx.conf", []string{a.addr, b.addr})
+	lbURL := "http://" + lb
+	origin := http.Header{"Origin": {lbURL}}
+
+	// nginx passes Host with its port ($http_host), so the gateway's same-origin check sees the
+	// browser's own origin; a foreign one is still refused.
+	if _, resp, err := tryDial(wsURL(lb, "mallory"), http.Header{"Origin": {"http://evil.example"}}); err == nil ||
+		resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("a foreign Origin through nginx: %v, %v; want HTTP 403", resp, err)
+	}
+	first := dial(t, wsURL(lb, "n0"), origin)
+	data := `{"via": "nginx"}`
+	if res := c.push(lbURL, "n0", data); !res.Online {
+		t.Fatalf("push through nginx: %+v, want online", res)
+	}
+	first.expectTexts(t, 0, "n0 through nginx", data)
+
+	clients := map[string]*client{}
+	for i := 1; i <= 10; i++ {
+		user := fmt.Sprintf("n%d", i)
+		clients[user] = dial(t, wsURL(lb, user), origin)
+	}
+	if na, nb := a.srv.Hub().Conns(), b.srv.Hub().Conns(); na == 0 || nb == 0 {
+		t.Fatalf("least_conn put %d connections on A and %d on B, want both used", na, nb)
+	}
+
+	var onA []string
+	for user := range clients {
+		if a.srv.Hub().Online(user) {
+			onA = append(onA, user)
+		}
+	}
+	if first.closed() {
+		t.Fatal("n0's connection ended early")
+	}
+	if a.srv.Hub().Online("n0") {
+		onA = append(onA, "n0")
+		clients["n0"] = first
+	}
+	if err := a.shutdown(); err != nil {
+		t.Fatalf("node A shutdown: %v", err)
+	}
+	for _, user := range onA {
+		if code := clients[user].closeCode(t, user); code != websocket.CloseGoingAway {
+			t.Errorf("%s on A: close code %d (%v), want 1001", user, code, clients[user].err())
+		}
+	}
+
+	// Pushed while they are away: stored (nginx sends the API calls to B now).
+	for _, user := range onA {
+		for _, m := range []string{`"m1"`, `"m2"`} {
+			if res := pushViaLB(t, c, lbURL, user, m); !res.Queued {
+				t.Fatalf("push %s to %s while it reconnects: %+v, want queued", m, user, res)
+			}
+		}
+	}
+	for _, user := range onA {
+		cl := dial(t, wsURL(lb, user), origin)
+		if !b.srv.Hub().Online(user) {
+			t.Fatalf("%s reconnected through nginx but is not on B", user)
+		}
+		pushViaLB(t, c, lbURL, user, `"live"`)
+		cl.expectTexts(t, 0, user+" back on B", `"m1"`, `"m2"`, `"live"`)
+	}
+	wait.For(t, timeout, func() bool { return b.srv.Hub().Conns() == 11 }, "B should hold all 11 clients, has %s",
+		lazy(func() string { return strconv.Itoa(b.srv.Hub().Conns()) }))
+}
+
+// pushViaLB pushes through nginx right after a node went away. nginx answers 502 only when it
+// sent the request to the dead node over a keep-alive connection that node had just closed
+// (it does not retry a POST once sent); no live node handled it then, so it is retried.
+func pushViaLB(t *testing.T, c *cluster, lbURL, user, data string) pushResult {
+	t.Helper()
+	for range 3 {
+		status, res, err := c.tryPush(lbURL, user, data)
+		if err == nil && status == http.StatusOK {
+			return res
+		}
+		if status != http.StatusBadGateway {
+			t.Fatalf("push %s to %s through nginx: status %d, %v", data, user, status, err)
+		}
+		t.Logf("push %s to %s through nginx: 502, retrying", data, user)
+	}
+	t.Fatalf("push %s to %s through nginx: 502 three times", data, user)
+	return pushResult{}
+}
