@@ -40,3 +40,20 @@ run:
 
 clean:
 	rm -rf bin
+
+# Benchmarks (BENCHMARKS.md): the Go benchmarks briefly, then a short run of every wsbench
+# scenario (2,000 connections, 3 s each) against redis-server and gateway processes that
+# wsbench spawns and pins with taskset. Needs redis-server, taskset and jq; a few minutes.
+# The full suite (10,000 connections, 3 runs each): cmd/wsbench/suite.sh.
+BENCHTIME ?= 200ms
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -timeout 10m ./internal/ws/ ./internal/api/ ./internal/auth/
+	$(GO) build -o bin/wsbench ./cmd/wsbench
+	$(GO) test -c -o bin/bare ./cmd/wsbench
+	SHORT=1 OUT=bin/bench-results GW=bin/gateway WSBENCH=bin/wsbench BARE=bin/bare cmd/wsbench/suite.sh
+
+# The soak test: minutes of churn on two nodes and one Redis, restarted in the middle (not part
+# of `make test`; internal/soak). Tune with WSGATEWAY_SOAK_USERS, _DURATION and _RATE.
+.PHONY: soak
+soak:
+	WSGATEWAY_SOAK=1 $(GO) test -race=false -count=1 -run Soak -timeout 20m -v ./internal/soak/

@@ -32,6 +32,13 @@ type RedisOptions struct {
 	// drains; the wiring uses it to reload the Redis Function after a Redis restart.
 	OnReady func(ctx context.Context)
 	Logger  *slog.Logger
+	// Sharded makes the bus use sharded pub/sub (SSUBSCRIBE, SPUBLISH) for users and for its
+	// probe, on a client of one Cluster shard, and leaves broadcast and control to another bus
+	// (Cluster composes one such bus per shard with one classic bus).
+	Sharded bool
+	// ProbeChannel overrides the probe channel; a shard's probe must hash to a slot the shard
+	// owns. Default prefix + "probe:{" + NodeID + "}".
+	ProbeChannel string
 	// Observer receives reconnects and probe failures for metrics; may be nil.
 	Observer Observer
 }
@@ -53,12 +60,14 @@ const batchSize = 512
 // "generation", and supervises it with the probe), one receive loop per generation, and the
 // batcher (turns Subscribe/Unsubscribe calls into batched commands).
 type Redis struct {
-	rdb  redis.UniversalClient
-	opt  RedisOptions
-	log  *slog.Logger
-	obs  Observer
-	h    Handler
-	user string // prefix + "user:{"
+	rdb redis.UniversalClient
+	opt RedisOptions
+	// sharded: see RedisOptions.Sharded.
+	sharded bool
+	log     *slog.Logger
+	obs     Observer
+	h       Handler
+	user    string // prefix + "user:{"
 
 	broadcastCh, controlCh, probeCh string
 
@@ -114,12 +123,15 @@ func NewRedis(rdb redis.UniversalClient, opt RedisOptions) *Redis {
 	if opt.UpstreamMaxLen <= 0 {
 		opt.UpstreamMaxLen = 100000
 	}
+	if opt.ProbeChannel == "" {
+		opt.ProbeChannel = opt.Prefix + "probe:{" + opt.NodeID + "}"
+	}
 	r := &Redis{
-		rdb: rdb, opt: opt, log: opt.Logger, obs: opt.Observer,
+		rdb: rdb, opt: opt, log: opt.Logger, obs: opt.Observer, sharded: opt.Sharded,
 		user:        opt.Prefix + "user:{",
 		broadcastCh: opt.Prefix + "broadcast",
 		controlCh:   opt.Prefix + "control",
-		probeCh:     opt.Prefix + "probe:{" + opt.NodeID + "}",
+		probeCh:     opt.ProbeChannel,
 		ops:         make(chan subOp, 4*batchSize),
 		want:        make(map[string]struct{}),
 		subWait:     make(map[string][]chan struct{}),
@@ -297,9 +309,14 @@ func (r *Redis) write(ctx context.Context, unsub bool, channels []string) {
 		return
 	}
 	var err error
-	if unsub {
+	switch {
+	case unsub && r.sharded:
+		err = g.ps.SUnsubscribe(ctx, channels...)
+	case unsub:
 		err = g.ps.Unsubscribe(ctx, channels...)
-	} else {
+	case r.sharded:
+		err = g.ps.SSubscribe(ctx, channels...)
+	default:
 		err = g.ps.Subscribe(ctx, channels...)
 	}
 	if err != nil {
@@ -345,11 +362,19 @@ func (r *Redis) run(ctx context.Context) {
 // setup opens a new pub/sub connection, subscribes the fixed channels and every wanted user in
 // batches, and waits until Redis confirmed all of them.
 func (r *Redis) setup(ctx context.Context) (*generation, error) {
-	g := &generation{ps: r.rdb.Subscribe(ctx), ack: make(chan struct{}, 1),
+	ps := r.rdb.Subscribe(ctx)
+	if r.sharded {
+		ps = r.rdb.SSubscribe(ctx)
+	}
+	g := &generation{ps: ps, ack: make(chan struct{}, 1),
 		lost: make(chan struct{}), quiet: make(chan struct{}), done: make(chan struct{})}
 	r.mu.Lock()
 	channels := make([]string, 0, len(r.want)+3)
-	channels = append(channels, r.broadcastCh, r.controlCh, r.probeCh)
+	if r.sharded {
+		channels = append(channels, r.probeCh)
+	} else {
+		channels = append(channels, r.broadcastCh, r.controlCh, r.probeCh)
+	}
 	for ch := range r.want {
 		channels = append(channels, ch)
 	}
@@ -358,7 +383,11 @@ func (r *Redis) setup(ctx context.Context) (*generation, error) {
 	sctx, cancel := context.WithTimeout(ctx, r.opt.SetupTimeout)
 	defer cancel()
 	for i := 0; i < len(channels); i += batchSize {
-		if err := g.ps.Subscribe(sctx, channels[i:min(i+batchSize, len(channels))]...); err != nil {
+		subscribe := g.ps.Subscribe
+		if r.sharded {
+			subscribe = g.ps.SSubscribe
+		}
+		if err := subscribe(sctx, channels[i:min(i+batchSize, len(channels))]...); err != nil {
 			_ = g.ps.Close()
 			return nil, fmt.Errorf("bus: subscribe: %w", err)
 		}
@@ -413,7 +442,11 @@ func (r *Redis) supervise(ctx context.Context, g *generation) (lost bool) {
 			}
 			pctx, cancel := context.WithTimeout(ctx, r.opt.ProbeInterval)
 			seq := strconv.FormatInt(r.probeSeq.Add(1), 10)
-			if err := r.rdb.Publish(pctx, r.probeCh, seq).Err(); err != nil {
+			publish := r.rdb.Publish
+			if r.sharded {
+				publish = r.rdb.SPublish
+			}
+			if err := publish(pctx, r.probeCh, seq).Err(); err != nil {
 				r.log.Debug("probe publish failed", "err", err)
 			}
 			cancel()
@@ -445,7 +478,11 @@ func (r *Redis) closeGen(g *generation, graceful bool) {
 	if graceful {
 		g.retiring.Store(true)
 		ctx, cancel := context.WithTimeout(context.Background(), r.opt.SetupTimeout)
-		if err := g.ps.Unsubscribe(ctx); err == nil {
+		unsubscribe := g.ps.Unsubscribe
+		if r.sharded {
+			unsubscribe = g.ps.SUnsubscribe
+		}
+		if err := unsubscribe(ctx); err == nil {
 			select {
 			case <-g.quiet:
 			case <-g.done:
@@ -482,6 +519,13 @@ func (r *Redis) receive(g *generation) {
 		case *redis.Message:
 			r.dispatch(m)
 		case *redis.Subscription:
+			// Sharded pub/sub confirms with ssubscribe/sunsubscribe; treat them alike.
+			switch m.Kind {
+			case "ssubscribe":
+				m.Kind = "subscribe"
+			case "sunsubscribe":
+				m.Kind = "unsubscribe"
+			}
 			r.mu.Lock()
 			switch m.Kind {
 			case "subscribe":

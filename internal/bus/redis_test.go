@@ -68,11 +68,18 @@ type counters struct{ reconnects, probeFailures atomic.Int32 }
 func (c *counters) PubSubReconnect() { c.reconnects.Add(1) }
 func (c *counters) ProbeFailed()     { c.probeFailures.Add(1) }
 
+// startBus starts a bus with a fast probe. The probe timeout is generous (a loaded CI machine
+// can stall a process for a second) except where a test wants a quick wedge detection.
 func startBus(t *testing.T, rdb redis.UniversalClient, prefix string, h bus.Handler, obs bus.Observer) *bus.Redis {
+	t.Helper()
+	return startBusProbe(t, rdb, prefix, h, obs, 5*time.Second)
+}
+
+func startBusProbe(t *testing.T, rdb redis.UniversalClient, prefix string, h bus.Handler, obs bus.Observer, probeTimeout time.Duration) *bus.Redis {
 	t.Helper()
 	b := bus.NewRedis(rdb, bus.RedisOptions{
 		Prefix: prefix, NodeID: "n1", ProbeInterval: 100 * time.Millisecond,
-		ProbeTimeout: 600 * time.Millisecond, SetupTimeout: 3 * time.Second, Observer: obs,
+		ProbeTimeout: probeTimeout, SetupTimeout: 5 * time.Second, Observer: obs,
 	})
 	b.Start(h)
 	t.Cleanup(func() { _ = b.Close() })
@@ -245,7 +252,7 @@ func TestWedgedLinkDetectedAndRecovered(t *testing.T) {
 	direct := srv.Client(t)
 	rec := newRecorder()
 	var obs counters
-	b := startBus(t, rdb, prefix, rec, &obs)
+	b := startBusProbe(t, rdb, prefix, rec, &obs, time.Second)
 	subscribe(t, b, "alice")
 	ctx := context.Background()
 

@@ -21,15 +21,24 @@ import (
 
 // Config is every setting of the gateway. The zero value is not useful: use Default or Parse.
 type Config struct {
-	Addr             string
-	RedisURL         string
-	KeyPrefix        string
-	JWTSecret        string
-	JWTPublicKeyFile string
-	APIKeys          []string
-	Dev              bool
-	Demo             bool
-	AllowedOrigins   []string
+	Addr                string
+	RedisURL            string
+	RedisCluster        []string
+	RedisSentinel       []string
+	RedisSentinelMaster string
+	// RedisPassword authenticates to Cluster nodes and to the master behind Sentinel (a
+	// redis-url carries its own).
+	RedisPassword string
+	// RedisWaitReplicas > 0 answers a push only after WAIT confirmed that many replicas hold it.
+	RedisWaitReplicas int
+	RedisWaitTimeout  time.Duration
+	KeyPrefix         string
+	JWTSecret         string
+	JWTPublicKeyFile  string
+	APIKeys           []string
+	Dev               bool
+	Demo              bool
+	AllowedOrigins    []string
 
 	PingInterval    time.Duration
 	PongTimeout     time.Duration
@@ -75,6 +84,7 @@ func Default() Config {
 		LogFormat:        "json",
 		LogLevel:         "info",
 		MaxInboundRate:   50,
+		RedisWaitTimeout: time.Second,
 		HandshakeTimeout: 10 * time.Second,
 	}
 }
@@ -89,9 +99,15 @@ func Parse(args []string, environ []string, output io.Writer) (Config, error) {
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are returned as one line; --help prints below
 
-	var apiKeys, origins string
+	var apiKeys, origins, cluster, sentinel string
 	fs.StringVar(&c.Addr, "addr", c.Addr, "HTTP + WebSocket listen address (127.0.0.1:8080 with --dev)")
 	fs.StringVar(&c.RedisURL, "redis-url", "", "redis://[:pass@]host:port/db or rediss://…; empty = single-node in-memory mode")
+	fs.StringVar(&cluster, "redis-cluster", "", "comma-separated host:port seeds of a Redis Cluster (sharded pub/sub); excludes redis-url")
+	fs.StringVar(&sentinel, "redis-sentinel", "", "comma-separated Sentinel host:ports, with redis-sentinel-master; excludes redis-url")
+	fs.StringVar(&c.RedisSentinelMaster, "redis-sentinel-master", "", "the master name the Sentinels watch")
+	fs.StringVar(&c.RedisPassword, "redis-password", "", "password for redis-cluster nodes or the Sentinel-managed master")
+	fs.IntVar(&c.RedisWaitReplicas, "redis-wait-replicas", 0, "answer a push only after WAIT confirms this many replicas hold it (0 = off)")
+	fs.DurationVar(&c.RedisWaitTimeout, "redis-wait-timeout", c.RedisWaitTimeout, "how long a push waits for redis-wait-replicas before it answers 503")
 	fs.StringVar(&c.KeyPrefix, "key-prefix", c.KeyPrefix, "prefix of every Redis key and channel")
 	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 secret for client tokens")
 	fs.StringVar(&c.JWTPublicKeyFile, "jwt-public-key", "", "PEM file with an RSA or EC public key (RS256/ES256)")
@@ -155,6 +171,8 @@ func Parse(args []string, environ []string, output io.Writer) (Config, error) {
 	}
 	c.APIKeys = splitList(apiKeys)
 	c.AllowedOrigins = splitList(origins)
+	c.RedisCluster = splitList(cluster)
+	c.RedisSentinel = splitList(sentinel)
 	if c.NodeID == "" {
 		c.NodeID = defaultNodeID()
 	}
@@ -181,6 +199,34 @@ func (c *Config) Validate() error {
 		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
 			return fmt.Errorf("redis-url: %q is not redis://[:pass@]host:port/db or rediss://…", redactURL(c.RedisURL))
 		}
+	}
+	modes := 0
+	for _, set := range []bool{c.RedisURL != "", len(c.RedisCluster) > 0, len(c.RedisSentinel) > 0} {
+		if set {
+			modes++
+		}
+	}
+	if modes > 1 {
+		return errors.New("redis-url, redis-cluster and redis-sentinel: set at most one")
+	}
+	for _, list := range []struct {
+		name  string
+		addrs []string
+	}{{"redis-cluster", c.RedisCluster}, {"redis-sentinel", c.RedisSentinel}} {
+		for _, a := range list.addrs {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				return fmt.Errorf("%s: %q is not host:port", list.name, a)
+			}
+		}
+	}
+	if (len(c.RedisSentinel) > 0) != (c.RedisSentinelMaster != "") {
+		return errors.New("redis-sentinel-master: required with redis-sentinel, and only with it")
+	}
+	if c.RedisWaitReplicas < 0 {
+		return fmt.Errorf("redis-wait-replicas: must not be negative, got %d", c.RedisWaitReplicas)
+	}
+	if c.RedisWaitTimeout <= 0 {
+		return fmt.Errorf("redis-wait-timeout: must be positive, got %s", c.RedisWaitTimeout)
 	}
 	if c.KeyPrefix == "" {
 		return errors.New("key-prefix: must not be empty")
@@ -258,6 +304,11 @@ func (c *Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// UsesRedis reports whether any Redis mode is configured.
+func (c *Config) UsesRedis() bool {
+	return c.RedisURL != "" || len(c.RedisCluster) > 0 || len(c.RedisSentinel) > 0
 }
 
 // Open reports whether clients and the API run without credentials (--dev without any key set).

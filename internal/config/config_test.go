@@ -54,6 +54,8 @@ func TestDefaults(t *testing.T) {
 		{"max-conns", d.MaxConns, 0},
 		{"max-conns-per-ip", d.MaxConnsPerIP, 0},
 		{"handshake-timeout", d.HandshakeTimeout, 10 * time.Second},
+		{"redis-wait-replicas", d.RedisWaitReplicas, 0},
+		{"redis-wait-timeout", d.RedisWaitTimeout, time.Second},
 		{"log-format", d.LogFormat, "json"},
 		{"log-level", d.LogLevel, "info"},
 		{"dev", d.Dev, false},
@@ -85,38 +87,45 @@ func TestFlagsAndEnvironment(t *testing.T) {
 		flag, envValue, flagValue string
 		get                       func(config.Config) any
 		fromEnv, fromFlag         any
+		extra                     []string // settings the one under test needs
 	}{
-		{"addr", "0.0.0.0:1", "127.0.0.1:2", func(c config.Config) any { return c.Addr }, "0.0.0.0:1", "127.0.0.1:2"},
-		{"redis-url", "redis://a:1/0", "rediss://b:2/1", func(c config.Config) any { return c.RedisURL }, "redis://a:1/0", "rediss://b:2/1"},
-		{"key-prefix", "e:", "f:", func(c config.Config) any { return c.KeyPrefix }, "e:", "f:"},
-		{"jwt-secret", "env-secret", "flag-secret", func(c config.Config) any { return c.JWTSecret }, "env-secret", "flag-secret"},
-		{"jwt-public-key", pemA, pemB, func(c config.Config) any { return string(c.JWTPublicKeyPEM) }, "content of a.pem", "content of b.pem"},
-		{"api-keys", "e1, e2", "f1,f2,,f3", func(c config.Config) any { return c.APIKeys }, []string{"e1", "e2"}, []string{"f1", "f2", "f3"}},
-		{"dev", "true", "false", func(c config.Config) any { return c.Dev }, true, false},
-		{"demo", "1", "false", func(c config.Config) any { return c.Demo }, true, false},
-		{"allowed-origins", "https://a.example", "*, https://b.example", func(c config.Config) any { return c.AllowedOrigins }, []string{"https://a.example"}, []string{"*", "https://b.example"}},
-		{"ping-interval", "5s", "7s", func(c config.Config) any { return c.PingInterval }, 5 * time.Second, 7 * time.Second},
-		{"pong-timeout", "1m", "2m", func(c config.Config) any { return c.PongTimeout }, time.Minute, 2 * time.Minute},
-		{"write-timeout", "3s", "4s", func(c config.Config) any { return c.WriteTimeout }, 3 * time.Second, 4 * time.Second},
-		{"max-message-bytes", "100", "200", func(c config.Config) any { return c.MaxMessageBytes }, int64(100), int64(200)},
-		{"send-queue", "8", "9", func(c config.Config) any { return c.SendQueue }, 8, 9},
-		{"max-conns-per-user", "2", "3", func(c config.Config) any { return c.MaxConnsPerUser }, 2, 3},
-		{"offline-max", "10", "11", func(c config.Config) any { return c.OfflineMax }, 10, 11},
-		{"offline-ttl", "1h", "2h", func(c config.Config) any { return c.OfflineTTL }, time.Hour, 2 * time.Hour},
-		{"shutdown-grace", "0s", "5s", func(c config.Config) any { return c.ShutdownGrace }, time.Duration(0), 5 * time.Second},
-		{"node-id", "env-node", "flag-node", func(c config.Config) any { return c.NodeID }, "env-node", "flag-node"},
-		{"log-format", "text", "json", func(c config.Config) any { return c.LogFormat }, "text", "json"},
-		{"log-level", "debug", "warn", func(c config.Config) any { return c.LogLevel }, "debug", "warn"},
-		{"max-inbound-rate", "2.5", "100", func(c config.Config) any { return c.MaxInboundRate }, 2.5, 100.0},
-		{"max-conns", "1000", "0", func(c config.Config) any { return c.MaxConns }, 1000, 0},
-		{"max-conns-per-ip", "5", "6", func(c config.Config) any { return c.MaxConnsPerIP }, 5, 6},
-		{"handshake-timeout", "2s", "3s", func(c config.Config) any { return c.HandshakeTimeout }, 2 * time.Second, 3 * time.Second},
-		{"pprof-addr", "127.0.0.1:6060", "127.0.0.1:6061", func(c config.Config) any { return c.PprofAddr }, "127.0.0.1:6060", "127.0.0.1:6061"},
+		{"addr", "0.0.0.0:1", "127.0.0.1:2", func(c config.Config) any { return c.Addr }, "0.0.0.0:1", "127.0.0.1:2", nil},
+		{"redis-url", "redis://a:1/0", "rediss://b:2/1", func(c config.Config) any { return c.RedisURL }, "redis://a:1/0", "rediss://b:2/1", nil},
+		{"key-prefix", "e:", "f:", func(c config.Config) any { return c.KeyPrefix }, "e:", "f:", nil},
+		{"jwt-secret", "env-secret", "flag-secret", func(c config.Config) any { return c.JWTSecret }, "env-secret", "flag-secret", nil},
+		{"jwt-public-key", pemA, pemB, func(c config.Config) any { return string(c.JWTPublicKeyPEM) }, "content of a.pem", "content of b.pem", nil},
+		{"api-keys", "e1, e2", "f1,f2,,f3", func(c config.Config) any { return c.APIKeys }, []string{"e1", "e2"}, []string{"f1", "f2", "f3"}, nil},
+		{"dev", "true", "false", func(c config.Config) any { return c.Dev }, true, false, nil},
+		{"demo", "1", "false", func(c config.Config) any { return c.Demo }, true, false, nil},
+		{"allowed-origins", "https://a.example", "*, https://b.example", func(c config.Config) any { return c.AllowedOrigins }, []string{"https://a.example"}, []string{"*", "https://b.example"}, nil},
+		{"ping-interval", "5s", "7s", func(c config.Config) any { return c.PingInterval }, 5 * time.Second, 7 * time.Second, nil},
+		{"pong-timeout", "1m", "2m", func(c config.Config) any { return c.PongTimeout }, time.Minute, 2 * time.Minute, nil},
+		{"write-timeout", "3s", "4s", func(c config.Config) any { return c.WriteTimeout }, 3 * time.Second, 4 * time.Second, nil},
+		{"max-message-bytes", "100", "200", func(c config.Config) any { return c.MaxMessageBytes }, int64(100), int64(200), nil},
+		{"send-queue", "8", "9", func(c config.Config) any { return c.SendQueue }, 8, 9, nil},
+		{"max-conns-per-user", "2", "3", func(c config.Config) any { return c.MaxConnsPerUser }, 2, 3, nil},
+		{"offline-max", "10", "11", func(c config.Config) any { return c.OfflineMax }, 10, 11, nil},
+		{"offline-ttl", "1h", "2h", func(c config.Config) any { return c.OfflineTTL }, time.Hour, 2 * time.Hour, nil},
+		{"shutdown-grace", "0s", "5s", func(c config.Config) any { return c.ShutdownGrace }, time.Duration(0), 5 * time.Second, nil},
+		{"node-id", "env-node", "flag-node", func(c config.Config) any { return c.NodeID }, "env-node", "flag-node", nil},
+		{"log-format", "text", "json", func(c config.Config) any { return c.LogFormat }, "text", "json", nil},
+		{"log-level", "debug", "warn", func(c config.Config) any { return c.LogLevel }, "debug", "warn", nil},
+		{"max-inbound-rate", "2.5", "100", func(c config.Config) any { return c.MaxInboundRate }, 2.5, 100.0, nil},
+		{"max-conns", "1000", "0", func(c config.Config) any { return c.MaxConns }, 1000, 0, nil},
+		{"max-conns-per-ip", "5", "6", func(c config.Config) any { return c.MaxConnsPerIP }, 5, 6, nil},
+		{"handshake-timeout", "2s", "3s", func(c config.Config) any { return c.HandshakeTimeout }, 2 * time.Second, 3 * time.Second, nil},
+		{"pprof-addr", "127.0.0.1:6060", "127.0.0.1:6061", func(c config.Config) any { return c.PprofAddr }, "127.0.0.1:6060", "127.0.0.1:6061", nil},
+		{"redis-cluster", "a:1, b:2", "c:3", func(c config.Config) any { return c.RedisCluster }, []string{"a:1", "b:2"}, []string{"c:3"}, nil},
+		{"redis-sentinel", "s1:26379,s2:26379", "s3:26379", func(c config.Config) any { return c.RedisSentinel }, []string{"s1:26379", "s2:26379"}, []string{"s3:26379"}, []string{"--redis-sentinel-master=m"}},
+		{"redis-sentinel-master", "env-master", "flag-master", func(c config.Config) any { return c.RedisSentinelMaster }, "env-master", "flag-master", []string{"--redis-sentinel=s:26379"}},
+		{"redis-password", "env-pw", "flag-pw", func(c config.Config) any { return c.RedisPassword }, "env-pw", "flag-pw", nil},
+		{"redis-wait-replicas", "1", "2", func(c config.Config) any { return c.RedisWaitReplicas }, 1, 2, nil},
+		{"redis-wait-timeout", "250ms", "2s", func(c config.Config) any { return c.RedisWaitTimeout }, 250 * time.Millisecond, 2 * time.Second, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.flag, func(t *testing.T) {
 			env := "GATEWAY_" + strings.ToUpper(strings.ReplaceAll(tc.flag, "-", "_")) + "=" + tc.envValue
-			var base []string // prod's credentials, less the setting under test
+			base := append([]string(nil), tc.extra...) // prod's credentials, less the setting under test
 			for _, a := range prod {
 				if !strings.HasPrefix(a, "--"+tc.flag+"=") {
 					base = append(base, a)
@@ -207,6 +216,14 @@ func TestParseErrors(t *testing.T) {
 		{"negative max-conns", []string{"--dev", "--max-conns=-1"}, nil, "max-conns"},
 		{"negative max-conns-per-ip", []string{"--dev", "--max-conns-per-ip=-1"}, nil, "max-conns-per-ip"},
 		{"pprof-addr without port", []string{"--dev", "--pprof-addr=localhost"}, nil, "pprof-addr"},
+		{"redis-url and redis-cluster", []string{"--dev", "--redis-url=redis://h:1", "--redis-cluster=a:1"}, nil, "redis-cluster"},
+		{"redis-cluster and redis-sentinel", []string{"--dev", "--redis-cluster=a:1", "--redis-sentinel=s:1", "--redis-sentinel-master=m"}, nil, "redis-sentinel"},
+		{"redis-cluster without port", []string{"--dev", "--redis-cluster=a:1,b"}, nil, "redis-cluster"},
+		{"redis-sentinel without port", []string{"--dev", "--redis-sentinel=s", "--redis-sentinel-master=m"}, nil, "redis-sentinel"},
+		{"redis-sentinel without master", []string{"--dev", "--redis-sentinel=s:1"}, nil, "redis-sentinel-master"},
+		{"redis-sentinel-master alone", []string{"--dev", "--redis-sentinel-master=m"}, nil, "redis-sentinel-master"},
+		{"negative redis-wait-replicas", []string{"--dev", "--redis-wait-replicas=-1"}, nil, "redis-wait-replicas"},
+		{"zero redis-wait-timeout", []string{"--dev", "--redis-wait-timeout=0s"}, nil, "redis-wait-timeout"},
 		{"log-format", []string{"--dev", "--log-format=xml"}, nil, "log-format"},
 		{"log-level", []string{"--dev", "--log-level=trace"}, nil, "log-level"},
 		{"origin without scheme", []string{"--dev", "--allowed-origins=app.example.com"}, nil, "allowed-origins"},
@@ -266,6 +283,10 @@ func TestParseErrorHidesPassword(t *testing.T) {
 			t.Errorf("error for %q does not name redis-url: %v", u, err)
 		}
 	}
+	_, err := config.Parse([]string{"--dev", "--redis-password=hunter2", "--redis-cluster=nohostport"}, nil, new(bytes.Buffer))
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("bad redis-cluster with a redis-password: %v", err)
+	}
 }
 
 // Validate on its own, as tests and embedders build a Config by hand.
@@ -307,7 +328,8 @@ func TestHelp(t *testing.T) {
 			"demo", "allowed-origins", "ping-interval", "pong-timeout", "write-timeout",
 			"max-message-bytes", "send-queue", "max-conns-per-user", "offline-max", "offline-ttl",
 			"shutdown-grace", "node-id", "log-format", "log-level", "max-inbound-rate", "max-conns",
-			"max-conns-per-ip", "handshake-timeout", "pprof-addr",
+			"max-conns-per-ip", "handshake-timeout", "pprof-addr", "redis-cluster", "redis-sentinel",
+			"redis-sentinel-master", "redis-password", "redis-wait-replicas", "redis-wait-timeout",
 		} {
 			if !strings.Contains(text, "-"+name+" ") && !strings.Contains(text, "-"+name+"\n") {
 				t.Errorf("%s output lacks -%s", arg, name)
@@ -337,6 +359,7 @@ func FuzzParse(f *testing.F) {
 	f.Add("--redis-url=redis://:p@h:1/2\x00--dev", "GATEWAY_OFFLINE_TTL=2h")
 	f.Add("--max-inbound-rate=1e308\x00--dev", "GATEWAY_MAX_CONNS=-0")
 	f.Add("-h", "")
+	f.Add("--dev\x00--redis-sentinel=s:1\x00--redis-sentinel-master=m", "GATEWAY_REDIS_CLUSTER=a:1\x00GATEWAY_REDIS_WAIT_REPLICAS=1")
 	f.Add("--dev\x00--allowed-origins=https://a.example/,*", "GATEWAY_LOG_LEVEL=debug\x00GATEWAY_LOG_FORMAT=text")
 	f.Add("--dev\x00--pprof-addr=[::1]:0\x00--addr=[::1]:0", "GATEWAY_HANDSHAKE_TIMEOUT=1ns")
 	f.Fuzz(func(t *testing.T, args, env string) {

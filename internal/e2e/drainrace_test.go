@@ -20,7 +20,7 @@ func TestResubscribeDrainRacesDisconnect(t *testing.T) {
 	c := newCluster(t)
 	a := c.startNode("a")
 	ctx := context.Background()
-	const users = 200
+	const users = 100
 	clients := make([]*client, users)
 	for i := range clients {
 		clients[i] = dial(t, wsURL(a.addr, fmt.Sprintf("d%d", i)), nil)
@@ -49,33 +49,43 @@ func TestResubscribeDrainRacesDisconnect(t *testing.T) {
 		}
 	}
 	wait.For(t, timeout, a.idle, "node A never finished the closed connections")
-	var lost, dup []string
-	for i := range users {
-		u := fmt.Sprintf("d%d", i)
-		got := 0
-		for _, f := range frames[i] {
-			if string(f.data) == "m" {
-				got++
-			}
-		}
-		stored := int(c.offlineLen(u))
-		switch {
-		case got+stored == 0:
-			lost = append(lost, u)
-		case got+stored > 1:
-			dup = append(dup, u)
-		}
-	}
-	delivered := 0
+
+	// Every message delivered before its close, or stored for the next connect; a drain still
+	// in flight may hold a few for a moment, so poll for the missing ones to come back.
+	delivered := make([]int, users)
 	for i := range users {
 		for _, f := range frames[i] {
 			if string(f.data) == "m" {
-				delivered++
+				delivered[i]++
 			}
 		}
 	}
-	t.Logf("delivered before close %d, flushed %v, dropped %v, requeued %v", delivered, a.metric("wsgateway_offline_flushed_total"), a.metric("wsgateway_messages_dropped_total"), a.metric("wsgateway_offline_stored_total"))
-	if len(lost) > 0 || len(dup) > 0 {
-		t.Fatalf("of %d users, lost: %v; duplicated: %v", users, lost, dup)
+	count := func() (lost, dup []string) {
+		for i := range users {
+			u := fmt.Sprintf("d%d", i)
+			switch delivered[i] + int(c.offlineLen(u)) {
+			case 0:
+				lost = append(lost, u)
+			case 1:
+			default:
+				dup = append(dup, u)
+			}
+		}
+		return lost, dup
 	}
+	wait.For(t, timeout, func() bool { lost, _ := count(); return len(lost) == 0 },
+		"messages lost: %s", lazy(func() string { lost, _ := count(); return fmt.Sprint(lost) }))
+	if _, dup := count(); len(dup) > 0 {
+		t.Fatalf("messages both delivered and stored (or stored twice): %v", dup)
+	}
+	t.Logf("%d delivered before the close, %v requeued (by closing connections and the drain)",
+		sum(delivered), a.metric("wsgateway_offline_stored_total"))
+}
+
+func sum(xs []int) int {
+	n := 0
+	for _, x := range xs {
+		n += x
+	}
+	return n
 }

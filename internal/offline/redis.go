@@ -30,6 +30,59 @@ type Redis struct {
 	// publishCommand is PUBLISH, or SPUBLISH in Cluster mode, where a classic PUBLISH counts
 	// only the subscribers of the node that ran it (FACTS.md).
 	publishCommand string
+	// waitReplicas > 0: a push returns only after WAIT confirmed that many replicas hold it.
+	waitReplicas int
+	waitTimeout  time.Duration
+}
+
+// ErrNotReplicated means WAIT timed out before enough replicas confirmed a push. The message
+// was published or stored on the master; the caller answers 503, and a retry may duplicate it.
+var ErrNotReplicated = errors.New("offline: not confirmed by enough replicas in time")
+
+// RequireReplicas makes every push wait until n replicas hold it (Redis WAIT), at most timeout.
+// Replication is asynchronous: without it, a message stored offline on a master that dies
+// before replicating is gone after the failover.
+func (s *Redis) RequireReplicas(n int, timeout time.Duration) {
+	s.waitReplicas, s.waitTimeout = n, timeout
+}
+
+// nodeFor returns where WAIT must run for key: WAIT covers the writes of its own connection,
+// so it goes in one pipeline with the push, on the node that owns key.
+func (s *Redis) nodeFor(ctx context.Context, key string) (redis.Cmdable, error) {
+	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+		return cc.MasterForKey(ctx, key)
+	}
+	return s.rdb, nil
+}
+
+// pushWait runs the push script and WAIT in one pipeline on one connection.
+func (s *Redis) pushWait(ctx context.Context, user string, data []byte) (int64, error) {
+	node, err := s.nodeFor(ctx, s.Key(user))
+	if err != nil {
+		return 0, err
+	}
+	for attempt := 0; ; attempt++ {
+		var push *redis.Cmd
+		var wait *redis.Cmd
+		_, err := node.Pipelined(ctx, func(p redis.Pipeliner) error {
+			push = s.push.EvalSha(ctx, p, []string{s.Channel(user), s.Key(user)}, data, s.max, s.ttlSeconds())
+			wait = p.Do(ctx, "WAIT", s.waitReplicas, s.waitTimeout.Milliseconds())
+			return nil
+		})
+		if perr := push.Err(); perr != nil && redis.HasErrorPrefix(perr, "NOSCRIPT") && attempt == 0 {
+			if err := s.push.Load(ctx, node).Err(); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		if n, _ := wait.Int64(); n < int64(s.waitReplicas) {
+			return 0, ErrNotReplicated
+		}
+		return push.Int64()
+	}
 }
 
 // NewRedis returns a store for keys under prefix (e.g. "ws:"). sharded selects SPUBLISH.
@@ -59,7 +112,12 @@ func (s *Redis) ttlSeconds() string {
 
 // Push publishes data to user, or stores it when no node is subscribed.
 func (s *Redis) Push(ctx context.Context, user string, data []byte) (online bool, err error) {
-	n, err := s.push.Run(ctx, s.rdb, []string{s.Channel(user), s.Key(user)}, data, s.max, s.ttlSeconds()).Int64()
+	var n int64
+	if s.waitReplicas > 0 {
+		n, err = s.pushWait(ctx, user, data)
+	} else {
+		n, err = s.push.Run(ctx, s.rdb, []string{s.Channel(user), s.Key(user)}, data, s.max, s.ttlSeconds()).Int64()
+	}
 	if err != nil {
 		return false, fmt.Errorf("offline: push %s: %w", user, err)
 	}
@@ -69,6 +127,18 @@ func (s *Redis) Push(ctx context.Context, user string, data []byte) (online bool
 // PushMany pushes data to every user in one pipeline (one round trip instead of one per user).
 func (s *Redis) PushMany(ctx context.Context, users []string, data []byte) ([]bool, error) {
 	online := make([]bool, len(users))
+	if s.waitReplicas > 0 {
+		// Each push waits for its replicas on its own node's connection; simple, and the
+		// WAIT round trip dominates anyway.
+		for i, u := range users {
+			o, err := s.Push(ctx, u, data)
+			if err != nil {
+				return nil, err
+			}
+			online[i] = o
+		}
+		return online, nil
+	}
 	run := func(idx []int) ([]int, error) {
 		cmds := make([]*redis.Cmd, len(idx))
 		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -181,7 +251,15 @@ func (s *Redis) LoadFunction(ctx context.Context) error {
 		strings.Replace(pushLua, "PUBLISH_COMMAND", "'"+s.publishCommand+"'", 1) +
 		fmt.Sprintf("\nredis.register_function('%s', function(keys, args) return push(keys, args, %d, %s) end)\n",
 			FunctionName, s.max, s.ttlSeconds())
-	if err := s.rdb.FunctionLoadReplace(ctx, src).Err(); err != nil {
+	load := func(ctx context.Context, c redis.Cmdable) error { return c.FunctionLoadReplace(ctx, src).Err() }
+	var err error
+	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+		// Functions live per node: every master needs it (replicas copy it).
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return load(ctx, c) })
+	} else {
+		err = load(ctx, s.rdb)
+	}
+	if err != nil {
 		return fmt.Errorf("offline: load function %s: %w", FunctionName, err)
 	}
 	return nil

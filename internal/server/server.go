@@ -78,6 +78,8 @@ type Server struct {
 var (
 	_ fanout      = (*bus.Memory)(nil)
 	_ fanout      = (*bus.Redis)(nil)
+	_ fanout      = (*bus.Cluster)(nil)
+	_ ws.Upstream = (*bus.Cluster)(nil)
 	_ store       = (*offline.Memory)(nil)
 	_ store       = (*offline.Redis)(nil)
 	_ bus.Handler = (*ws.Hub)(nil)
@@ -104,16 +106,19 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	}
 
 	var upstream ws.Upstream
-	var redisBus *bus.Redis
-	var memBus *bus.Memory
-	if cfg.RedisURL != "" {
-		ropt, err := redis.ParseURL(cfg.RedisURL)
+	var startBus func(bus.Handler)
+	if cfg.UsesRedis() {
+		rdb, err := newRedisClient(cfg)
 		if err != nil {
-			return nil, fmt.Errorf("redis-url: %w", err)
+			return nil, err
 		}
-		s.rdb = redis.NewClient(ropt)
-		rstore := offline.NewRedis(s.rdb, cfg.KeyPrefix, cfg.OfflineMax, cfg.OfflineTTL, false)
-		redisBus = bus.NewRedis(s.rdb, bus.RedisOptions{
+		s.rdb = rdb
+		_, cluster := rdb.(*redis.ClusterClient)
+		rstore := offline.NewRedis(rdb, cfg.KeyPrefix, cfg.OfflineMax, cfg.OfflineTTL, cluster)
+		if cfg.RedisWaitReplicas > 0 {
+			rstore.RequireReplicas(cfg.RedisWaitReplicas, cfg.RedisWaitTimeout)
+		}
+		bopt := bus.RedisOptions{
 			Prefix: cfg.KeyPrefix, NodeID: cfg.NodeID, Logger: log, Observer: s.metrics,
 			ProbeInterval: opt.ProbeInterval, ProbeTimeout: opt.ProbeTimeout,
 			OnReady: func(ctx context.Context) {
@@ -121,12 +126,19 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 					log.Warn("loading the push-or-store Redis Function failed", "err", err)
 				}
 			},
-		})
-		s.bus, s.store, upstream = redisBus, rstore, redisBus
+		}
+		if cc, ok := rdb.(*redis.ClusterClient); ok {
+			b := bus.NewCluster(cc, bopt)
+			s.bus, upstream, startBus = b, b, b.Start
+		} else {
+			b := bus.NewRedis(rdb, bopt)
+			s.bus, upstream, startBus = b, b, b.Start
+		}
+		s.store = rstore
 	} else {
-		memBus = bus.NewMemory()
-		s.bus = memBus
-		s.store = offline.NewMemory(memBus.Publish, cfg.OfflineMax, cfg.OfflineTTL, nil)
+		b := bus.NewMemory()
+		s.bus, startBus = b, b.Start
+		s.store = offline.NewMemory(b.Publish, cfg.OfflineMax, cfg.OfflineTTL, nil)
 	}
 
 	s.hub = ws.NewHub(ws.Config{
@@ -143,11 +155,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		MaxConnsPerIP:   cfg.MaxConnsPerIP,
 		CloseGrace:      opt.CloseGrace,
 	}, ws.Deps{Bus: s.bus, Store: s.store, Upstream: upstream, Observer: s.metrics, Logger: log})
-	if redisBus != nil {
-		redisBus.Start(s.hub)
-	} else {
-		memBus.Start(s.hub)
-	}
+	startBus(s.hub)
 
 	bodyTimeout := opt.APIBodyTimeout
 	if bodyTimeout <= 0 {
@@ -244,6 +252,24 @@ func (a clientAuth) Authenticate(r *http.Request) (string, error) {
 		return "", err
 	}
 	return user, nil
+}
+
+// newRedisClient builds the one Redis client of the process for the configured mode: a plain
+// client (redis-url), a Sentinel failover client, or a Cluster client.
+func newRedisClient(cfg config.Config) (redis.UniversalClient, error) {
+	switch {
+	case len(cfg.RedisCluster) > 0:
+		return redis.NewClusterClient(&redis.ClusterOptions{Addrs: cfg.RedisCluster, Password: cfg.RedisPassword}), nil
+	case len(cfg.RedisSentinel) > 0:
+		return redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName: cfg.RedisSentinelMaster, SentinelAddrs: cfg.RedisSentinel, Password: cfg.RedisPassword,
+		}), nil
+	}
+	ropt, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("redis-url: %w", err)
+	}
+	return redis.NewClient(ropt), nil
 }
 
 // Listen binds the configured address.

@@ -28,6 +28,7 @@ import (
 
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/server"
@@ -417,6 +418,11 @@ func (d demo) offlineCount() int {
 // fill sets a form field's value.
 func (d demo) fill(id, value string) {
 	d.t.Helper()
+	if value == "" {
+		// chromedp's SetValue cannot set "": the empty argument reaches the page as undefined.
+		mustEval[bool](d.tab, fmt.Sprintf(`(document.getElementById(%q).value = "", true)`, id))
+		return
+	}
 	d.do(chromedp.SetValue(chromedp.ID(id), value))
 }
 
@@ -585,6 +591,47 @@ func TestKickStopsThePage(t *testing.T) {
 	if opens != 1 {
 		t.Errorf("%d connections opened, want 1 (no reconnect after the kick)", opens)
 	}
+}
+
+// TestPageWithTokenAndAPIKey: outside --dev (with --demo), the page connects with the JWT typed
+// into its token field, and its push form authenticates with the API key field as a Bearer.
+func TestPageWithTokenAndAPIKey(t *testing.T) {
+	const secret, apiKey = "browser-test-secret-0123456789", "browser-test-key-0123456789"
+	cfg := devConfig()
+	cfg.Dev, cfg.Demo = false, true
+	cfg.JWTSecret = secret
+	cfg.APIKeys = []string{apiKey}
+	gw := startGateway(t, cfg)
+	token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"sub": "zoe", "exp": time.Now().Add(time.Hour).Unix(),
+	}).SignedString([]byte(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	tb := newTab(t, startBrowser(t), true)
+	tb.do(chromedp.Navigate(gw.base + "/?user=zoe"))
+	page := demo{tb}
+	page.waitState("reconnecting") // ?user_id= is refused without --dev: 401 at the upgrade
+
+	page.do(chromedp.Click(chromedp.CSS("#credentials summary"))) // open the folded credentials
+	page.fill("token", token)
+	page.fill("api-key", apiKey)
+	page.click("connect")
+	page.waitJS(`document.getElementById("state").textContent === "open" && document.getElementById("state-detail").textContent === "as zoe"`,
+		`[document.getElementById("state").textContent, document.getElementById("state-detail").textContent]`, "connected with the token as zoe")
+	page.waitOfflineWindowClosed()
+
+	page.fill("push-data", `"with a key"`)
+	page.click("push")
+	page.waitMessages(`"with a key"`)
+	page.waitJS(`document.getElementById("push-result").textContent.startsWith("200")`,
+		`document.getElementById("push-result").textContent`, "push accepted with the key")
+
+	page.fill("api-key", "")
+	page.click("push")
+	page.waitJS(`document.getElementById("push-result").textContent.startsWith("401")`,
+		`document.getElementById("push-result").textContent`, "push refused without the key")
 }
 
 // TestScreenshots writes the page at desktop and phone width to test-artifacts/ (at the

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"testing"
@@ -117,10 +118,13 @@ func measureFootprint(b *testing.B, n int) (heap, stack, goroutines, rss float64
 		float64(g1-g0) / float64(n), float64(rss1-rss0) / float64(n)
 }
 
-// settle collects garbage twice, so HeapInuse counts live objects (and their spans) only.
+// settle collects garbage twice, so HeapInuse counts live objects (and their spans) only,
+// and returns freed memory to the OS, so that RSS readings of later iterations start from
+// the live size too.
 func settle() {
 	runtime.GC()
 	runtime.GC()
+	debug.FreeOSMemory()
 }
 
 // selfRSS reads this process's VmRSS in bytes (0 where /proc is missing).

@@ -515,11 +515,48 @@ func (h *Hub) drainHeld() {
 			h.log.Warn("drain after resubscribe failed", "user_id", user, "err", err)
 			continue
 		}
-		for _, m := range msgs {
-			h.Deliver(user, m)
+		if len(msgs) == 0 {
+			continue
+		}
+		if !h.deliverDrained(user, msgs) {
+			// The user left while its list was being drained: put the messages back for its
+			// next connect rather than drop them, as Deliver would for an absent user.
+			ctx, cancel := context.WithTimeout(context.Background(), h.cfg.SubscribeTimeout)
+			h.requeue(ctx, user, msgs)
+			cancel()
+			continue
 		}
 		h.obs.FlushedOffline(len(msgs))
 	}
+}
+
+// deliverDrained hands messages drained after a resubscribe to user's connections, under one
+// lock; to the orphans (stored when it is gone) while the last connection is leaving. It
+// returns false, having handed over nothing, when the user has no entry here any more.
+func (h *Hub) deliverDrained(user string, msgs [][]byte) bool {
+	sh := h.shardOf(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	u := sh.users[user]
+	if u == nil {
+		return false
+	}
+	now := h.now()
+	for _, data := range msgs {
+		m := newMessage(data, kindUser, now)
+		switch len(u.conns) {
+		case 0:
+			u.orphans = append(u.orphans, data)
+		case 1:
+			u.conns[0].enqueue(m)
+		default:
+			m.prepare()
+			for _, c := range u.conns {
+				c.enqueue(m)
+			}
+		}
+	}
+	return true
 }
 
 type nopObserver struct{}

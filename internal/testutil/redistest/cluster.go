@@ -30,15 +30,19 @@ const (
 	// NumSlots is the number of hash slots of a Redis Cluster.
 	NumSlots = 16384
 
-	clusterNodeTimeoutMS = 1000             // cluster-node-timeout: a master is FAIL about a second after it dies
-	clusterCreateTimeout = 60 * time.Second // redis-cli --cluster create, which polls forever by itself
-	healthyTimeout       = 30 * time.Second // cluster_state:ok everywhere, agreement, replicas in sync
-	agreeTimeout         = 30 * time.Second // every node names the same owner of a slot
-	setupAttempts        = 3                // whole-topology attempts when start-up fails (port races)
-	adminCmdTimeout      = 5 * time.Second  // one admin command, MIGRATE excepted
-	migrateTimeoutMS     = 10000            // MIGRATE's own timeout, per batch
-	migrateBatch         = 100              // keys per MIGRATE
-	clusterLogTailLines  = 15               // per node, in failure messages
+	clusterNodeTimeoutMS = 1000 // cluster-node-timeout once formed: a master is FAIL about a second after it dies
+	// cluster-node-timeout while the cluster forms. It also bounds each
+	// CLUSTER MEET handshake, which redis-cli sends only once: with 1000ms a
+	// loaded machine lost handshakes and redis-cli waited for ever.
+	clusterJoinNodeTimeoutMS = 15000
+	clusterCreateTimeout     = 30 * time.Second // redis-cli --cluster create, which polls forever by itself
+	healthyTimeout           = 30 * time.Second // cluster_state:ok everywhere, agreement, replicas in sync
+	agreeTimeout             = 30 * time.Second // every node names the same owner of a slot
+	setupAttempts            = 3                // whole-topology attempts when start-up fails (port races)
+	adminCmdTimeout          = 5 * time.Second  // one admin command, MIGRATE excepted
+	migrateTimeoutMS         = 10000            // MIGRATE's own timeout, per batch
+	migrateBatch             = 100              // keys per MIGRATE
+	clusterLogTailLines      = 15               // per node, in failure messages
 )
 
 // Cluster is a Redis Cluster on loopback ports owned by a test: masters
@@ -101,7 +105,7 @@ func StartCluster(tb testing.TB, masters, replicasPerMaster int) *Cluster {
 		}
 		stopNodes(c.nodes, syscall.SIGKILL, stopGrace)
 	}
-	tb.Fatalf("redistest: start cluster of %d masters with %d replicas each: %v\n%s", masters, replicasPerMaster, err, c.logs())
+	tb.Fatalf("redistest: start cluster of %d masters with %d replicas each: %v (node logs follow at cleanup)", masters, replicasPerMaster, err)
 	return nil
 }
 
@@ -142,6 +146,19 @@ func (c *Cluster) create(bin, cli, dir string, masters, replicas int) error {
 	}
 	if err := poll(healthyTimeout, c.health); err != nil {
 		return fmt.Errorf("cluster not healthy within %v after redis-cli --cluster create: %w", healthyTimeout, err)
+	}
+	// Now that every node knows every other, fail fast: a dead master is
+	// flagged FAIL, and its replica promoted, within a few seconds. CONFIG
+	// REWRITE keeps redis.conf in line with what runs.
+	ctxT, cancelT := context.WithTimeout(context.Background(), adminCmdTimeout)
+	defer cancelT()
+	for _, n := range c.nodes {
+		if err := n.client().ConfigSet(ctxT, "cluster-node-timeout", strconv.Itoa(clusterNodeTimeoutMS)).Err(); err != nil {
+			return fmt.Errorf("CONFIG SET cluster-node-timeout on %s: %w", n.addr, err)
+		}
+		if err := n.client().ConfigRewrite(ctxT).Err(); err != nil {
+			return fmt.Errorf("CONFIG REWRITE on %s: %w", n.addr, err)
+		}
 	}
 
 	// redis-cli chooses which nodes become masters. Order Addrs masters
@@ -189,7 +206,7 @@ cluster-announce-ip 127.0.0.1
 # loaded machine the replica's data-age check would otherwise veto it.
 cluster-replica-validity-factor 0
 cluster-require-full-coverage yes
-`, ports[1], clusterNodeTimeoutMS)
+`, ports[1], clusterJoinNodeTimeoutMS)
 }
 
 // dataNodeConf is the part of redis.conf shared by every data-bearing node:
@@ -241,7 +258,7 @@ func (c *Cluster) Client(tb testing.TB) *redis.ClusterClient {
 }
 
 // MasterFor returns the address of the master that owns key's slot (CLUSTER
-// KEYSLOT, then CLUSTER SLOTS on every live node). It waits up to 30s until
+// KEYSLOT, then CLUSTER SHARDS on every live node). It waits up to 30s until
 // every live node names the same owner and that owner is alive, so right
 // after a failover or MigrateSlot it returns the settled owner.
 func (c *Cluster) MasterFor(tb testing.TB, key string) string {
@@ -252,11 +269,11 @@ func (c *Cluster) MasterFor(tb testing.TB, key string) string {
 	})
 	cancel()
 	if err != nil {
-		tb.Fatalf("redistest: CLUSTER KEYSLOT %q: %v\n%s", key, err, c.logs())
+		tb.Fatalf("redistest: CLUSTER KEYSLOT %q: %v (node logs follow at cleanup)", key, err)
 	}
 	owner, err := c.settledOwner(int(slot))
 	if err != nil {
-		tb.Fatalf("redistest: owner of slot %d (key %q): %v\n%s", slot, key, err, c.logs())
+		tb.Fatalf("redistest: owner of slot %d (key %q): %v (node logs follow at cleanup)", slot, key, err)
 	}
 	return owner
 }
@@ -288,7 +305,7 @@ func (c *Cluster) KillNode(tb testing.TB, addr string) {
 func (c *Cluster) WaitHealthy(tb testing.TB) {
 	tb.Helper()
 	if err := poll(healthyTimeout, c.health); err != nil {
-		tb.Fatalf("redistest: cluster not healthy within %v: %v\n%s", healthyTimeout, err, c.logs())
+		tb.Fatalf("redistest: cluster not healthy within %v: %v (node logs follow at cleanup)", healthyTimeout, err)
 	}
 }
 
@@ -301,7 +318,7 @@ func (c *Cluster) WaitHealthy(tb testing.TB) {
 func (c *Cluster) MigrateSlot(tb testing.TB, slot int, toAddr string) {
 	tb.Helper()
 	if err := c.migrateSlot(slot, toAddr); err != nil {
-		tb.Fatalf("redistest: migrate slot %d to %s: %v\n%s", slot, toAddr, err, c.logs())
+		tb.Fatalf("redistest: migrate slot %d to %s: %v (node logs follow at cleanup)", slot, toAddr, err)
 	}
 }
 
@@ -484,17 +501,25 @@ func (c *Cluster) owners(ctx context.Context) (*[NumSlots]string, error) {
 	var ref *[NumSlots]string
 	var refAddr string
 	for _, n := range c.liveNodes() {
-		slots, err := n.client().ClusterSlots(ctx).Result()
+		shards, err := n.client().ClusterShards(ctx).Result()
 		if err != nil {
-			return nil, fmt.Errorf("CLUSTER SLOTS on %s: %w", n.addr, err)
+			return nil, fmt.Errorf("CLUSTER SHARDS on %s: %w", n.addr, err)
 		}
 		view := new([NumSlots]string)
-		for _, r := range slots {
-			if len(r.Nodes) == 0 || r.Start < 0 || r.End >= NumSlots {
-				return nil, fmt.Errorf("CLUSTER SLOTS on %s: odd range %+v", n.addr, r)
+		for _, sh := range shards {
+			var master string
+			for _, sn := range sh.Nodes {
+				if sn.Role == "master" {
+					master = net.JoinHostPort(sn.IP, strconv.FormatInt(sn.Port, 10))
+				}
 			}
-			for s := r.Start; s <= r.End; s++ {
-				view[s] = r.Nodes[0].Addr
+			for _, r := range sh.Slots {
+				if master == "" || r.Start < 0 || r.End >= NumSlots || r.Start > r.End {
+					return nil, fmt.Errorf("CLUSTER SHARDS on %s: odd shard %+v", n.addr, sh)
+				}
+				for s := r.Start; s <= r.End; s++ {
+					view[s] = master
+				}
 			}
 		}
 		for s, owner := range view {

@@ -26,7 +26,6 @@ func TestSlotKnownValues(t *testing.T) {
 		"{foo}bar":           12182,
 		"ws:user:{alice}":    redistest.Slot("alice"),
 		"ws:offline:{alice}": redistest.Slot("alice"),
-		"{}foo":              redistest.Slot("{}foo"), // empty tag: whole key
 	} {
 		if got := redistest.Slot(key); got != want {
 			t.Errorf("Slot(%q) = %d, want %d", key, got, want)

@@ -86,7 +86,7 @@ func StartSentinel(tb testing.TB) *Sentinel {
 		}
 		stopNodes(append(s.sentinels, s.data...), syscall.SIGKILL, stopGrace)
 	}
-	tb.Fatalf("redistest: start sentinel set-up: %v\n%s", err, s.logs())
+	tb.Fatalf("redistest: start sentinel set-up: %v (node logs follow at cleanup)", err)
 	return nil
 }
 
@@ -207,7 +207,7 @@ func (s *Sentinel) MasterAddr(tb testing.TB) string {
 			return addr
 		}
 	}
-	tb.Fatalf("redistest: no sentinel names the master: %v\n%s", err, s.logs())
+	tb.Fatalf("redistest: no sentinel names the master: %v (node logs follow at cleanup)", err)
 	return ""
 }
 
@@ -277,7 +277,7 @@ func (s *Sentinel) WaitFailover(tb testing.TB, old string) (newMaster string) {
 		return err
 	})
 	if err != nil {
-		tb.Fatalf("redistest: no failover from %s: %v\n%s", old, err, s.logs())
+		tb.Fatalf("redistest: no failover from %s: %v (node logs follow at cleanup)", old, err)
 	}
 	return newMaster
 }

@@ -105,12 +105,12 @@ function connect() {
   const user = $("user").value.trim();
   const token = $("token").value.trim();
   if (!token && !$("user").reportValidity()) return;
-  if (client) client.close(1000, "reconnecting as another user");
+  if (client) client.close(1000, "reconnecting");
 
   const previous = connectedUser;
-  connectedUser = token ? "(from token)" : user;
-  if (!token && ($("push-user").value === previous || $("push-user").value === "")) {
-    $("push-user").value = user;
+  connectedUser = token ? tokenSubject(token) : user;
+  if (connectedUser && ($("push-user").value === previous || $("push-user").value === "")) {
+    $("push-user").value = connectedUser;
   }
   if (!token) {
     const url = new URL(location.href);
@@ -128,7 +128,7 @@ function connect() {
   };
   c.addEventListener("open", mine(() => {
     setOfflineWindow(true);
-    addEntry("event", "open", `connected as ${connectedUser}`);
+    addEntry("event", "open", `connected as ${connectedUser || "the token's user"}`);
   }));
   c.addEventListener("message", mine(onMessage));
   c.addEventListener("close", mine((e) => {
@@ -142,13 +142,13 @@ function connect() {
   c.addEventListener("statechange", mine((e) => {
     switch (e.state) {
       case "open":
-        showState(e.state, `as ${connectedUser}`);
+        showState(e.state, connectedUser ? `as ${connectedUser}` : "");
         break;
       case "stopped":
         showState(e.state, lastClose ? `${describeClose(lastClose.code, lastClose.reason)}; not reconnecting` : "not reconnecting");
         break;
       case "connecting":
-        showState(e.state, `as ${connectedUser}…`);
+        showState(e.state, connectedUser ? `as ${connectedUser}…` : "");
         break;
       case "reconnecting":
         break; // the "retry" event right after says when
@@ -157,6 +157,16 @@ function connect() {
     }
   }));
   c.connect();
+}
+
+// tokenSubject reads the user id (sub) from a JWT for display only; the gateway verifies it.
+function tokenSubject(token) {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return String(JSON.parse(atob(payload)).sub ?? "");
+  } catch {
+    return "";
+  }
 }
 
 function updateCurlHint(user) {

@@ -1,0 +1,378 @@
+package e2ecluster
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"go.uber.org/goleak"
+
+	"github.com/wsgateway/wsgateway/internal/config"
+	"github.com/wsgateway/wsgateway/internal/server"
+	"github.com/wsgateway/wsgateway/internal/testutil/redistest"
+	"github.com/wsgateway/wsgateway/internal/testutil/wait"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const deadline = 30 * time.Second
+
+// gateway boots one in-process node with --dev semantics on the given Redis mode.
+func gateway(t *testing.T, id string, set func(*config.Config)) *server.Server {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Addr = "127.0.0.1:0"
+	cfg.Dev = true
+	cfg.NodeID = id
+	cfg.KeyPrefix = "ws:"
+	set(&cfg)
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(cfg, server.Options{ProbeInterval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	wait.For(t, deadline, func() bool { return get(srv.Addr(), "/readyz") == 200 }, "node %s never ready", id)
+	return srv
+}
+
+var httpc = &http.Client{Timeout: 10 * time.Second}
+
+func get(addr, path string) int {
+	resp, err := httpc.Get("http://" + addr + path)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// push sends one push; it returns the status and whether the user was online.
+func push(addr, user, data string) (int, bool) {
+	body := fmt.Sprintf(`{"user_id":%q,"data":%s}`, user, data)
+	resp, err := httpc.Post("http://"+addr+"/api/v1/push", "application/json", strings.NewReader(body))
+	if err != nil {
+		return 0, false
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Results []struct{ Online bool } `json:"results"`
+	}
+	b, _ := io.ReadAll(resp.Body)
+	_ = json.Unmarshal(b, &r)
+	return resp.StatusCode, len(r.Results) == 1 && r.Results[0].Online
+}
+
+func mustPush(t *testing.T, addr, user, data string) bool {
+	t.Helper()
+	status, online := push(addr, user, data)
+	if status != 200 {
+		t.Fatalf("push to %s via %s: status %d", user, addr, status)
+	}
+	return online
+}
+
+// client is a WebSocket client that records every text frame it gets.
+type client struct {
+	conn *websocket.Conn
+	mu   sync.Mutex
+	got  []string
+	code int
+	done chan struct{}
+}
+
+func connect(t *testing.T, addr, user string) *client {
+	t.Helper()
+	conn, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws?user_id="+user, nil)
+	if err != nil {
+		t.Fatalf("dial %s as %s: %v", addr, user, err)
+	}
+	c := &client{conn: conn, done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		for {
+			_, data, err := conn.ReadMessage()
+			if err != nil {
+				if ce, ok := err.(*websocket.CloseError); ok {
+					c.mu.Lock()
+					c.code = ce.Code
+					c.mu.Unlock()
+				}
+				return
+			}
+			c.mu.Lock()
+			c.got = append(c.got, string(data))
+			c.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { conn.Close(); <-c.done })
+	return c
+}
+
+func (c *client) messages() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.got...)
+}
+
+func (c *client) closeCode() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.code
+}
+
+func (c *client) has(m string) bool {
+	for _, x := range c.messages() {
+		if x == m {
+			return true
+		}
+	}
+	return false
+}
+
+// usersPerShard returns n user ids for each master of the cluster.
+func usersPerShard(t *testing.T, rc *redistest.Cluster, n int) map[string][]string {
+	out := map[string][]string{}
+	for i := 0; len(out) < 3 || !allAtLeast(out, n); i++ {
+		u := fmt.Sprintf("u%d", i)
+		m := rc.MasterFor(t, "ws:user:{"+u+"}")
+		if len(out[m]) < n {
+			out[m] = append(out[m], u)
+		}
+		if i > 10000 {
+			t.Fatal("could not spread users over the shards")
+		}
+	}
+	return out
+}
+
+func allAtLeast(m map[string][]string, n int) bool {
+	for _, v := range m {
+		if len(v) < n {
+			return false
+		}
+	}
+	return true
+}
+
+// TestCluster runs two nodes on a 3-master cluster with a replica each: users on every shard
+// get cross-node pushes, offline storage and flush work per shard, kick, presence and
+// broadcast work, and a master failover in the middle loses nothing that was answered 200.
+func TestCluster(t *testing.T) {
+	rc := redistest.StartCluster(t, 3, 1)
+	seeds := strings.Split(rc.Seeds(), ",")
+	set := func(c *config.Config) { c.RedisCluster = seeds }
+	a := gateway(t, "a", set)
+	b := gateway(t, "b", set)
+
+	shards := usersPerShard(t, rc, 2)
+	var masters []string
+	for m := range shards {
+		masters = append(masters, m)
+	}
+	sort.Strings(masters)
+
+	// Cross-node push on every shard: connect on a, push via b and the other way round.
+	clients := map[string]*client{}
+	for _, m := range masters {
+		online, other := shards[m][0], shards[m][1]
+		clients[online] = connect(t, a.Addr(), online)
+		clients[other] = connect(t, b.Addr(), other)
+	}
+	for user, c := range clients {
+		via := a.Addr() // push through the node the user is not on
+		if a.Hub().Online(user) {
+			via = b.Addr()
+		}
+		msg := fmt.Sprintf(`"hello %s"`, user)
+		if !mustPush(t, via, user, msg) {
+			t.Fatalf("push to connected %s answered online:false", user)
+		}
+		wait.For(t, deadline, func() bool { return c.has(msg) }, "%s did not get %s", user, msg)
+	}
+
+	// Presence through either node, for users on every shard.
+	for user := range clients {
+		for _, n := range []*server.Server{a, b} {
+			if !presence(t, n.Addr(), user) {
+				t.Fatalf("presence of %s via %s is false", user, n.Addr())
+			}
+		}
+	}
+	if presence(t, a.Addr(), "nobody-here") {
+		t.Fatal("presence of an unknown user is true")
+	}
+
+	// Offline per shard: stored via a, flushed on b, in order.
+	for i, m := range masters {
+		user := fmt.Sprintf("off%d", i)
+		for rc.MasterFor(t, "ws:user:{"+user+"}") != m {
+			user += "x"
+		}
+		for j := range 3 {
+			if mustPush(t, a.Addr(), user, fmt.Sprintf(`"%s-%d"`, user, j)) {
+				t.Fatalf("push to offline %s answered online:true", user)
+			}
+		}
+		c := connect(t, b.Addr(), user)
+		want := []string{`"` + user + `-0"`, `"` + user + `-1"`, `"` + user + `-2"`}
+		wait.For(t, deadline, func() bool { return len(c.messages()) >= 3 }, "%s got no backlog", user)
+		if got := c.messages(); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("%s backlog %v, want %v", user, got, want)
+		}
+	}
+
+	// Broadcast via a reaches clients on both nodes.
+	resp, err := httpc.Post("http://"+a.Addr()+"/api/v1/broadcast", "application/json", strings.NewReader(`{"data":"all"}`))
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("broadcast: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	for user, c := range clients {
+		wait.For(t, deadline, func() bool { return c.has(`"all"`) }, "%s missed the broadcast", user)
+	}
+
+	// Failover: kill the master of one shard; pushes to its users keep being answered 200 once
+	// the replica took over, and every push answered 200 arrives.
+	victim := masters[0]
+	user := shards[victim][0]
+	c := clients[user]
+	rc.KillNode(t, victim)
+	var accepted []string
+	start := time.Now()
+	for i := 0; time.Since(start) < 40*time.Second && len(accepted) < 20; i++ {
+		msg := fmt.Sprintf(`"failover-%d"`, i)
+		if status, _ := push(b.Addr(), user, msg); status == 200 {
+			accepted = append(accepted, msg)
+		} else {
+			time.Sleep(50 * time.Millisecond) // pacing between retries, not a wait for a condition
+		}
+	}
+	if len(accepted) < 20 {
+		t.Fatalf("only %d pushes accepted within 40s of the failover", len(accepted))
+	}
+	t.Logf("failover: 20 pushes accepted %s after the master was killed", time.Since(start).Round(time.Millisecond))
+	rc.WaitHealthy(t)
+	wait.For(t, deadline, func() bool {
+		for _, m := range accepted {
+			if !c.has(m) {
+				return false
+			}
+		}
+		return true
+	}, "not every accepted push reached %s after the failover", user)
+	wait.For(t, deadline, func() bool { return get(a.Addr(), "/readyz") == 200 && get(b.Addr(), "/readyz") == 200 },
+		"nodes not ready after the failover")
+	if c.closeCode() != 0 {
+		t.Fatalf("client was closed (%d) by the failover", c.closeCode())
+	}
+
+	// Kick via b closes the user's connection on a with 4001.
+	other := shards[masters[1]][0]
+	req, _ := http.NewRequest(http.MethodDelete, "http://"+b.Addr()+"/api/v1/users/"+other+"/connections", nil)
+	if resp, err := httpc.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("kick: %v", err)
+	} else {
+		resp.Body.Close()
+	}
+	wait.For(t, deadline, func() bool { return clients[other].closeCode() == 4001 }, "kick did not close %s with 4001", other)
+}
+
+func presence(t *testing.T, addr, user string) bool {
+	t.Helper()
+	resp, err := httpc.Get("http://" + addr + "/api/v1/users/" + user + "/presence")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v struct{ Online bool }
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("presence %s: %d %v", user, resp.StatusCode, err)
+	}
+	return v.Online
+}
+
+// TestSentinelFailover: one master, one replica, three sentinels. The master is killed; the
+// sentinels promote the replica; connections stay, pushes resume, and with
+// redis-wait-replicas 1 every push answered 200 — offline ones included — survives.
+func TestSentinelFailover(t *testing.T) {
+	rs := redistest.StartSentinel(t)
+	set := func(c *config.Config) {
+		c.RedisSentinel = strings.Split(rs.Seeds(), ",")
+		c.RedisSentinelMaster = rs.MasterName
+		c.RedisWaitReplicas = 1
+		c.RedisWaitTimeout = 2 * time.Second
+	}
+	a := gateway(t, "a", set)
+	b := gateway(t, "b", set)
+	alice := connect(t, a.Addr(), "alice")
+
+	var live, stored []string
+	for i := range 10 {
+		m := fmt.Sprintf(`"live-%d"`, i)
+		mustPush(t, b.Addr(), "alice", m)
+		live = append(live, m)
+		s := fmt.Sprintf(`"stored-%d"`, i)
+		if mustPush(t, b.Addr(), "bob", s) {
+			t.Fatal("bob is offline, push answered online:true")
+		}
+		stored = append(stored, s)
+	}
+	// The cost of WAIT on this machine, for the README.
+	t0 := time.Now()
+	for i := range 50 {
+		mustPush(t, a.Addr(), "carol", fmt.Sprintf(`"w%d"`, i))
+	}
+	t.Logf("push with redis-wait-replicas 1: %s each (50 pushes, offline user)", (time.Since(t0) / 50).Round(time.Microsecond))
+
+	old := rs.KillMaster(t)
+	start := time.Now()
+	for i := 0; time.Since(start) < 60*time.Second && len(live) < 20; i++ {
+		m := fmt.Sprintf(`"after-%d"`, i)
+		if status, _ := push(b.Addr(), "alice", m); status == 200 {
+			live = append(live, m)
+		} else {
+			time.Sleep(50 * time.Millisecond) // pacing between retries
+		}
+	}
+	newMaster := rs.WaitFailover(t, old)
+	t.Logf("failover %s → %s: pushes resumed %s after the kill", old, newMaster, time.Since(start).Round(time.Millisecond))
+	if len(live) < 20 {
+		t.Fatalf("pushes did not resume within 60s of the failover")
+	}
+	wait.For(t, deadline, func() bool {
+		for _, m := range live {
+			if !alice.has(m) {
+				return false
+			}
+		}
+		return true
+	}, "alice missed accepted pushes across the failover")
+	if alice.closeCode() != 0 {
+		t.Fatalf("alice's connection was closed (%d)", alice.closeCode())
+	}
+	bob := connect(t, b.Addr(), "bob")
+	wait.For(t, deadline, func() bool { return len(bob.messages()) >= len(stored) }, "bob's stored messages did not survive the failover")
+	if got := bob.messages(); fmt.Sprint(got) != fmt.Sprint(stored) {
+		t.Fatalf("bob got %v, want %v", got, stored)
+	}
+}
