@@ -50,7 +50,8 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -timeout 10m ./internal/ws/ ./internal/api/ ./internal/auth/
 	$(GO) build -o bin/wsbench ./cmd/wsbench
 	$(GO) test -c -o bin/bare ./cmd/wsbench
-	SHORT=1 OUT=bin/bench-results GW=bin/gateway WSBENCH=bin/wsbench BARE=bin/bare cmd/wsbench/suite.sh
+	rm -rf bin/bench-results/short
+	SHORT=1 OUT=bin/bench-results/short GW=bin/gateway WSBENCH=bin/wsbench BARE=bin/bare cmd/wsbench/suite.sh
 
 # The soak test: minutes of churn on two nodes and one Redis, restarted in the middle (not part
 # of `make test`; internal/soak). Tune with WSGATEWAY_SOAK_USERS, _DURATION and _RATE.

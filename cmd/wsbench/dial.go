@@ -261,10 +261,12 @@ func (f *fleet) close(ctx context.Context) {
 			defer func() { <-sem; wg.Done() }()
 			_ = c.ws.WriteControl(websocket.CloseMessage,
 				websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+			t := time.NewTimer(time.Second)
 			select {
 			case <-c.done:
-			case <-time.After(time.Second):
+			case <-t.C:
 			}
+			t.Stop()
 			c.ws.Close()
 		}()
 	}

@@ -25,7 +25,7 @@ REDIS=${REDIS:-redis-server}
 CONNS=${CONNS:-10000}
 DUR=${DUR:-20s}
 RUNS=${RUNS:-3}
-OUT=${OUT:-bench-results/$(date +%Y%m%d-%H%M%S)}
+OUT=${OUT:-bin/bench-results/$(date +%Y%m%d-%H%M%S)}
 GATEWAY_CPU=${GATEWAY_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 if [ -z "${PRIO:-}" ]; then

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 	"sync"
@@ -213,19 +214,31 @@ func (c *Cluster) watch(ctx context.Context) {
 // and retires buses of nodes that own no slot any more.
 func (c *Cluster) sync(ctx context.Context) error {
 	qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	slots, err := c.cc.ClusterSlots(qctx).Result()
+	shards, err := c.cc.ClusterShards(qctx).Result()
 	cancel()
 	if err != nil {
 		return err
 	}
-	owners := make([]slotOwner, 0, len(slots))
+	var owners []slotOwner
 	masters := map[string]bool{}
-	for _, s := range slots {
-		if len(s.Nodes) == 0 {
+	for _, sh := range shards {
+		addr := ""
+		for _, n := range sh.Nodes {
+			if n.Role == "master" && n.Health != "fail" {
+				host := n.Endpoint
+				if host == "" || host == "?" {
+					host = n.IP
+				}
+				addr = net.JoinHostPort(host, strconv.FormatInt(n.Port, 10))
+			}
+		}
+		if addr == "" || len(sh.Slots) == 0 {
 			continue
 		}
-		owners = append(owners, slotOwner{start: int(s.Start), end: int(s.End), addr: s.Nodes[0].Addr})
-		masters[s.Nodes[0].Addr] = true
+		masters[addr] = true
+		for _, r := range sh.Slots {
+			owners = append(owners, slotOwner{start: int(r.Start), end: int(r.End), addr: addr})
+		}
 	}
 	slices.SortFunc(owners, func(a, b slotOwner) int { return a.start - b.start })
 
@@ -243,6 +256,9 @@ func (c *Cluster) sync(ctx context.Context) error {
 		}
 	}
 	c.slots = owners
+	// The ClusterClient that runs pushes learns new owners only lazily (a MOVED reply, which a
+	// dead master never sends): tell it now.
+	c.cc.ReloadState(ctx)
 	// Users whose owner changed, and shards that own nothing now.
 	type move struct {
 		user     string

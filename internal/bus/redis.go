@@ -415,6 +415,19 @@ func (r *Redis) setup(ctx context.Context) (*generation, error) {
 		default:
 		}
 	}
+	// And the other way round: a user whose last connection ended since the snapshot found no
+	// generation, so its Unsubscribe returned at once, yet this generation subscribed it. Left
+	// so, Redis counts this node as the user's receiver and every push to the user is neither
+	// delivered (the hub holds no entry) nor stored: unsubscribe it. Under mu, so a Subscribe
+	// from now on is ordered after this.
+	for _, ch := range channels {
+		if _, ok := r.want[ch]; !ok && strings.HasPrefix(ch, r.user) {
+			select {
+			case r.ops <- subOp{unsub: true, channel: ch}:
+			default:
+			}
+		}
+	}
 	r.mu.Unlock()
 	return g, nil
 }

@@ -261,9 +261,11 @@ func TestCluster(t *testing.T) {
 	start := time.Now()
 	for i := 0; time.Since(start) < 40*time.Second && len(accepted) < 20; i++ {
 		msg := fmt.Sprintf(`"failover-%d"`, i)
+		t0 := time.Now()
 		if status, _ := push(b.Addr(), user, msg); status == 200 {
 			accepted = append(accepted, msg)
 		} else {
+			t.Logf("push during failover: %d after %s", status, time.Since(t0).Round(time.Millisecond))
 			time.Sleep(50 * time.Millisecond) // pacing between retries, not a wait for a condition
 		}
 	}
@@ -312,37 +314,43 @@ func presence(t *testing.T, addr, user string) bool {
 }
 
 // TestSentinelFailover: one master, one replica, three sentinels. The master is killed; the
-// sentinels promote the replica; connections stay, pushes resume, and with
-// redis-wait-replicas 1 every push answered 200 — offline ones included — survives.
+// sentinels promote the replica; connections stay and pushes resume. Node a runs with
+// redis-wait-replicas 1: what it answered 200 for — offline messages included — was on the
+// replica before the answer, so it survives the failover. Afterwards no replica is left, so a
+// answers 503 (it cannot confirm), while b (no WAIT) carries on.
 func TestSentinelFailover(t *testing.T) {
 	rs := redistest.StartSentinel(t)
-	set := func(c *config.Config) {
+	sentinel := func(c *config.Config) {
 		c.RedisSentinel = strings.Split(rs.Seeds(), ",")
 		c.RedisSentinelMaster = rs.MasterName
+	}
+	a := gateway(t, "a", func(c *config.Config) {
+		sentinel(c)
 		c.RedisWaitReplicas = 1
 		c.RedisWaitTimeout = 2 * time.Second
-	}
-	a := gateway(t, "a", set)
-	b := gateway(t, "b", set)
-	alice := connect(t, a.Addr(), "alice")
+	})
+	b := gateway(t, "b", sentinel)
+	alice := connect(t, b.Addr(), "alice")
 
 	var live, stored []string
 	for i := range 10 {
 		m := fmt.Sprintf(`"live-%d"`, i)
-		mustPush(t, b.Addr(), "alice", m)
+		mustPush(t, a.Addr(), "alice", m)
 		live = append(live, m)
 		s := fmt.Sprintf(`"stored-%d"`, i)
-		if mustPush(t, b.Addr(), "bob", s) {
+		if mustPush(t, a.Addr(), "bob", s) {
 			t.Fatal("bob is offline, push answered online:true")
 		}
 		stored = append(stored, s)
 	}
-	// The cost of WAIT on this machine, for the README.
-	t0 := time.Now()
-	for i := range 50 {
-		mustPush(t, a.Addr(), "carol", fmt.Sprintf(`"w%d"`, i))
+	// What WAIT costs on this machine (README): the same pushes with and without it.
+	for _, n := range []*server.Server{a, b} {
+		t0 := time.Now()
+		for i := range 50 {
+			mustPush(t, n.Addr(), "carol", fmt.Sprintf(`"w%d"`, i))
+		}
+		t.Logf("node %s: %s per push (50 pushes to an offline user)", n.Addr(), (time.Since(t0) / 50).Round(time.Microsecond))
 	}
-	t.Logf("push with redis-wait-replicas 1: %s each (50 pushes, offline user)", (time.Since(t0) / 50).Round(time.Microsecond))
 
 	old := rs.KillMaster(t)
 	start := time.Now()
@@ -354,11 +362,11 @@ func TestSentinelFailover(t *testing.T) {
 			time.Sleep(50 * time.Millisecond) // pacing between retries
 		}
 	}
-	newMaster := rs.WaitFailover(t, old)
-	t.Logf("failover %s → %s: pushes resumed %s after the kill", old, newMaster, time.Since(start).Round(time.Millisecond))
 	if len(live) < 20 {
 		t.Fatalf("pushes did not resume within 60s of the failover")
 	}
+	newMaster := rs.WaitFailover(t, old)
+	t.Logf("failover %s → %s: pushes resumed %s after the kill", old, newMaster, time.Since(start).Round(time.Millisecond))
 	wait.For(t, deadline, func() bool {
 		for _, m := range live {
 			if !alice.has(m) {
@@ -374,5 +382,8 @@ func TestSentinelFailover(t *testing.T) {
 	wait.For(t, deadline, func() bool { return len(bob.messages()) >= len(stored) }, "bob's stored messages did not survive the failover")
 	if got := bob.messages(); fmt.Sprint(got) != fmt.Sprint(stored) {
 		t.Fatalf("bob got %v, want %v", got, stored)
+	}
+	if status, _ := push(a.Addr(), "dave", `"x"`); status != http.StatusServiceUnavailable {
+		t.Fatalf("with no replica left, a WAIT push answered %d, want 503", status)
 	}
 }

@@ -22,12 +22,12 @@ import (
 // subjectively down after a second; failover-timeout bounds one failover
 // attempt and, doubled, the pause before the next one if an election fails.
 const (
-	sentinelDownAfterMS     = 1000
-	sentinelFailoverTimeout = 4000 // ms
-	sentinelQuorum          = 2
-	sentinelCount           = 3
-	sentinelReadyTimeout    = 30 * time.Second // replica in sync, sentinels know each other
-	failoverWait            = 30 * time.Second // WaitFailover's bound
+	sentinelDownAfterMS       = 1000
+	sentinelFailoverTimeoutMS = 4000
+	sentinelQuorum            = 2
+	sentinelCount             = 3
+	sentinelReadyTimeout      = 30 * time.Second // replica in sync, sentinels know each other
+	failoverWait              = 30 * time.Second // WaitFailover's bound
 )
 
 // Sentinel is a Redis master with one replica, watched by three sentinels
@@ -130,7 +130,7 @@ func (s *Sentinel) create(bin, dir string) error {
 				return fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %q\ndaemonize no\nlogfile \"\"\n", ports[0], dir) +
 					fmt.Sprintf("sentinel monitor %s %s %s %d\n", name, mhost, mport, sentinelQuorum) +
 					fmt.Sprintf("sentinel down-after-milliseconds %s %d\n", name, sentinelDownAfterMS) +
-					fmt.Sprintf("sentinel failover-timeout %s %d\n", name, sentinelFailoverTimeout) +
+					fmt.Sprintf("sentinel failover-timeout %s %d\n", name, sentinelFailoverTimeoutMS) +
 					fmt.Sprintf("sentinel parallel-syncs %s 1\n", name)
 			},
 		}
