@@ -80,6 +80,9 @@ type Redis struct {
 	want      map[string]struct{}
 	subWait   map[string][]chan struct{}
 	unsubWait map[string][]chan struct{}
+	// setupWant is the snapshot of want that the generation being set up subscribes (nil
+	// otherwise): an Unsubscribe of one of these must wait for that generation (Unsubscribe).
+	setupWant map[string]struct{}
 
 	ready     atomic.Bool
 	lastProbe atomic.Int64 // unix nanos of the last probe received back
@@ -214,15 +217,20 @@ func (r *Redis) Unsubscribe(ctx context.Context, user string) error {
 	w := make(chan struct{})
 	r.mu.Lock()
 	delete(r.want, ch)
-	if r.gen == nil {
+	gen := r.gen
+	if _, settingUp := r.setupWant[ch]; gen == nil && !settingUp {
 		r.mu.Unlock()
 		return nil // no connection: nothing is subscribed, the next one will not include ch
 	}
+	// Without a generation but with one being set up that subscribes ch, setup unsubscribes
+	// ch once it is up (or wakes us if it failed); till then the hub keeps what arrives.
 	r.unsubWait[ch] = append(r.unsubWait[ch], w)
 	r.mu.Unlock()
-	if err := r.send(ctx, subOp{unsub: true, channel: ch}); err != nil {
-		r.dropWaiter(r.unsubWait, ch, w)
-		return err
+	if gen != nil {
+		if err := r.send(ctx, subOp{unsub: true, channel: ch}); err != nil {
+			r.dropWaiter(r.unsubWait, ch, w)
+			return err
+		}
 	}
 	select {
 	case <-w:
@@ -375,10 +383,24 @@ func (r *Redis) setup(ctx context.Context) (*generation, error) {
 	} else {
 		channels = append(channels, r.broadcastCh, r.controlCh, r.probeCh)
 	}
+	r.setupWant = make(map[string]struct{}, len(r.want))
 	for ch := range r.want {
 		channels = append(channels, ch)
+		r.setupWant[ch] = struct{}{}
 	}
 	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.gen != g { // failed: what it subscribed went with its connection
+			for ch := range r.setupWant {
+				if _, ok := r.want[ch]; !ok {
+					wakeLocked(r.unsubWait, ch)
+				}
+			}
+		}
+		r.setupWant = nil
+	}()
 
 	sctx, cancel := context.WithTimeout(ctx, r.opt.SetupTimeout)
 	defer cancel()

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -71,7 +72,10 @@ type Server struct {
 	http    *http.Server
 	ln      net.Listener
 	served  chan error
-	pprof   *http.Server // nil unless pprof-addr is set
+	// stopped makes Shutdown idempotent: the second call waits for the first one's result.
+	stopOnce sync.Once
+	stopErr  error
+	pprof    *http.Server // nil unless pprof-addr is set
 }
 
 // Compile-time checks that the implementations fit the consumers' interfaces.
@@ -285,6 +289,9 @@ func (s *Server) Listen() error {
 	if s.cfg.PprofAddr != "" {
 		pln, err := net.Listen("tcp", s.cfg.PprofAddr)
 		if err != nil {
+			_ = s.http.Close()
+			<-s.served
+			s.ln = nil
 			return fmt.Errorf("pprof-addr %s: %w", s.cfg.PprofAddr, err)
 		}
 		mux := http.NewServeMux()
@@ -330,6 +337,11 @@ func (s *Server) Run(ctx context.Context) error {
 // (while still answering it), close every client with 1001 and store what was queued, then
 // stop HTTP, then the bus, then Redis.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() { s.stopErr = s.shutdown(ctx) })
+	return s.stopErr
+}
+
+func (s *Server) shutdown(ctx context.Context) error {
 	start := time.Now()
 	s.log.Info("draining", "connections", s.hub.Conns())
 	herr := s.hub.Shutdown(ctx)

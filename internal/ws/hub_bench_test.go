@@ -53,29 +53,55 @@ func startServer(tb testing.TB) *server.Server {
 	return srv
 }
 
-// dialCounting connects user and counts every message it reads into recv. The reader ends
-// when the server closes the connection (its clean-up, or Shutdown).
-func dialCounting(tb testing.TB, srv *server.Server, user string, local net.IP, recv *atomic.Int64) *websocket.Conn {
+// counter is what one benchmark client read. closed is set when its connection ended.
+type counter struct {
+	n      atomic.Int64
+	closed atomic.Bool
+}
+
+// minRead is the fewest messages any of cs read; it fails the benchmark when a connection
+// ended (a slow-consumer close would otherwise look like a hang).
+func minRead(tb testing.TB, cs []*counter) int64 {
+	m := int64(-1)
+	for _, c := range cs {
+		if c.closed.Load() {
+			tb.Fatal("a client connection ended during the benchmark (slow consumer?)")
+		}
+		if n := c.n.Load(); m < 0 || n < m {
+			m = n
+		}
+	}
+	return m
+}
+
+// dialCounting connects user and counts every message it reads. The reader ends when the
+// server closes the connection (its clean-up, or Shutdown).
+func dialCounting(tb testing.TB, srv *server.Server, user string, local net.IP) *counter {
 	tb.Helper()
 	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, NetDialContext: dialFrom(local)}
 	c, _, err := d.Dial("ws://"+srv.Addr()+"/ws?user_id="+user, nil)
 	if err != nil {
 		tb.Fatalf("dial %s: %v", user, err)
 	}
+	cnt := &counter{}
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		for {
 			_, r, err := c.NextReader()
 			if err != nil {
+				cnt.closed.Store(true)
 				return
 			}
 			if _, err := io.Copy(io.Discard, r); err != nil {
+				cnt.closed.Store(true)
 				return
 			}
-			recv.Add(1)
+			cnt.n.Add(1)
 		}
 	}()
-	tb.Cleanup(func() { c.Close() })
-	return c
+	tb.Cleanup(func() { c.Close(); <-done })
+	return cnt
 }
 
 // waitUntil polls cond until it holds or 30 s passed.
@@ -92,13 +118,14 @@ func waitUntil(tb testing.TB, what string, cond func() bool) {
 
 // BenchmarkHubDeliver is the fan-out to one user's devices: Hub.Deliver (what the bus calls
 // for every message from Redis) to a user holding K connections, until every copy was read.
+// No connection is ever more than window messages behind, so none becomes a slow consumer.
 func BenchmarkHubDeliver(b *testing.B) {
 	for _, devices := range []int{1, 4, 16} {
 		b.Run("devices="+strconv.Itoa(devices), func(b *testing.B) {
 			srv := startServer(b)
-			var recv atomic.Int64
-			for range devices {
-				dialCounting(b, srv, "bench", nil, &recv)
+			cs := make([]*counter, devices)
+			for i := range cs {
+				cs[i] = dialCounting(b, srv, "bench", nil)
 			}
 			hub := srv.Hub()
 			waitUntil(b, "connections", func() bool { return hub.Conns() == devices })
@@ -106,15 +133,15 @@ func BenchmarkHubDeliver(b *testing.B) {
 			b.ResetTimer()
 			start := time.Now()
 			for i := 0; i < b.N; i++ {
-				for int64(i-window)*int64(devices) > recv.Load() {
+				for int64(i-window) > minRead(b, cs) {
 					runtime.Gosched()
 				}
 				hub.Deliver("bench", benchPayload)
 			}
-			want := int64(b.N) * int64(devices)
-			waitUntil(b, "deliveries", func() bool { return recv.Load() >= want })
+			waitUntil(b, "deliveries", func() bool { return minRead(b, cs) >= int64(b.N) })
 			el := time.Since(start)
 			b.StopTimer()
+			want := int64(b.N) * int64(devices)
 			b.ReportMetric(float64(want)/el.Seconds(), "msgs/s")
 			b.ReportMetric(float64(el.Nanoseconds())/float64(want), "ns/msg")
 		})
@@ -126,9 +153,9 @@ func BenchmarkHubBroadcast(b *testing.B) {
 	for _, conns := range []int{100, 1000} {
 		b.Run("conns="+strconv.Itoa(conns), func(b *testing.B) {
 			srv := startServer(b)
-			var recv atomic.Int64
-			for i := range conns {
-				dialCounting(b, srv, fmt.Sprintf("b%d", i), sourceAddr(i), &recv)
+			cs := make([]*counter, conns)
+			for i := range cs {
+				cs[i] = dialCounting(b, srv, fmt.Sprintf("b%d", i), sourceAddr(i))
 			}
 			hub := srv.Hub()
 			waitUntil(b, "connections", func() bool { return hub.Conns() == conns })
@@ -136,15 +163,15 @@ func BenchmarkHubBroadcast(b *testing.B) {
 			b.ResetTimer()
 			start := time.Now()
 			for i := 0; i < b.N; i++ {
-				for int64(i-window/4)*int64(conns) > recv.Load() {
+				for int64(i-window/4) > minRead(b, cs) {
 					runtime.Gosched()
 				}
 				hub.Broadcast(benchPayload)
 			}
-			want := int64(b.N) * int64(conns)
-			waitUntil(b, "deliveries", func() bool { return recv.Load() >= want })
+			waitUntil(b, "deliveries", func() bool { return minRead(b, cs) >= int64(b.N) })
 			el := time.Since(start)
 			b.StopTimer()
+			want := int64(b.N) * int64(conns)
 			b.ReportMetric(float64(want)/el.Seconds(), "msgs/s")
 			b.ReportMetric(float64(el.Nanoseconds())/float64(want), "ns/msg")
 		})
