@@ -243,30 +243,30 @@ func (c *Cluster) sync(ctx context.Context) error {
 	slices.SortFunc(owners, func(a, b slotOwner) int { return a.start - b.start })
 
 	c.mu.Lock()
-	if slices.Equal(owners, c.slots) {
-		c.mu.Unlock()
-		return nil
-	}
 	var started []*shard
-	for addr := range masters {
-		if c.shards[addr] == nil {
-			s := c.newShard(addr, owners)
-			c.shards[addr] = s
-			started = append(started, s)
+	if !slices.Equal(owners, c.slots) {
+		for addr := range masters {
+			if c.shards[addr] == nil {
+				s := c.newShard(addr, owners)
+				c.shards[addr] = s
+				started = append(started, s)
+			}
 		}
+		c.slots = owners
+		// The ClusterClient that runs pushes learns new owners only lazily (a MOVED reply,
+		// which a dead master never sends): tell it now.
+		c.cc.ReloadState(ctx)
 	}
-	c.slots = owners
-	// The ClusterClient that runs pushes learns new owners only lazily (a MOVED reply, which a
-	// dead master never sends): tell it now.
-	c.cc.ReloadState(ctx)
-	// Users whose owner changed, and shards that own nothing now.
+	// Users whose owner changed. Checked on every round, not only when the map changed: a
+	// move fails while the new shard's connection is still being set up, and is retried., and shards that own nothing now.
 	type move struct {
 		user     string
 		from, to *shard
 	}
 	var moves []move
 	for user, from := range c.users {
-		if to := c.ownerLocked(user); to != from {
+		// No owner (slots uncovered mid-failover): wait for the next round.
+		if to := c.ownerLocked(user); to != nil && to != from {
 			moves = append(moves, move{user, from, to})
 		}
 	}
@@ -282,42 +282,52 @@ func (c *Cluster) sync(ctx context.Context) error {
 	for _, s := range started {
 		s.bus.Start(c.h)
 	}
+	failed := 0
 	for _, m := range moves {
-		if m.to != nil {
-			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			err := m.to.bus.Subscribe(sctx, m.user)
-			cancel()
-			if err != nil {
-				c.classic.log.Warn("moving a user to its new shard failed", "user_id", m.user, "err", err)
-				c.kick()
-				continue
-			}
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := m.to.bus.Subscribe(sctx, m.user)
+		cancel()
+		if err != nil {
+			c.classic.log.Debug("moving a user to its new shard failed, retrying", "user_id", m.user, "err", err)
+			failed++
+			continue
 		}
 		c.mu.Lock()
 		if c.users[m.user] == m.from {
 			c.users[m.user] = m.to
 		}
 		c.mu.Unlock()
-		uctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_ = m.from.bus.Unsubscribe(uctx, m.user)
-		cancel()
+		if m.from != nil {
+			uctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_ = m.from.bus.Unsubscribe(uctx, m.user)
+			cancel()
+		}
 	}
 	for _, s := range retired {
 		_ = s.bus.Close()
 		_ = s.client.Close()
 	}
-	if len(moves) > 0 || len(retired) > 0 {
-		c.classic.log.Info("cluster topology changed", "users_moved", len(moves), "shards", len(masters))
+	if len(moves)-failed > 0 || len(retired) > 0 {
+		c.classic.log.Info("cluster topology changed", "users_moved", len(moves)-failed, "shards", len(masters))
 		c.h.Resubscribed()
+	}
+	if failed > 0 {
+		c.kickSoon(ctx)
 	}
 	return nil
 }
 
-func (c *Cluster) kick() {
-	select {
-	case c.refresh <- struct{}{}:
-	default:
-	}
+// kickSoon asks for another round shortly, for moves that waited on a shard still connecting.
+func (c *Cluster) kickSoon(ctx context.Context) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		sleep(ctx, 100*time.Millisecond)
+		select {
+		case c.refresh <- struct{}{}:
+		default:
+		}
+	}()
 }
 
 func (c *Cluster) ownerLocked(user string) *shard {

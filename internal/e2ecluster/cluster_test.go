@@ -22,7 +22,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m,
+		// After dials to a killed node failed, go-redis retries in the background once a
+		// second (pool.tryDial); that goroutine ends by itself after its sleep, even after Close.
+		goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).tryDial"))
 }
 
 const deadline = 30 * time.Second
@@ -56,6 +59,16 @@ func gateway(t *testing.T, id string, set func(*config.Config)) *server.Server {
 }
 
 var httpc = &http.Client{Timeout: 10 * time.Second}
+
+func readyz(addr string) string {
+	resp, err := httpc.Get("http://" + addr + "/readyz")
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
 
 func get(addr, path string) int {
 	resp, err := httpc.Get("http://" + addr + path)
@@ -100,7 +113,9 @@ type client struct {
 	done chan struct{}
 }
 
-func connect(t *testing.T, addr, user string) *client {
+func connect(t *testing.T, addr, user string) *client { return connectTB(t, addr, user) }
+
+func connectTB(t testing.TB, addr, user string) *client {
 	t.Helper()
 	conn, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws?user_id="+user, nil)
 	if err != nil {
@@ -147,6 +162,12 @@ func (c *client) has(m string) bool {
 		}
 	}
 	return false
+}
+
+func contextWithTimeout(tb testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	tb.Cleanup(cancel)
+	return ctx
 }
 
 // usersPerShard returns n user ids for each master of the cluster.
@@ -283,7 +304,7 @@ func TestCluster(t *testing.T) {
 		return true
 	}, "not every accepted push reached %s after the failover", user)
 	wait.For(t, deadline, func() bool { return get(a.Addr(), "/readyz") == 200 && get(b.Addr(), "/readyz") == 200 },
-		"nodes not ready after the failover")
+		"nodes not ready after the failover: a %s, b %s", readyz(a.Addr()), readyz(b.Addr()))
 	if c.closeCode() != 0 {
 		t.Fatalf("client was closed (%d) by the failover", c.closeCode())
 	}

@@ -164,9 +164,7 @@ func TestSoak(t *testing.T) {
 		u.mu.Unlock()
 	}
 	violations := v.examples
-	for _, e := range st.errs() {
-		violations = append(violations, e)
-	}
+	violations = append(violations, st.errs()...)
 	if v.garbage > 0 {
 		violations = append(violations, fmt.Sprintf("%d messages that nobody pushed", v.garbage))
 	}
