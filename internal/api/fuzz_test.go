@@ -49,6 +49,8 @@ func (s *fzSink) Broadcast(data []byte) {
 
 func (s *fzSink) Kick(string)   {}
 func (s *fzSink) Resubscribed() {}
+func (*fzSink) PubSubLost()     {}
+func (*fzSink) PubSubQuiet()    {}
 
 type fzGateway struct {
 	engine *gin.Engine

@@ -11,8 +11,15 @@ type Handler interface {
 	Broadcast(data []byte)
 	// Kick closes every local connection of user with 4001.
 	Kick(user string)
+	// PubSubLost reports that the pub/sub connection failed: from now on the handler holds
+	// live messages back until the offline lists were drained (they hold older ones).
+	PubSubLost()
+	// PubSubQuiet reports that the failed connection delivers nothing more: what was stored
+	// and held so far can be handed over, still holding what comes next.
+	PubSubQuiet()
 	// Resubscribed reports that the subscriptions came back after an outage; pushes made
-	// meanwhile found no subscriber and were stored offline, so they are drained now.
+	// meanwhile found no subscriber and were stored offline, so they are drained now, and
+	// holding ends.
 	Resubscribed()
 }
 

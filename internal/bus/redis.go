@@ -360,7 +360,13 @@ func (r *Redis) run(ctx context.Context) {
 		first = false
 		lost := r.supervise(ctx, g)
 		r.ready.Store(false)
+		if !lost && ctx.Err() == nil {
+			r.h.PubSubLost() // the probe failed: the link is wedged
+		}
 		r.retire(g, lost && ctx.Err() == nil)
+		if ctx.Err() == nil {
+			r.h.PubSubQuiet()
+		}
 		if ctx.Err() == nil {
 			r.obs.PubSubReconnect()
 		}
@@ -545,7 +551,12 @@ func (r *Redis) receive(g *generation) {
 			if errors.Is(err, redis.ErrClosed) {
 				return // closeGen closed it
 			}
-			g.lostOnce.Do(func() { close(g.lost) })
+			g.lostOnce.Do(func() {
+				// Before anything else arrives on the redialled connection: from here on live
+				// messages are newer than what the outage stores offline.
+				r.h.PubSubLost()
+				close(g.lost)
+			})
 			// Each Receive redials while Redis is away; closeGen ends this soon anyway.
 			time.Sleep(20 * time.Millisecond)
 			continue

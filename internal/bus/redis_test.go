@@ -34,6 +34,7 @@ type recorder struct {
 	broadcasts   []string
 	kicks        []string
 	resubscribed atomic.Int32
+	lost, quiet  atomic.Int32
 }
 
 func newRecorder() *recorder { return &recorder{got: make(map[string][]string)} }
@@ -54,6 +55,8 @@ func (r *recorder) Kick(user string) {
 	r.mu.Unlock()
 }
 func (r *recorder) Resubscribed() { r.resubscribed.Add(1) }
+func (r *recorder) PubSubLost()   { r.lost.Add(1) }
+func (r *recorder) PubSubQuiet()  { r.quiet.Add(1) }
 
 func (r *recorder) messages(user string) []string {
 	r.mu.Lock()
@@ -222,6 +225,9 @@ func TestPubSubKilledResubscribes(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait.For(t, 10*time.Second, func() bool { return rec.resubscribed.Load() >= 1 }, "Resubscribed never called")
+	if rec.lost.Load() < 1 || rec.quiet.Load() < 1 {
+		t.Fatalf("PubSubLost called %d times, PubSubQuiet %d; want both before Resubscribed", rec.lost.Load(), rec.quiet.Load())
+	}
 	wait.For(t, 10*time.Second, func() bool { return b.Ready() == nil }, "not ready after resubscribe")
 	if obs.reconnects.Load() < 1 {
 		t.Fatal("reconnect not counted")

@@ -145,13 +145,10 @@ func TestRedisRestart(t *testing.T) {
 	}
 }
 
-// strictResubscribeOrder makes an order inversion across a resubscribe window fatal. It is
-// off because of a known defect (see the e2e report): after a node's subscriptions come back,
-// a live message can reach the client before the older ones that Hub.Resubscribed drains
-// from the offline list (internal/bus/redis.go run → Hub.Resubscribed → drainHeld, which
-// starts only after the new subscriptions were confirmed and already deliver). Until that is
-// fixed, such inversions are logged; loss and duplicates are always fatal.
-const strictResubscribeOrder = false
+// strictResubscribeOrder makes an order inversion across a resubscribe window fatal. The hub
+// holds live messages from the moment the bus reports its connection lost until the offline
+// lists were drained (Hub.PubSubLost, PubSubQuiet, Resubscribed), so none may occur.
+const strictResubscribeOrder = true
 
 // checkAccepted verifies that frames (numbers) hold every accepted number exactly once, in
 // increasing order; numbers that were answered 503 may appear too (a request can fail after

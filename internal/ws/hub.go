@@ -115,6 +115,11 @@ type userEntry struct {
 	// still arrive then are kept in orphans and stored offline ahead of anything newer.
 	leaving chan struct{}
 	orphans [][]byte
+	// holding is set while the node's pub/sub connection is being rebuilt (PubSubLost):
+	// what still arrives live is kept in held, and handed over only after the offline list
+	// was drained, because the list holds older messages (SPEC section 6, order).
+	holding bool
+	held    [][]byte
 }
 
 // closingLocked returns the gone channel of a connection of u that the server is closing
@@ -254,8 +259,8 @@ func (h *Hub) failSubscribe(user string, u *userEntry, err error) {
 	if sh.users[user] == u {
 		delete(sh.users, user)
 	}
-	orphans := u.orphans
-	u.orphans = nil
+	orphans := append(u.orphans, u.held...)
+	u.orphans, u.held = nil, nil
 	sh.mu.Unlock()
 	close(u.ready)
 	h.log.Warn("subscribe failed", "user_id", user, "err", err)
@@ -313,7 +318,8 @@ func (h *Hub) release(ctx context.Context, c *Conn) {
 	}
 	sh.mu.Lock()
 	rest = append(rest, u.orphans...)
-	u.orphans = nil
+	rest = append(rest, u.held...)
+	u.orphans, u.held = nil, nil
 	delete(sh.users, c.user)
 	sh.mu.Unlock()
 	h.requeue(ctx, c.user, rest)
@@ -345,6 +351,8 @@ func (h *Hub) Deliver(user string, data []byte) {
 		// Only possible after a subscribe that failed locally but reached Redis.
 		h.obs.Dropped("no_receiver", 1)
 		return
+	case u.holding:
+		h.holdLocked(u, data)
 	case len(u.conns) == 0:
 		u.orphans = append(u.orphans, data)
 	case len(u.conns) == 1:
@@ -463,7 +471,36 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 // made while they were away found no subscriber and was stored offline although the user is
 // connected here: drain those lists now (SPEC section 6, "Resubscribe windows"). It never
 // blocks; the drain runs on one hub-owned goroutine.
-func (h *Hub) Resubscribed() { h.redrain.trigger() }
+func (h *Hub) Resubscribed() { h.redrain.trigger(true) }
+
+// PubSubLost is called by the bus when its pub/sub connection failed. From now on every user
+// held here keeps what arrives live until the offline lists were drained: what the outage sent
+// to the lists is older. It never blocks on anything but the shard locks.
+func (h *Hub) PubSubLost() {
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for _, u := range sh.users {
+			u.holding = true
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// PubSubQuiet is called by the bus once the failed connection can deliver nothing more. What
+// the lists got before that, then what arrived live on the old connection, is handed over
+// now; holding goes on until Resubscribed, because the lists keep collecting until then.
+func (h *Hub) PubSubQuiet() { h.redrain.trigger(false) }
+
+// holdLocked keeps a live message while u is holding, bounded like a closing connection's
+// queue; beyond it the oldest held message is dropped and counted.
+func (h *Hub) holdLocked(u *userEntry, data []byte) {
+	if len(u.held) >= h.cfg.SendQueue+h.cfg.OfflineMax {
+		u.held = u.held[1:]
+		h.obs.Dropped("hold_overflow", 1)
+	}
+	u.held = append(u.held, data)
+}
 
 // redrainer runs at most one drain pass at a time; a trigger during a pass causes one more.
 type redrainer struct {
@@ -471,12 +508,14 @@ type redrainer struct {
 	mu      sync.Mutex
 	running bool
 	again   bool
+	release bool // the next pass ends holding (Resubscribed came)
 	wg      sync.WaitGroup
 }
 
-func (r *redrainer) trigger() {
+func (r *redrainer) trigger(release bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.release = r.release || release
 	if r.running {
 		r.again = true
 		return
@@ -491,7 +530,11 @@ func (r *redrainer) wait() { r.wg.Wait() }
 func (r *redrainer) loop() {
 	defer r.wg.Done()
 	for {
-		r.h.drainHeld()
+		r.mu.Lock()
+		release := r.release
+		r.release = false
+		r.mu.Unlock()
+		r.h.drainHeld(release)
 		r.mu.Lock()
 		if !r.again || r.h.draining.Load() {
 			r.running = false
@@ -503,7 +546,7 @@ func (r *redrainer) loop() {
 	}
 }
 
-func (h *Hub) drainHeld() {
+func (h *Hub) drainHeld(release bool) {
 	for _, user := range h.Users() {
 		if h.draining.Load() {
 			return
@@ -512,13 +555,12 @@ func (h *Hub) drainHeld() {
 		msgs, err := h.store.Drain(ctx, user)
 		cancel()
 		if err != nil {
+			// Hand over what is held anyway: a user must not stall on a flaky store. The
+			// stored messages come at the next pass or connect.
 			h.log.Warn("drain after resubscribe failed", "user_id", user, "err", err)
-			continue
+			msgs = nil
 		}
-		if len(msgs) == 0 {
-			continue
-		}
-		if !h.deliverDrained(user, msgs) {
+		if !h.deliverDrained(user, msgs, release) {
 			// The user left while its list was being drained: put the messages back for its
 			// next connect rather than drop them, as Deliver would for an absent user.
 			ctx, cancel := context.WithTimeout(context.Background(), h.cfg.SubscribeTimeout)
@@ -528,21 +570,50 @@ func (h *Hub) drainHeld() {
 		}
 		h.obs.FlushedOffline(len(msgs))
 	}
+	if release {
+		h.stopHolding() // users that left and came back meanwhile
+	}
+}
+
+// stopHolding ends holding for every user, handing over what each still holds.
+func (h *Hub) stopHolding() {
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for _, u := range sh.users {
+			if u.holding || len(u.held) > 0 {
+				h.handOverLocked(u, nil, true)
+			}
+		}
+		sh.mu.Unlock()
+	}
 }
 
 // deliverDrained hands messages drained after a resubscribe to user's connections, under one
 // lock; to the orphans (stored when it is gone) while the last connection is leaving. It
 // returns false, having handed over nothing, when the user has no entry here any more.
-func (h *Hub) deliverDrained(user string, msgs [][]byte) bool {
+func (h *Hub) deliverDrained(user string, msgs [][]byte, release bool) bool {
 	sh := h.shardOf(user)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	u := sh.users[user]
 	if u == nil {
-		return false
+		return len(msgs) == 0
+	}
+	h.handOverLocked(u, msgs, release)
+	return true
+}
+
+// handOverLocked delivers drained messages, then the held ones (newer), to u's connections.
+// release ends holding.
+func (h *Hub) handOverLocked(u *userEntry, drained [][]byte, release bool) {
+	held := u.held
+	u.held = nil
+	if release {
+		u.holding = false
 	}
 	now := h.now()
-	for _, data := range msgs {
+	for _, data := range append(drained, held...) {
 		m := newMessage(data, kindUser, now)
 		switch len(u.conns) {
 		case 0:
@@ -556,7 +627,6 @@ func (h *Hub) deliverDrained(user string, msgs [][]byte) bool {
 			}
 		}
 	}
-	return true
 }
 
 type nopObserver struct{}
