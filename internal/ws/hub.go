@@ -97,7 +97,10 @@ type Hub struct {
 	stopping chan struct{}  // closed when Shutdown begins; /ws/echo connections watch it
 	conns    sync.WaitGroup // one per registered connection, done after its clean-up
 	redrain  redrainer
-	admit    admission
+	// lostEpoch counts PubSubLost calls. A drain pass ends holding only if no newer loss
+	// happened since the Resubscribed that asked for it.
+	lostEpoch atomic.Uint64
+	admit     admission
 }
 
 type shard struct {
@@ -471,12 +474,13 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 // made while they were away found no subscriber and was stored offline although the user is
 // connected here: drain those lists now (SPEC section 6, "Resubscribe windows"). It never
 // blocks; the drain runs on one hub-owned goroutine.
-func (h *Hub) Resubscribed() { h.redrain.trigger(true) }
+func (h *Hub) Resubscribed() { h.redrain.trigger(true, h.lostEpoch.Load()) }
 
 // PubSubLost is called by the bus when its pub/sub connection failed. From now on every user
 // held here keeps what arrives live until the offline lists were drained: what the outage sent
 // to the lists is older. It never blocks on anything but the shard locks.
 func (h *Hub) PubSubLost() {
+	h.lostEpoch.Add(1)
 	for i := range h.shards {
 		sh := &h.shards[i]
 		sh.mu.Lock()
@@ -490,7 +494,7 @@ func (h *Hub) PubSubLost() {
 // PubSubQuiet is called by the bus once the failed connection can deliver nothing more. What
 // the lists got before that, then what arrived live on the old connection, is handed over
 // now; holding goes on until Resubscribed, because the lists keep collecting until then.
-func (h *Hub) PubSubQuiet() { h.redrain.trigger(false) }
+func (h *Hub) PubSubQuiet() { h.redrain.trigger(false, 0) }
 
 // holdLocked keeps a live message while u is holding, bounded like a closing connection's
 // queue; beyond it the oldest held message is dropped and counted.
@@ -508,14 +512,17 @@ type redrainer struct {
 	mu      sync.Mutex
 	running bool
 	again   bool
-	release bool // the next pass ends holding (Resubscribed came)
+	release bool   // the next pass ends holding (Resubscribed came) …
+	epoch   uint64 // … unless the connection was lost again after this epoch
 	wg      sync.WaitGroup
 }
 
-func (r *redrainer) trigger(release bool) {
+func (r *redrainer) trigger(release bool, epoch uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.release = r.release || release
+	if release {
+		r.release, r.epoch = true, max(r.epoch, epoch)
+	}
 	if r.running {
 		r.again = true
 		return
@@ -531,10 +538,10 @@ func (r *redrainer) loop() {
 	defer r.wg.Done()
 	for {
 		r.mu.Lock()
-		release := r.release
+		release, epoch := r.release, r.epoch
 		r.release = false
 		r.mu.Unlock()
-		r.h.drainHeld(release)
+		r.h.drainHeld(release, epoch)
 		r.mu.Lock()
 		if !r.again || r.h.draining.Load() {
 			r.running = false
@@ -546,7 +553,7 @@ func (r *redrainer) loop() {
 	}
 }
 
-func (h *Hub) drainHeld(release bool) {
+func (h *Hub) drainHeld(release bool, epoch uint64) {
 	for _, user := range h.Users() {
 		if h.draining.Load() {
 			return
@@ -560,7 +567,7 @@ func (h *Hub) drainHeld(release bool) {
 			h.log.Warn("drain after resubscribe failed", "user_id", user, "err", err)
 			msgs = nil
 		}
-		if !h.deliverDrained(user, msgs, release) {
+		if !h.deliverDrained(user, msgs, release, epoch) {
 			// The user left while its list was being drained: put the messages back for its
 			// next connect rather than drop them, as Deliver would for an absent user.
 			ctx, cancel := context.WithTimeout(context.Background(), h.cfg.SubscribeTimeout)
@@ -571,18 +578,18 @@ func (h *Hub) drainHeld(release bool) {
 		h.obs.FlushedOffline(len(msgs))
 	}
 	if release {
-		h.stopHolding() // users that left and came back meanwhile
+		h.stopHolding(epoch) // users that left and came back meanwhile
 	}
 }
 
 // stopHolding ends holding for every user, handing over what each still holds.
-func (h *Hub) stopHolding() {
+func (h *Hub) stopHolding(epoch uint64) {
 	for i := range h.shards {
 		sh := &h.shards[i]
 		sh.mu.Lock()
 		for _, u := range sh.users {
 			if u.holding || len(u.held) > 0 {
-				h.handOverLocked(u, nil, true)
+				h.handOverLocked(u, nil, true, epoch)
 			}
 		}
 		sh.mu.Unlock()
@@ -592,7 +599,7 @@ func (h *Hub) stopHolding() {
 // deliverDrained hands messages drained after a resubscribe to user's connections, under one
 // lock; to the orphans (stored when it is gone) while the last connection is leaving. It
 // returns false, having handed over nothing, when the user has no entry here any more.
-func (h *Hub) deliverDrained(user string, msgs [][]byte, release bool) bool {
+func (h *Hub) deliverDrained(user string, msgs [][]byte, release bool, epoch uint64) bool {
 	sh := h.shardOf(user)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -600,16 +607,17 @@ func (h *Hub) deliverDrained(user string, msgs [][]byte, release bool) bool {
 	if u == nil {
 		return len(msgs) == 0
 	}
-	h.handOverLocked(u, msgs, release)
+	h.handOverLocked(u, msgs, release, epoch)
 	return true
 }
 
 // handOverLocked delivers drained messages, then the held ones (newer), to u's connections.
-// release ends holding.
-func (h *Hub) handOverLocked(u *userEntry, drained [][]byte, release bool) {
+// release ends holding, unless the connection was lost again after epoch (PubSubLost bumps
+// the epoch before it takes any shard lock, so reading it here under the lock is safe).
+func (h *Hub) handOverLocked(u *userEntry, drained [][]byte, release bool, epoch uint64) {
 	held := u.held
 	u.held = nil
-	if release {
+	if release && h.lostEpoch.Load() == epoch {
 		u.holding = false
 	}
 	now := h.now()
