@@ -20,6 +20,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/wsgateway/wsgateway/internal/bus"
 	"github.com/wsgateway/wsgateway/internal/testutil/proc"
 )
 
@@ -423,35 +424,10 @@ func (c *Cluster) migrateSlot(slot int, toAddr string) error {
 	})
 }
 
-// Slot returns the hash slot of key as Redis Cluster computes it: CRC16
-// (XMODEM) modulo 16384 of the hash tag, the part between the first "{" and
-// the first "}" after it, when that part is non-empty, else of the whole key.
-// So "ws:user:{alice}" and "ws:offline:{alice}" share a slot.
-func Slot(key string) int {
-	if open := strings.IndexByte(key, '{'); open >= 0 {
-		if n := strings.IndexByte(key[open+1:], '}'); n > 0 {
-			key = key[open+1 : open+1+n]
-		}
-	}
-	return int(crc16(key) % NumSlots)
-}
-
-// crc16 is CRC-16/XMODEM (polynomial 0x1021, initial value 0, no
-// reflection), the variant in Redis's crc16.c.
-func crc16(s string) uint16 {
-	var crc uint16
-	for i := 0; i < len(s); i++ {
-		crc ^= uint16(s[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc
-}
+// Slot returns the hash slot of key as Redis Cluster computes it (CRC16 of the hash tag, mod
+// 16384). It is the gateway's own bus.Slot, so the tests against CLUSTER KEYSLOT check the
+// code the Cluster bus routes with.
+func Slot(key string) int { return bus.Slot(key) }
 
 // health returns nil when the cluster is healthy as WaitHealthy defines it,
 // else what is not yet so.
