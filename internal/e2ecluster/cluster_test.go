@@ -399,6 +399,9 @@ func TestSentinelFailover(t *testing.T) {
 	if alice.closeCode() != 0 {
 		t.Fatalf("alice's connection was closed (%d)", alice.closeCode())
 	}
+	// New connections get 503 until the node's pub/sub is back on the new master (clients
+	// retry on 503); wait for that, as a client would.
+	wait.For(t, deadline, func() bool { return get(b.Addr(), "/readyz") == 200 }, "b not ready after the failover: %s", readyz(b.Addr()))
 	bob := connect(t, b.Addr(), "bob")
 	wait.For(t, deadline, func() bool { return len(bob.messages()) >= len(stored) }, "bob's stored messages did not survive the failover")
 	if got := bob.messages(); fmt.Sprint(got) != fmt.Sprint(stored) {
