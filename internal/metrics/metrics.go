@@ -65,6 +65,13 @@ func New(nodeID, version string) *Metrics {
 	m.probeFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "wsgateway_pubsub_probe_failures_total", Help: "Times this node's own probe did not come back through Redis in time."})
 	m.inbound = prometheus.NewCounter(prometheus.CounterOpts{Name: "wsgateway_inbound_messages_total", Help: "Data frames received from clients."})
 	m.inboundBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "wsgateway_inbound_bytes_total", Help: "Bytes of data frames received from clients."})
+	// Create the known series at 0, so dashboards and alerts see them before the first event.
+	for _, src := range []string{"push", "requeue"} {
+		m.offlineStored.WithLabelValues(src)
+	}
+	for _, r := range []string{"normal", "heartbeat_timeout", "slow_consumer", "kicked", "shutdown", "protocol", "rate_limited", "error"} {
+		m.disconnects.WithLabelValues(r)
+	}
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "wsgateway_build_info", Help: "Always 1; labels name the node and version."}, []string{"node_id", "version"})
 	info.WithLabelValues(nodeID, version).Set(1)
 	for _, c := range []prometheus.Collector{
