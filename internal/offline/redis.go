@@ -2,7 +2,9 @@ package offline
 
 import (
 	"context"
+	"crypto/rand"
 	_ "embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -187,26 +189,72 @@ func (s *Redis) PushMany(ctx context.Context, users []string, data []byte) ([]bo
 	return online, nil
 }
 
-// Drain atomically takes every stored message of user, oldest first.
+// drainLua takes the list in a way that survives a lost reply: the list is renamed to a key
+// named by the caller's token (same slot, via the hash tag) and returned; the same call run
+// again — go-redis retries a command whose reply was lost, e.g. when Redis shuts down — finds
+// that key and returns the same messages instead of an empty list.
+// KEYS[1]: the offline list, KEYS[2]: the taken key of this call; ARGV[1]: its TTL in ms.
+const drainLua = `
+if redis.call('EXISTS', KEYS[2]) == 1 then return redis.call('LRANGE', KEYS[2], 0, -1) end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+redis.call('RENAME', KEYS[1], KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return redis.call('LRANGE', KEYS[2], 0, -1)
+`
+
+var drainScript = redis.NewScript(drainLua)
+
+// takenTTL bounds how long taken messages stay in Redis when the gateway never came back for
+// them (it deletes the key as soon as it has them).
+const takenTTL = time.Minute
+
+// drainRetryFor bounds the retries of one drain: long enough for a Redis restart, short
+// enough that a connect does not hang on a Redis that is gone (it then gets 1011).
+const drainRetryFor = 3 * time.Second
+
+// Drain atomically takes every stored message of user, oldest first. When the reply is lost
+// (Redis restarting), the same call is retried — by go-redis, then here until ctx ends — and
+// returns the same messages, so none are lost between Redis and the connection.
 func (s *Redis) Drain(ctx context.Context, user string) ([][]byte, error) {
-	var lr *redis.StringSliceCmd
-	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		lr = p.LRange(ctx, s.Key(user), 0, -1)
-		p.Del(ctx, s.Key(user))
-		return nil
-	})
-	if err != nil {
+	var tok [8]byte
+	_, _ = rand.Read(tok[:])
+	taken := s.Key(user) + ":taken:" + hex.EncodeToString(tok[:])
+	keys := []string{s.Key(user), taken}
+	var vals []string
+	var err error
+	giveUp := time.Now().Add(drainRetryFor)
+	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+		vals, err = drainScript.Run(ctx, s.rdb, keys, takenTTL.Milliseconds()).StringSlice()
+		if err == nil || errors.Is(err, redis.Nil) || ctx.Err() != nil || !retryable(err) || time.Now().After(giveUp) {
+			break
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
+	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("offline: drain %s: %w", user, err)
 	}
-	vals := lr.Val()
 	if len(vals) == 0 {
 		return nil, nil
 	}
+	// Got them: the taken key has done its job (best effort; its TTL cleans up otherwise).
+	_ = s.rdb.Del(context.WithoutCancel(ctx), taken).Err()
 	out := make([][]byte, len(vals))
 	for i, v := range vals {
 		out[i] = []byte(v)
 	}
 	return out, nil
+}
+
+// retryable reports whether err is a connection problem (the command may not have run, or its
+// reply was lost), as opposed to an error reply from Redis.
+func retryable(err error) bool {
+	var rerr redis.Error
+	return !errors.As(err, &rerr) || redis.HasErrorPrefix(err, "LOADING") || redis.HasErrorPrefix(err, "TRYAGAIN")
 }
 
 // Requeue puts msgs (oldest first) back at the head of user's list, ahead of anything stored
