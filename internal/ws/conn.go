@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"sync"
@@ -34,9 +35,13 @@ const (
 	CloseSlow   = websocket.CloseTryAgainLater // 1013
 )
 
-// Conn is one client WebSocket. Ownership: the HTTP handler goroutine runs the read loop and,
-// after it, the clean-up; one writer goroutine is the only one that writes data frames (gorilla
-// allows one concurrent writer; pings and close frames go through WriteControl, which is safe).
+// Conn is one client WebSocket. Ownership: one goroutine per connection reads (serve, started
+// when the handler returns, so net/http frees its buffers and the request) and runs the
+// clean-up after it. Writers exist only while there is something to write: the first message,
+// ping or close request for an idle connection starts one (wakeLocked), and it returns once the
+// queue is empty, so an idle connection costs one goroutine. At most one writer runs at a time
+// (c.writing), which is gorilla's one-writer rule; pings and close frames go through
+// WriteControl from that writer too.
 //
 // Lock order: Hub shard lock → Conn.mu. Conn.mu is held only for slice and field updates.
 type Conn struct {
@@ -59,13 +64,19 @@ type Conn struct {
 	peerClose int    // the code of the client's close frame, answered by the writer
 	released  sync.Once
 	gone      chan struct{} // closed once release is done; Hub.register waits on it
+	// started is set once the socket is upgraded and the backlog queued: writers may run.
+	started bool
+	// writing is set while a writer goroutine owns the socket's write side. It stays set for
+	// good once a writer took the end of the connection (close frame or write failure), so no
+	// other writer starts after that.
+	writing bool
+	pingDue bool // the hub's ping timer asked for a ping; the next writer round sends it
 	// closing mirrors closeCode != 0 without the lock, so the writer can stop in the middle
 	// of a batch instead of writing hundreds more messages to a client it is closing.
 	closing atomic.Bool
 
-	wake      chan struct{} // cap 1: the queue changed or a close was requested
-	readDone  chan struct{} // closed by the handler when the read loop returned
-	writeDone chan struct{} // closed by the writer when it returned
+	readDone  chan struct{} // closed by serve when the read loop returned
+	writeDone chan struct{} // closed by the writer that took the end of the connection
 }
 
 func (h *Hub) newConn(user, remote string) *Conn {
@@ -75,7 +86,6 @@ func (h *Hub) newConn(user, remote string) *Conn {
 		remote:    remote,
 		hub:       h,
 		opened:    h.now(),
-		wake:      make(chan struct{}, 1),
 		readDone:  make(chan struct{}),
 		writeDone: make(chan struct{}),
 		gone:      make(chan struct{}),
@@ -85,11 +95,23 @@ func (h *Hub) newConn(user, remote string) *Conn {
 // User returns the connection's user id.
 func (c *Conn) User() string { return c.user }
 
-func (c *Conn) signal() {
-	select {
-	case c.wake <- struct{}{}:
-	default: // a wake-up is already pending; the writer takes everything queued at once
+// wakeLocked starts a writer unless one runs (it takes everything queued before it returns)
+// or the socket is not upgraded yet (start wakes it then). Called with c.mu held.
+func (c *Conn) wakeLocked() {
+	if c.writing || !c.started {
+		return
 	}
+	c.writing = true
+	go c.writeLoop()
+}
+
+// pingLocked asks for a ping; called by the hub's ping timers with c.mu held.
+func (c *Conn) pingLocked() {
+	if !c.started || c.closeCode != 0 {
+		return
+	}
+	c.pingDue = true
+	c.wakeLocked()
 }
 
 // enqueue adds m without ever blocking. A full queue turns the connection into a slow consumer:
@@ -106,16 +128,16 @@ func (c *Conn) enqueue(m Message) {
 		c.closeCode, c.closeText, c.reason = CloseSlow, "slow consumer", ReasonSlow
 		c.closing.Store(true)
 		c.keepLocked(m)
+		c.wakeLocked()
 		c.mu.Unlock()
 		c.hub.obs.SlowConsumer()
-		c.signal()
 		return
 	}
 	c.queue = append(c.queue, m)
 	depth := len(c.queue)
+	c.wakeLocked()
 	c.mu.Unlock()
 	c.hub.obs.QueueDepth(depth)
-	c.signal()
 }
 
 // keepLocked holds a message of a closing connection for the offline store. The bound exists
@@ -143,8 +165,8 @@ func (c *Conn) closeWith(code int, text, reason string) {
 	if c.reason == "" {
 		c.reason = reason
 	}
+	c.wakeLocked()
 	c.mu.Unlock()
-	c.signal()
 }
 
 func (c *Conn) setReason(reason string) {
@@ -156,7 +178,7 @@ func (c *Conn) setReason(reason string) {
 }
 
 // start hands the offline backlog to the writer, ahead of what arrived live meanwhile, and
-// starts the writer. Called once, after the upgrade.
+// lets writers run. Called once, after the upgrade.
 func (c *Conn) start(backlog [][]byte) {
 	now := c.hub.now()
 	c.mu.Lock()
@@ -168,10 +190,12 @@ func (c *Conn) start(backlog [][]byte) {
 		c.queue = append(q, c.queue...)
 		c.backlog = len(backlog)
 	}
+	c.started = true
+	if len(c.queue) > 0 || c.closeCode != 0 {
+		c.wakeLocked()
+	}
 	c.mu.Unlock()
 	c.hub.obs.FlushedOffline(len(backlog))
-	go c.writeLoop()
-	c.signal()
 }
 
 // remainder returns the storable messages that were never written, oldest first. Called once
@@ -215,33 +239,29 @@ func (c *Conn) putBack(rest []Message) {
 	c.mu.Unlock()
 }
 
-// writeLoop is the only writer of data frames. It takes everything queued at once and writes
-// it, pings every ping-interval, and on a close request sends the close frame and stops.
-// What it could not write goes back to the head of the queue for the offline store.
+// writeLoop is the connection's writer while it runs: it takes everything queued at once and
+// writes it, sends a ping when one is due, and returns when nothing is left. On a close
+// request, or once the reader is gone, it takes the end of the connection: stores what was not
+// sent, sends the close frame and closes writeDone. What it could not write goes back to the
+// head of the queue for the offline store.
 func (c *Conn) writeLoop() {
-	defer close(c.writeDone)
 	cfg := &c.hub.cfg
-	ping := time.NewTicker(cfg.PingInterval)
-	defer ping.Stop()
 	var batch, spare []Message
-	readerGone := false
 	for {
-		select {
-		case <-c.wake:
-		case <-c.readDone:
-			readerGone = true
-		case <-ping.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, c.hub.now().Add(cfg.WriteTimeout)); err != nil {
-				c.setReason(ReasonError)
-				c.ws.Close() // unblocks the reader
-				return
-			}
-			continue
-		}
+		readerGone := isDone(c.readDone)
 		c.mu.Lock()
 		batch, c.queue = c.queue, spare[:0]
 		c.backlog = 0
-		code, text := c.closeCode, c.closeText
+		code, text, ping := c.closeCode, c.closeText, c.pingDue
+		c.pingDue = false
+		if code == 0 && !readerGone && len(batch) == 0 && !ping {
+			// Idle: hold no buffers. Anything queued from now on starts a new writer; the
+			// decision and the check in serve both happen under c.mu, so none is missed.
+			c.queue = nil
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
 		c.mu.Unlock()
 
 		if code != 0 || readerGone {
@@ -256,7 +276,15 @@ func (c *Conn) writeLoop() {
 				_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(peer, ""),
 					c.hub.now().Add(cfg.WriteTimeout))
 			}
+			close(c.writeDone)
 			return
+		}
+		if ping {
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, c.hub.now().Add(cfg.WriteTimeout)); err != nil {
+				c.putBack(batch)
+				c.fail()
+				return
+			}
 		}
 		for i := range batch {
 			if c.closing.Load() {
@@ -265,13 +293,29 @@ func (c *Conn) writeLoop() {
 			}
 			if err := c.write(&batch[i]); err != nil {
 				c.putBack(batch[i:])
-				c.setReason(ReasonError)
-				c.ws.Close()
+				c.fail()
 				return
 			}
 		}
 		clear(batch)
 		spare = batch
+	}
+}
+
+// fail ends the connection after a write error: the socket is closed, which ends the read
+// loop; serve then stores what is left. c.writing stays set, so no writer starts again.
+func (c *Conn) fail() {
+	c.setReason(ReasonError)
+	c.ws.Close()
+	close(c.writeDone)
+}
+
+func isDone(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -324,6 +368,42 @@ func (c *Conn) closeSocket() {
 	c.ws.Close()
 }
 
+// serve is the connection's own goroutine after the upgrade: it reads until the peer goes
+// away, makes sure a writer takes the end of the connection (stores what is left, answers
+// the close), then closes the socket and releases the admission slot.
+func (c *Conn) serve() {
+	h := c.hub
+	// The request's context ends when ServeHTTP returns; the connection outlives it.
+	ctx := context.Background()
+	c.readLoop(ctx)
+	close(c.readDone)
+	c.mu.Lock()
+	idle := !c.writing
+	c.writing = true
+	c.mu.Unlock()
+	if idle {
+		c.writeLoop() // sees readDone closed and takes the end
+	}
+	<-c.writeDone
+	c.closeSocket()
+	h.finish(ctx, c)
+	h.admit.release(&h.cfg, c.remote)
+
+	c.mu.Lock()
+	reason := c.reason
+	c.mu.Unlock()
+	d := h.now().Sub(c.opened)
+	h.obs.ConnClosed(reason, d)
+	if h.log.Enabled(ctx, slog.LevelInfo) {
+		h.log.Info("disconnected", append(c.logAttrs(), "reason", reason, "duration", d.String())...)
+	}
+}
+
+// logAttrs are the attributes of every log line about c, built only when a line is written.
+func (c *Conn) logAttrs() []any {
+	return []any{"user_id", c.user, "conn_id", c.id, "remote", c.remote}
+}
+
 // readLoop reads until the peer goes away. Every frame, pong included, proves liveness and
 // moves the read deadline (SPEC section 3).
 func (c *Conn) readLoop(ctx context.Context) {
@@ -342,12 +422,16 @@ func (c *Conn) readLoop(ctx context.Context) {
 	})
 	// Every inbound frame, pings and pongs included, counts against max-inbound-rate: a flood
 	// of pings costs a pong write each, and unsolicited pongs are legal but no less work.
+	// The limiter is made at the first inbound frame: most push clients never send one.
 	var lim *rate.Limiter
-	if cfg.MaxInboundRate > 0 {
-		lim = rate.NewLimiter(rate.Limit(cfg.MaxInboundRate), max(1, int(2*cfg.MaxInboundRate)))
-	}
 	overRate := func() bool {
-		if lim == nil || lim.Allow() {
+		if cfg.MaxInboundRate <= 0 {
+			return false
+		}
+		if lim == nil {
+			lim = rate.NewLimiter(rate.Limit(cfg.MaxInboundRate), max(1, int(2*cfg.MaxInboundRate)))
+		}
+		if lim.Allow() {
 			return false
 		}
 		c.closeWith(websocket.ClosePolicyViolation, "inbound rate limit exceeded", ReasonRate)

@@ -3,6 +3,7 @@ package ws
 import (
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -20,7 +21,7 @@ type Authenticator interface {
 }
 
 // Handler serves GET /ws: it refuses with plain HTTP before the upgrade (SPEC section 3), then
-// runs the connection on the request's goroutine until it ends.
+// hands the connection to its own reader goroutine (Conn.serve).
 type Handler struct {
 	hub      *Hub
 	auth     Authenticator
@@ -74,10 +75,10 @@ func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, status, msg)
 		return
 	}
-	defer h.admit.release(&h.cfg, remote)
 	c := h.newConn(user, remote)
 	ctx := r.Context()
 	if err := h.register(ctx, c); err != nil {
+		h.admit.release(&h.cfg, remote)
 		switch {
 		case errors.Is(err, ErrTooManyConns):
 			s.refuse(w, http.StatusTooManyRequests, "too many connections for this user")
@@ -91,33 +92,26 @@ func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	conn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil { // the upgrader already answered with an HTTP error
 		h.finish(ctx, c)
+		h.admit.release(&h.cfg, remote)
 		return
 	}
 	c.ws = conn
 	h.obs.ConnOpened()
-	log := h.log.With("user_id", user, "conn_id", c.id, "remote", c.remote)
-	log.Info("connected")
+	if h.log.Enabled(ctx, slog.LevelInfo) {
+		h.log.Info("connected", c.logAttrs()...)
+	}
 
 	// Subscribed and confirmed by register; now take the backlog. Whatever arrived live since
 	// the subscription waits in the queue behind it (SPEC section 6, order after reconnect).
 	backlog, err := h.store.Drain(ctx, user)
 	if err != nil {
-		log.Warn("offline drain failed", "err", err)
+		h.log.Warn("offline drain failed", append(c.logAttrs(), "err", err)...)
 		c.closeWith(websocket.CloseInternalServerErr, "offline store unavailable, reconnect", ReasonError)
 	}
 	c.start(backlog)
-	c.readLoop(ctx)
-	close(c.readDone)
-	<-c.writeDone
-	c.closeSocket()
-	h.finish(ctx, c)
-
-	c.mu.Lock()
-	reason := c.reason
-	c.mu.Unlock()
-	d := h.now().Sub(c.opened)
-	h.obs.ConnClosed(reason, d)
-	log.Info("disconnected", "reason", reason, "duration", d.String())
+	// Return from ServeHTTP: net/http then frees its 4 KB reader and writer, the request and
+	// gin's context, which it would otherwise hold for the connection's whole life.
+	go c.serve()
 }
 
 func (s *Handler) refuse(w http.ResponseWriter, status int, msg string) {

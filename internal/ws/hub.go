@@ -101,6 +101,9 @@ type Hub struct {
 	// happened since the Resubscribed that asked for it.
 	lostEpoch atomic.Uint64
 	admit     admission
+	// pingers are one timer per shard, staggered over the ping interval, instead of a ticker
+	// per connection: an idle connection then needs no goroutine or timer of its own.
+	pingers [numShards]*time.Timer
 }
 
 type shard struct {
@@ -178,7 +181,37 @@ func NewHub(cfg Config, d Deps) *Hub {
 		h.shards[i].users = make(map[string]*userEntry)
 	}
 	h.redrain.h = h
+	if cfg.PingInterval > 0 {
+		for i := range h.shards {
+			sh := &h.shards[i]
+			first := cfg.PingInterval * time.Duration(i+1) / numShards
+			var t *time.Timer
+			t = time.AfterFunc(time.Hour, func() {
+				if h.draining.Load() {
+					return // Shutdown closes every connection; no more pings
+				}
+				h.pingShard(sh)
+				t.Reset(cfg.PingInterval)
+			})
+			t.Reset(first) // after t is set: the callback uses it
+			h.pingers[i] = t
+		}
+	}
 	return h
+}
+
+// pingShard asks every connection of sh for a ping; their writers send it. A connection is
+// pinged once per ping interval, its first time within one interval of its connect.
+func (h *Hub) pingShard(sh *shard) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	for _, u := range sh.users {
+		for _, c := range u.conns {
+			c.mu.Lock()
+			c.pingLocked()
+			c.mu.Unlock()
+		}
+	}
 }
 
 func (h *Hub) shardOf(user string) *shard {
@@ -449,6 +482,11 @@ func (h *Hub) Draining() bool { return h.draining.Load() }
 func (h *Hub) Shutdown(ctx context.Context) error {
 	if !h.draining.Swap(true) {
 		close(h.stopping)
+		for _, t := range h.pingers {
+			if t != nil {
+				t.Stop()
+			}
+		}
 	}
 	for i := range h.shards {
 		sh := &h.shards[i]
