@@ -14,6 +14,8 @@ build:
 # installs them); locally, tests that need them skip when missing, in CI they fail.
 test:
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	# The portable connection path (a reader goroutine per connection, as off Linux).
+	WSGATEWAY_NO_EPOLL=1 $(GO) test -race -count=1 -timeout 10m ./internal/ws/ ./internal/server/ ./internal/attack/
 
 lint: fmt vet staticcheck
 

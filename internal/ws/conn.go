@@ -1,6 +1,7 @@
 package ws
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -50,6 +51,10 @@ type Conn struct {
 	remote string
 	hub    *Hub
 	ws     *websocket.Conn // nil until the upgrade; set once before the loops start
+	// br is gorilla's read buffer, made by us (ownReader) so that a read burst can tell
+	// whether a frame is still buffered before it parks the connection in the poller.
+	br  *bufio.Reader
+	raw syscall.RawConn // the socket, for the poller's epoll_ctl calls; nil: no poller
 	opened time.Time
 
 	mu sync.Mutex
@@ -75,7 +80,13 @@ type Conn struct {
 	// of a batch instead of writing hundreds more messages to a client it is closing.
 	closing atomic.Bool
 
-	readDone  chan struct{} // closed by serve when the read loop returned
+	lim       *rate.Limiter // max-inbound-rate; made at the first inbound frame (overRate)
+	// While parked in the poller no read is pending, so no read deadline can fire: silence
+	// is timed by idle instead, reset by every inbound frame (extendRead); seen is the
+	// time of the last one, in Unix nanoseconds.
+	idle      *time.Timer
+	seen      atomic.Int64
+	readDone  chan struct{} // closed by end when the read loop returned
 	writeDone chan struct{} // closed by the writer that took the end of the connection
 }
 
@@ -306,7 +317,7 @@ func (c *Conn) writeLoop() {
 // loop; serve then stores what is left. c.writing stays set, so no writer starts again.
 func (c *Conn) fail() {
 	c.setReason(ReasonError)
-	c.ws.Close()
+	c.closeRead()
 	close(c.writeDone)
 }
 
@@ -348,7 +359,7 @@ func (c *Conn) writeClose(code int, text string) {
 		return
 	case <-t.C:
 	}
-	c.ws.Close()
+	c.closeRead()
 }
 
 // closeSocket closes the socket once both loops are done. When the reader stopped because
@@ -368,14 +379,93 @@ func (c *Conn) closeSocket() {
 	c.ws.Close()
 }
 
-// serve is the connection's own goroutine after the upgrade: it reads until the peer goes
-// away, makes sure a writer takes the end of the connection (stores what is left, answers
-// the close), then closes the socket and releases the admission slot.
+// serve is the connection's reader goroutine where there is no poller (Hub.park): it reads
+// until the peer goes away, then ends the connection. An idle connection is then this
+// goroutine parked in a read. serve and readLoop keep their frames small (frame handling and
+// clean-up are separate calls), since the parked stack is most of such a connection's cost.
 func (c *Conn) serve() {
+	c.readLoop()
+	c.end()
+}
+
+// readLoop reads until the peer goes away. Every frame, pong included, proves liveness and
+// moves the read deadline (SPEC section 3).
+func (c *Conn) readLoop() {
+	c.extendRead()
+	for {
+		typ, data, err := c.ws.ReadMessage()
+		if !c.onFrame(typ, data, err) {
+			return
+		}
+	}
+}
+
+// readBurst runs when the poller saw the socket readable: it reads every frame there is,
+// then parks the connection again. A frame that has begun must complete within
+// ping-interval + pong-timeout (the read deadline). The connection ends here when the read
+// fails (peer gone, protocol error, socket closed by the writer).
+func (c *Conn) readBurst() {
+	wait := c.hub.cfg.PingInterval + c.hub.cfg.PongTimeout
+	_ = c.ws.SetReadDeadline(c.hub.now().Add(wait))
+	for {
+		typ, data, err := c.ws.ReadMessage()
+		if !c.onFrame(typ, data, err) {
+			c.end()
+			return
+		}
+		if c.br.Buffered() > 0 {
+			continue // the next frame is already read in; the socket may have nothing more
+		}
+		err = c.hub.poll.rearm(c)
+		switch {
+		case err == nil:
+			return
+		case errors.Is(err, errPollStopped):
+			c.serve() // the poller is gone: read on this goroutine from now on
+			return
+		default: // the socket was closed meanwhile (closeRead found us reading)
+			c.setReason(ReasonError)
+			c.end()
+			return
+		}
+	}
+}
+
+// expire is the idle timer's callback: a parked connection silent for ping-interval +
+// pong-timeout is dropped, as a read deadline would drop a reading one.
+func (c *Conn) expire() {
+	wait := c.hub.cfg.PingInterval + c.hub.cfg.PongTimeout
+	if c.hub.now().UnixNano()-c.seen.Load() < int64(wait) {
+		return // a frame came in as the timer fired; it was reset
+	}
+	if c.hub.poll.take(c) { // else a burst is reading: its read deadline applies
+		c.setReason(ReasonHeartbeat)
+		c.end()
+	}
+}
+
+// closeRead closes the socket from the write side (write failure, close grace over) and makes
+// sure the read side ends: a reading goroutine sees the closed socket; a parked connection is
+// taken from the poller and ended here.
+func (c *Conn) closeRead() {
+	took := c.idle != nil && c.hub.poll.take(c)
+	c.ws.Close()
+	if took {
+		go c.end() // it waits for the writer calling closeRead
+	}
+}
+
+// end runs once the read loop returned: it makes sure a writer takes the end of the
+// connection (stores what is left, answers the close), then closes the socket and releases
+// the admission slot.
+//
+//go:noinline
+func (c *Conn) end() {
 	h := c.hub
-	// The request's context ends when ServeHTTP returns; the connection outlives it.
-	ctx := context.Background()
-	c.readLoop(ctx)
+	ctx := context.Background() // the request's context ended when ServeHTTP returned
+	if c.idle != nil {
+		c.idle.Stop()
+	}
 	close(c.readDone)
 	c.mu.Lock()
 	idle := !c.writing
@@ -404,14 +494,10 @@ func (c *Conn) logAttrs() []any {
 	return []any{"user_id", c.user, "conn_id", c.id, "remote", c.remote}
 }
 
-// readLoop reads until the peer goes away. Every frame, pong included, proves liveness and
-// moves the read deadline (SPEC section 3).
-func (c *Conn) readLoop(ctx context.Context) {
+//go:noinline
+func (c *Conn) setupRead() {
 	cfg := &c.hub.cfg
-	wait := cfg.PingInterval + cfg.PongTimeout
-	extend := func() { _ = c.ws.SetReadDeadline(c.hub.now().Add(wait)) }
 	c.ws.SetReadLimit(cfg.MaxMessageBytes)
-	extend()
 	// Unlike gorilla's default, the close frame is not answered here but by the writer, after
 	// the hub stored what this connection had not sent (writeLoop).
 	c.ws.SetCloseHandler(func(code int, _ string) error {
@@ -420,68 +506,87 @@ func (c *Conn) readLoop(ctx context.Context) {
 		c.mu.Unlock()
 		return nil
 	})
-	// Every inbound frame, pings and pongs included, counts against max-inbound-rate: a flood
-	// of pings costs a pong write each, and unsolicited pongs are legal but no less work.
-	// The limiter is made at the first inbound frame: most push clients never send one.
-	var lim *rate.Limiter
-	overRate := func() bool {
-		if cfg.MaxInboundRate <= 0 {
-			return false
-		}
-		if lim == nil {
-			lim = rate.NewLimiter(rate.Limit(cfg.MaxInboundRate), max(1, int(2*cfg.MaxInboundRate)))
-		}
-		if lim.Allow() {
-			return false
-		}
-		c.closeWith(websocket.ClosePolicyViolation, "inbound rate limit exceeded", ReasonRate)
-		return true
-	}
 	c.ws.SetPongHandler(func(string) error {
-		if overRate() {
+		if c.overRate() {
 			return errRateLimited
 		}
-		extend()
+		c.extendRead()
 		return nil
 	})
 	c.ws.SetPingHandler(func(data string) error {
-		if overRate() {
+		if c.overRate() {
 			return errRateLimited
 		}
-		extend()
+		c.extendRead()
 		err := c.ws.WriteControl(websocket.PongMessage, []byte(data), c.hub.now().Add(cfg.WriteTimeout))
 		if err == nil || errors.Is(err, websocket.ErrCloseSent) || isTimeout(err) {
 			return nil // like gorilla's default handler: a failed pong is not a read error
 		}
 		return err
 	})
-	for {
-		typ, data, err := c.ws.ReadMessage()
-		if err != nil {
-			c.setReason(readEndReason(err))
-			return
+}
+
+// extendRead records an inbound frame: the peer is alive for another ping-interval +
+// pong-timeout.
+func (c *Conn) extendRead() {
+	cfg := &c.hub.cfg
+	wait := cfg.PingInterval + cfg.PongTimeout
+	now := c.hub.now()
+	_ = c.ws.SetReadDeadline(now.Add(wait))
+	if c.idle != nil {
+		c.seen.Store(now.UnixNano())
+		c.idle.Reset(wait)
+	}
+}
+
+// overRate counts an inbound frame against max-inbound-rate and closes with 1008 when over.
+// Every inbound frame, pings and pongs included, counts: a flood of pings costs a pong write
+// each, and unsolicited pongs are legal but no less work. The limiter is made at the first
+// inbound frame: most push clients never send one. Only the reader goroutine calls it.
+func (c *Conn) overRate() bool {
+	r := c.hub.cfg.MaxInboundRate
+	if r <= 0 {
+		return false
+	}
+	if c.lim == nil {
+		c.lim = rate.NewLimiter(rate.Limit(r), max(1, int(2*r)))
+	}
+	if c.lim.Allow() {
+		return false
+	}
+	c.closeWith(websocket.ClosePolicyViolation, "inbound rate limit exceeded", ReasonRate)
+	return true
+}
+
+// onFrame handles one ReadMessage result; false ends the read loop.
+//
+//go:noinline
+func (c *Conn) onFrame(typ int, data []byte, err error) bool {
+	if err != nil {
+		c.setReason(readEndReason(err))
+		return false
+	}
+	if c.overRate() {
+		return false
+	}
+	c.extendRead()
+	if typ == websocket.TextMessage {
+		if !utf8.Valid(data) {
+			c.closeWith(websocket.CloseInvalidFramePayloadData, "invalid UTF-8", ReasonProtocol)
+			return false
 		}
-		if overRate() {
-			return
-		}
-		extend()
-		if typ == websocket.TextMessage {
-			if !utf8.Valid(data) {
-				c.closeWith(websocket.CloseInvalidFramePayloadData, "invalid UTF-8", ReasonProtocol)
-				return
-			}
-			if string(data) == "ping" {
-				c.enqueue(Message{Data: pongPayload, kind: kindPong})
-				continue
-			}
-		}
-		c.hub.obs.Inbound(len(data))
-		if c.hub.upstream != nil {
-			if err := c.hub.upstream.Append(ctx, c.user, data); err != nil {
-				c.hub.obs.Dropped("upstream_error", 1)
-			}
+		if string(data) == "ping" {
+			c.enqueue(Message{Data: pongPayload, kind: kindPong})
+			return true
 		}
 	}
+	c.hub.obs.Inbound(len(data))
+	if c.hub.upstream != nil {
+		if err := c.hub.upstream.Append(context.Background(), c.user, data); err != nil {
+			c.hub.obs.Dropped("upstream_error", 1)
+		}
+	}
+	return true
 }
 
 var pongPayload = []byte("pong")

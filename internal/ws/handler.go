@@ -1,6 +1,7 @@
 package ws
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -32,10 +33,10 @@ type Handler struct {
 func NewHandler(hub *Hub, auth Authenticator) *Handler {
 	s := &Handler{hub: hub, auth: auth}
 	s.upgrader = websocket.Upgrader{
-		// Small read buffers: most connections are idle and a frame larger than the buffer is
-		// still read whole. Write buffers come from a pool and are held only while writing
-		// (gorilla server.go), which is what keeps idle connections small.
-		ReadBufferSize:  1024,
+		// Read buffer size 0: gorilla reads through the bufio.Reader the hijack returns,
+		// which /ws makes itself (ownReader): small, since most connections are idle, and a
+		// frame larger than it is still read whole. Write buffers come from a pool and are
+		// held only while writing (gorilla server.go), which keeps idle connections small.
 		WriteBufferSize: 4096,
 		WriteBufferPool: &sync.Pool{},
 		CheckOrigin:     s.originAllowed,
@@ -89,13 +90,14 @@ func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	conn, err := s.upgrader.Upgrade(w, r, nil)
+	ow := &ownReader{ResponseWriter: w}
+	conn, err := s.upgrader.Upgrade(ow, r, nil)
 	if err != nil { // the upgrader already answered with an HTTP error
 		h.finish(ctx, c)
 		h.admit.release(&h.cfg, remote)
 		return
 	}
-	c.ws = conn
+	c.ws, c.br = conn, ow.br
 	h.obs.ConnOpened()
 	if h.log.Enabled(ctx, slog.LevelInfo) {
 		h.log.Info("connected", c.logAttrs()...)
@@ -108,10 +110,39 @@ func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.log.Warn("offline drain failed", append(c.logAttrs(), "err", err)...)
 		c.closeWith(websocket.CloseInternalServerErr, "offline store unavailable, reconnect", ReasonError)
 	}
+	c.setupRead()
+	parked := h.prepark(c)
 	c.start(backlog)
 	// Return from ServeHTTP: net/http then frees its 4 KB reader and writer, the request and
 	// gin's context, which it would otherwise hold for the connection's whole life.
-	go c.serve()
+	if !parked || !h.park(c) {
+		go c.serve()
+	}
+}
+
+// readBufferSize is the read buffer of a /ws connection: a frame header, a control frame or
+// a small message fits; larger payloads are read straight into the message.
+const readBufferSize = 512
+
+// ownReader hands gorilla a bufio.Reader of our making at the hijack, instead of net/http's
+// 4 KB one: the read burst must see whether a frame is still buffered (Conn.readBurst).
+type ownReader struct {
+	http.ResponseWriter
+	br *bufio.Reader
+}
+
+// Hijack implements http.Hijacker for gorilla's Upgrade.
+func (w *ownReader) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := w.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("ws: response does not implement http.Hijacker")
+	}
+	nc, brw, err := hj.Hijack()
+	if err != nil || brw.Reader.Buffered() > 0 {
+		return nc, brw, err // gorilla refuses data sent before the handshake completed
+	}
+	w.br = bufio.NewReaderSize(nc, readBufferSize)
+	return nc, bufio.NewReadWriter(w.br, brw.Writer), nil
 }
 
 func (s *Handler) refuse(w http.ResponseWriter, status int, msg string) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"hash/maphash"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -104,6 +105,11 @@ type Hub struct {
 	// pingers are one timer per shard, staggered over the ping interval, instead of a ticker
 	// per connection: an idle connection then needs no goroutine or timer of its own.
 	pingers [numShards]*time.Timer
+	// poll parks idle connections in epoll (Linux); nil until the first connection, and
+	// when it is not available (pollErr), every connection keeps a reader goroutine.
+	pollMu  sync.Mutex
+	poll    *poller
+	pollErr error
 }
 
 type shard struct {
@@ -155,6 +161,11 @@ type Deps struct {
 	Now      func() time.Time
 }
 
+// EnvNoEpoll, set to 1, makes every connection keep its own reader goroutine instead of
+// being parked in epoll when idle: the portable path, which non-Linux systems always take.
+// `make test` runs the WebSocket suites both ways.
+const EnvNoEpoll = "WSGATEWAY_NO_EPOLL"
+
 // NewHub returns a hub; the HTTP side is added with NewHandler.
 func NewHub(cfg Config, d Deps) *Hub {
 	if cfg.CloseGrace <= 0 {
@@ -181,6 +192,9 @@ func NewHub(cfg Config, d Deps) *Hub {
 		h.shards[i].users = make(map[string]*userEntry)
 	}
 	h.redrain.h = h
+	if os.Getenv(EnvNoEpoll) == "1" {
+		h.pollErr = errors.New("disabled by " + EnvNoEpoll)
+	}
 	if cfg.PingInterval > 0 {
 		for i := range h.shards {
 			sh := &h.shards[i]
@@ -198,6 +212,54 @@ func NewHub(cfg Config, d Deps) *Hub {
 		}
 	}
 	return h
+}
+
+// prepark readies c for the poller: its idle timer, made before c.start so that every
+// goroutine that may touch it (writers via closeRead) sees it. False: c keeps its own reader.
+func (h *Hub) prepark(c *Conn) bool {
+	if c.br == nil || h.cfg.PingInterval+h.cfg.PongTimeout <= 0 {
+		return false
+	}
+	if c.raw = rawConn(c.ws.NetConn()); c.raw == nil {
+		return false
+	}
+	h.pollMu.Lock()
+	if h.poll == nil && h.pollErr == nil && !h.draining.Load() {
+		h.poll, h.pollErr = newPoller()
+		if h.pollErr != nil {
+			h.log.Warn("epoll unavailable, one reader goroutine per connection", "err", h.pollErr)
+		}
+	}
+	ok := h.poll != nil
+	h.pollMu.Unlock()
+	if !ok {
+		return false
+	}
+	wait := h.cfg.PingInterval + h.cfg.PongTimeout
+	c.seen.Store(h.now().UnixNano())
+	c.idle = time.AfterFunc(wait, c.expire)
+	return true
+}
+
+// park puts c, started and with its read handlers set, into the poller. False: c needs its
+// own reader goroutine (the poller stopped, or the socket is already closed: the reader
+// then finds that out).
+func (h *Hub) park(c *Conn) bool {
+	if err := h.poll.add(c); err != nil {
+		c.idle.Stop()
+		return false
+	}
+	return true
+}
+
+// stopPoll stops the poller once every connection ended (Shutdown).
+func (h *Hub) stopPoll() {
+	h.pollMu.Lock()
+	p := h.poll
+	h.pollMu.Unlock()
+	if p != nil {
+		p.stop()
+	}
 }
 
 // pingShard asks every connection of sh for a ping; their writers send it. A connection is
@@ -499,7 +561,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		sh.mu.Unlock()
 	}
 	done := make(chan struct{})
-	go func() { h.conns.Wait(); h.redrain.wait(); close(done) }()
+	go func() { h.conns.Wait(); h.redrain.wait(); h.stopPoll(); close(done) }()
 	select {
 	case <-done:
 		return nil

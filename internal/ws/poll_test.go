@@ -1,0 +1,167 @@
+package ws_test
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/wsgateway/wsgateway/internal/ws"
+)
+
+// maskedFrame encodes one client frame (FIN set, masked as clients must) of opcode op.
+func maskedFrame(op byte, payload []byte) []byte {
+	key := [4]byte{0x12, 0x34, 0x56, 0x78}
+	f := []byte{0x80 | op}
+	switch n := len(payload); {
+	case n < 126:
+		f = append(f, 0x80|byte(n))
+	default:
+		f = append(f, 0x80|126, byte(n>>8), byte(n))
+	}
+	f = append(f, key[:]...)
+	for i, b := range payload {
+		f = append(f, b^key[i%4])
+	}
+	return f
+}
+
+func dialRaw(t *testing.T, addr, user string) *websocket.Conn {
+	t.Helper()
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	c, _, err := d.Dial("ws://"+addr+"/ws?user_id="+user, nil)
+	if err != nil {
+		t.Fatalf("dial %s: %v", user, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// readPongs reads text frames until n "pong"s arrived or the deadline passed.
+func readPongs(t *testing.T, c *websocket.Conn, n int) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	for i := 0; i < n; i++ {
+		typ, data, err := c.ReadMessage()
+		if err != nil {
+			t.Fatalf("after %d of %d pongs: %v", i, n, err)
+		}
+		if typ != websocket.TextMessage || string(data) != "pong" {
+			t.Fatalf("frame %d: got %d %q, want text \"pong\"", i, typ, data)
+		}
+	}
+}
+
+// Many frames in one TCP segment: the first read takes several of them into the read buffer,
+// so the socket has nothing more to report. Each must still be answered: the read burst goes
+// on while a frame is buffered instead of parking the connection.
+func TestFramesInOneSegment(t *testing.T) {
+	srv := startServer(t)
+	c := dialRaw(t, srv.Addr(), "burst")
+	const n = 40 // below max-inbound-rate's burst (2 × 50)
+	var all []byte
+	for i := 0; i < n; i++ {
+		all = append(all, maskedFrame(websocket.TextMessage, []byte("ping"))...)
+	}
+	if _, err := c.NetConn().Write(all); err != nil {
+		t.Fatal(err)
+	}
+	readPongs(t, c, n)
+}
+
+// A frame split over two writes: the burst that sees the first half waits for the rest.
+func TestFrameSplitAcrossSegments(t *testing.T) {
+	srv := startServer(t)
+	c := dialRaw(t, srv.Addr(), "split")
+	f := maskedFrame(websocket.TextMessage, []byte("ping"))
+	for round := 0; round < 3; round++ {
+		if _, err := c.NetConn().Write(f[:3]); err != nil {
+			t.Fatal(err)
+		}
+		// The gap lets the server's read of the first half happen alone (Nagle is off on
+		// Go's TCP sockets); the test asserts the answer either way.
+		time.Sleep(20 * time.Millisecond)
+		if _, err := c.NetConn().Write(f[3:]); err != nil {
+			t.Fatal(err)
+		}
+		readPongs(t, c, 1)
+	}
+}
+
+// A message larger than the read buffer (512 B) between two pings, all in one write: the
+// burst reads it whole and answers both pings.
+func TestMessageLargerThanReadBuffer(t *testing.T) {
+	srv := startServer(t)
+	c := dialRaw(t, srv.Addr(), "large")
+	var all []byte
+	all = append(all, maskedFrame(websocket.TextMessage, []byte("ping"))...)
+	all = append(all, maskedFrame(websocket.BinaryMessage, bytes.Repeat([]byte{7}, 5000))...)
+	all = append(all, maskedFrame(websocket.TextMessage, []byte("ping"))...)
+	if _, err := c.NetConn().Write(all); err != nil {
+		t.Fatal(err)
+	}
+	readPongs(t, c, 2)
+}
+
+// Idle connections hold no goroutine of their own on Linux: the poller waits for them.
+func TestIdleConnectionsHaveNoGoroutine(t *testing.T) {
+	if runtime.GOOS != "linux" || os.Getenv(ws.EnvNoEpoll) == "1" {
+		t.Skip("epoll parking is Linux-only and disabled by " + ws.EnvNoEpoll)
+	}
+	srv := startServer(t)
+	// One connection first, so the poller's own goroutine is running before the count.
+	readPongsAfterPing(t, dialRaw(t, srv.Addr(), "warm"))
+	settleGoroutines()
+	g0 := runtime.NumGoroutine()
+	const n = 200
+	conns := make([]*websocket.Conn, n)
+	for i := range conns {
+		conns[i] = dialRaw(t, srv.Addr(), "idle"+string(rune('a'+i%26))+string(rune('a'+i/26)))
+	}
+	waitUntil(t, "all connections registered", func() bool { return srv.Hub().Conns() == n+1 })
+	settleGoroutines()
+	if d := runtime.NumGoroutine() - g0; d > n/10 {
+		t.Fatalf("%d idle connections added %d goroutines, want almost none", n, d)
+	}
+	// Parked connections still work: each answers a ping.
+	for _, c := range conns[:20] {
+		readPongsAfterPing(t, c)
+	}
+}
+
+func readPongsAfterPing(t *testing.T, c *websocket.Conn) {
+	t.Helper()
+	if err := c.WriteMessage(websocket.TextMessage, []byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	readPongs(t, c, 1)
+}
+
+// settleGoroutines gives short-lived goroutines (writers, read bursts) time to end.
+func settleGoroutines() {
+	prev := -1
+	for i := 0; i < 50; i++ {
+		n := runtime.NumGoroutine()
+		if n == prev {
+			return
+		}
+		prev = n
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A connection closed by the client while parked ends on the server: the poller reports the
+// hang-up and the read burst ends the connection.
+func TestParkedConnectionClosedByPeer(t *testing.T) {
+	srv := startServer(t)
+	c := dialRaw(t, srv.Addr(), "leaver")
+	waitUntil(t, "connection registered", func() bool { return srv.Hub().Conns() == 1 })
+	if tc, ok := c.NetConn().(*net.TCPConn); ok {
+		_ = tc.SetLinger(0) // RST: no close frame, no FIN handshake
+	}
+	c.NetConn().Close()
+	waitUntil(t, "connection released", func() bool { return srv.Hub().Conns() == 0 })
+}
