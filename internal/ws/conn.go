@@ -36,13 +36,15 @@ const (
 	CloseSlow   = websocket.CloseTryAgainLater // 1013
 )
 
-// Conn is one client WebSocket. Ownership: one goroutine per connection reads (serve, started
-// when the handler returns, so net/http frees its buffers and the request) and runs the
-// clean-up after it. Writers exist only while there is something to write: the first message,
-// ping or close request for an idle connection starts one (wakeLocked), and it returns once the
-// queue is empty, so an idle connection costs one goroutine. At most one writer runs at a time
-// (c.writing), which is gorilla's one-writer rule; pings and close frames go through
-// WriteControl from that writer too.
+// Conn is one client WebSocket. Ownership of the read side: on Linux an idle connection has
+// no goroutine; it waits in the hub's epoll set (poller), and a short-lived goroutine reads
+// when the socket is readable (readBurst). Elsewhere, or with WSGATEWAY_NO_EPOLL=1, one
+// goroutine per connection reads (serve). Either way that goroutine, or whoever takes the
+// connection from the poller (its idle timer, closeRead), ends it (end). Writers exist only
+// while there is something to write: the first message, ping or close request for an idle
+// connection starts one (wakeLocked), and it returns once the queue is empty. At most one
+// writer runs at a time (c.writing), which is gorilla's one-writer rule; pings and close
+// frames go through WriteControl from that writer too.
 //
 // Lock order: Hub shard lock → Conn.mu. Conn.mu is held only for slice and field updates.
 type Conn struct {
@@ -53,8 +55,8 @@ type Conn struct {
 	ws     *websocket.Conn // nil until the upgrade; set once before the loops start
 	// br is gorilla's read buffer, made by us (ownReader) so that a read burst can tell
 	// whether a frame is still buffered before it parks the connection in the poller.
-	br  *bufio.Reader
-	raw syscall.RawConn // the socket, for the poller's epoll_ctl calls; nil: no poller
+	br     *bufio.Reader
+	raw    syscall.RawConn // the socket, for the poller's epoll_ctl calls; nil: no poller
 	opened time.Time
 
 	mu sync.Mutex
@@ -80,7 +82,7 @@ type Conn struct {
 	// of a batch instead of writing hundreds more messages to a client it is closing.
 	closing atomic.Bool
 
-	lim       *rate.Limiter // max-inbound-rate; made at the first inbound frame (overRate)
+	lim *rate.Limiter // max-inbound-rate; made at the first inbound frame (overRate)
 	// While parked in the poller no read is pending, so no read deadline can fire: silence
 	// is timed by idle instead, reset by every inbound frame (extendRead); seen is the
 	// time of the last one, in Unix nanoseconds.
