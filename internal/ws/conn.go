@@ -410,15 +410,20 @@ func (c *Conn) readBurst() {
 	wait := c.hub.cfg.PingInterval + c.hub.cfg.PongTimeout
 	_ = c.ws.SetReadDeadline(c.hub.now().Add(wait))
 	for {
-		typ, data, err := c.ws.ReadMessage()
-		if !c.onFrame(typ, data, err) {
+		if handled, err := c.readControl(); handled {
+			if err != nil {
+				c.onFrame(0, nil, err) // records why; the frame ended the connection
+				c.end()
+				return
+			}
+		} else if typ, data, err := c.ws.ReadMessage(); !c.onFrame(typ, data, err) {
 			c.end()
 			return
 		}
 		if c.br.Buffered() > 0 {
 			continue // the next frame is already read in; the socket may have nothing more
 		}
-		err = c.hub.poll.rearm(c)
+		err := c.hub.poll.rearm(c)
 		switch {
 		case err == nil:
 			return
@@ -498,8 +503,7 @@ func (c *Conn) logAttrs() []any {
 
 //go:noinline
 func (c *Conn) setupRead() {
-	cfg := &c.hub.cfg
-	c.ws.SetReadLimit(cfg.MaxMessageBytes)
+	c.ws.SetReadLimit(c.hub.cfg.MaxMessageBytes)
 	// Unlike gorilla's default, the close frame is not answered here but by the writer, after
 	// the hub stored what this connection had not sent (writeLoop).
 	c.ws.SetCloseHandler(func(code int, _ string) error {
@@ -508,24 +512,55 @@ func (c *Conn) setupRead() {
 		c.mu.Unlock()
 		return nil
 	})
-	c.ws.SetPongHandler(func(string) error {
-		if c.overRate() {
-			return errRateLimited
-		}
-		c.extendRead()
-		return nil
-	})
-	c.ws.SetPingHandler(func(data string) error {
-		if c.overRate() {
-			return errRateLimited
-		}
-		c.extendRead()
-		err := c.ws.WriteControl(websocket.PongMessage, []byte(data), c.hub.now().Add(cfg.WriteTimeout))
-		if err == nil || errors.Is(err, websocket.ErrCloseSent) || isTimeout(err) {
-			return nil // like gorilla's default handler: a failed pong is not a read error
-		}
-		return err
-	})
+	c.ws.SetPongHandler(c.onPong)
+	c.ws.SetPingHandler(c.onPing)
+}
+
+func (c *Conn) onPong(string) error {
+	if c.overRate() {
+		return errRateLimited
+	}
+	c.extendRead()
+	return nil
+}
+
+func (c *Conn) onPing(data string) error {
+	if c.overRate() {
+		return errRateLimited
+	}
+	c.extendRead()
+	err := c.ws.WriteControl(websocket.PongMessage, []byte(data), c.hub.now().Add(c.hub.cfg.WriteTimeout))
+	if err == nil || errors.Is(err, websocket.ErrCloseSent) || isTimeout(err) {
+		return nil // like gorilla's default handler: a failed pong is not a read error
+	}
+	return err
+}
+
+// readControl handles a client ping or pong that is next in the read buffer, complete and
+// well-formed (FIN, no RSV bits, masked, at most 125 bytes), and reports whether it did.
+// gorilla handles control frames inside ReadMessage and then goes on to wait for a data
+// frame, which would keep a read burst's goroutine blocked for as long as the client is
+// idle; taking the common ones first lets the burst end. Anything else is left to gorilla,
+// which also validates it (1002). Only the reading goroutine calls it, at a message boundary.
+func (c *Conn) readControl() (handled bool, err error) {
+	hdr, err := c.br.Peek(2)
+	if err != nil || (hdr[0] != 0x89 && hdr[0] != 0x8a) || hdr[1]&0x80 == 0 || hdr[1]&0x7f > 125 {
+		return false, nil // gorilla reads it (and reports a read error itself)
+	}
+	n := 2 + 4 + int(hdr[1]&0x7f)
+	frame, err := c.br.Peek(n)
+	if err != nil {
+		return false, nil
+	}
+	payload := make([]byte, n-6)
+	for i := range payload {
+		payload[i] = frame[6+i] ^ frame[2+i%4]
+	}
+	_, _ = c.br.Discard(n)
+	if hdr[0] == 0x89 {
+		return true, c.onPing(string(payload))
+	}
+	return true, c.onPong(string(payload))
 }
 
 // extendRead records an inbound frame: the peer is alive for another ping-interval +
