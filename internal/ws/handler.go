@@ -2,6 +2,7 @@ package ws
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -105,7 +106,10 @@ func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	// Subscribed and confirmed by register; now take the backlog. Whatever arrived live since
 	// the subscription waits in the queue behind it (SPEC section 6, order after reconnect).
-	backlog, err := h.store.Drain(ctx, user)
+	// Not the request's context: the connection is hijacked and outlives the request.
+	dctx, cancel := context.WithTimeout(context.Background(), h.cfg.SubscribeTimeout)
+	backlog, err := h.store.Drain(dctx, user)
+	cancel()
 	if err != nil {
 		h.log.Warn("offline drain failed", append(c.logAttrs(), "err", err)...)
 		c.closeWith(websocket.CloseInternalServerErr, "offline store unavailable, reconnect", ReasonError)
