@@ -18,6 +18,7 @@ func TestDrainScriptIsIdempotent(t *testing.T) {
 	prefix := redistest.Prefix(t)
 	ctx := context.Background()
 	s := NewRedis(rdb, prefix, 10, time.Hour, false)
+	defer s.Close()
 	for i := range 3 {
 		if _, err := s.Push(ctx, "alice", []byte(fmt.Sprint(i))); err != nil {
 			t.Fatal(err)

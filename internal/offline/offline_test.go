@@ -68,7 +68,9 @@ func impls(t *testing.T) []impl {
 		name: "redis",
 		new: func(t *testing.T, max int) store {
 			prefix = redistest.Prefix(t)
-			return offline.NewRedis(rdb, prefix, max, time.Hour, false)
+			s := offline.NewRedis(rdb, prefix, max, time.Hour, false)
+			t.Cleanup(s.Close)
+			return s
 		},
 		subscribe: func(t *testing.T, user string) (func() []string, func()) {
 			ps := rdb.Subscribe(context.Background(), prefix+"user:{"+user+"}")
@@ -193,6 +195,7 @@ func TestRedisTTLAndScriptReload(t *testing.T) {
 	prefix := redistest.Prefix(t)
 	ctx := context.Background()
 	s := offline.NewRedis(rdb, prefix, 10, 90*time.Second, false)
+	defer s.Close()
 	if _, err := s.Push(ctx, "alice", []byte("a")); err != nil {
 		t.Fatal(err)
 	}
@@ -222,6 +225,7 @@ func TestRedisFunction(t *testing.T) {
 	prefix := redistest.Prefix(t)
 	ctx := context.Background()
 	s := offline.NewRedis(rdb, prefix, 2, time.Hour, false)
+	defer s.Close()
 	if err := s.LoadFunction(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -260,6 +264,7 @@ func TestRedisUnavailable(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: 200 * time.Millisecond, MaxRetries: -1})
 	defer rdb.Close()
 	s := offline.NewRedis(rdb, "ws:", 10, time.Hour, false)
+	defer s.Close()
 	ctx := context.Background()
 	if _, err := s.Push(ctx, "alice", []byte("x")); err == nil {
 		t.Fatal("push succeeded without Redis")

@@ -35,6 +35,8 @@ type Redis struct {
 	// waitReplicas > 0: a push returns only after WAIT confirmed that many replicas hold it.
 	waitReplicas int
 	waitTimeout  time.Duration
+	// batch shares round trips between concurrent pushes and drains; Close stops it.
+	batch *batcher
 }
 
 // ErrNotReplicated means WAIT timed out before enough replicas confirmed a push. The message
@@ -95,8 +97,16 @@ func NewRedis(rdb redis.UniversalClient, prefix string, max int, ttl time.Durati
 	}
 	src := strings.Replace(pushLua, "PUBLISH_COMMAND", "'"+cmd+"'", 1) +
 		"\nreturn push(KEYS, ARGV, 0, 0)\n"
-	return &Redis{rdb: rdb, prefix: prefix, max: max, ttl: ttl, push: redis.NewScript(src), publishCommand: cmd}
+	return &Redis{
+		rdb: rdb, prefix: prefix, max: max, ttl: ttl, push: redis.NewScript(src), publishCommand: cmd,
+		batch: newBatcher(rdb),
+	}
 }
+
+// Close stops the workers that batch concurrent Push and Drain calls, after the batches in
+// flight; later calls get ErrClosed. It does not close the Redis client, which the caller
+// owns: close that afterwards.
+func (s *Redis) Close() { s.batch.close() }
 
 // Channel returns the pub/sub channel of user.
 func (s *Redis) Channel(user string) string { return s.prefix + "user:{" + user + "}" }
@@ -112,13 +122,14 @@ func (s *Redis) ttlSeconds() string {
 	return strconv.FormatInt(sec, 10)
 }
 
-// Push publishes data to user, or stores it when no node is subscribed.
+// Push publishes data to user, or stores it when no node is subscribed. Concurrent pushes
+// share pipelines (the batcher); with RequireReplicas each push waits on its own.
 func (s *Redis) Push(ctx context.Context, user string, data []byte) (online bool, err error) {
 	var n int64
 	if s.waitReplicas > 0 {
 		n, err = s.pushWait(ctx, user, data)
 	} else {
-		n, err = s.push.Run(ctx, s.rdb, []string{s.Channel(user), s.Key(user)}, data, s.max, s.ttlSeconds()).Int64()
+		n, err = s.batch.run(ctx, s.push, []string{s.Channel(user), s.Key(user)}, data, s.max, s.ttlSeconds()).Int64()
 	}
 	if err != nil {
 		return false, fmt.Errorf("offline: push %s: %w", user, err)
@@ -214,7 +225,9 @@ const drainRetryFor = 3 * time.Second
 
 // Drain atomically takes every stored message of user, oldest first. When the reply is lost
 // (Redis restarting), the same call is retried — by go-redis, then here until ctx ends — and
-// returns the same messages, so none are lost between Redis and the connection.
+// returns the same messages, so none are lost between Redis and the connection. Concurrent
+// drains (a connect storm) share pipelines through the batcher; each keeps its own token, so
+// running one again, alone or in another batch, stays idempotent.
 func (s *Redis) Drain(ctx context.Context, user string) ([][]byte, error) {
 	var tok [8]byte
 	_, _ = rand.Read(tok[:])
@@ -224,7 +237,7 @@ func (s *Redis) Drain(ctx context.Context, user string) ([][]byte, error) {
 	var err error
 	giveUp := time.Now().Add(drainRetryFor)
 	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
-		vals, err = drainScript.Run(ctx, s.rdb, keys, takenTTL.Milliseconds()).StringSlice()
+		vals, err = s.batch.run(ctx, drainScript, keys, takenTTL.Milliseconds()).StringSlice()
 		if err == nil || errors.Is(err, redis.Nil) || ctx.Err() != nil || !retryable(err) || time.Now().After(giveUp) {
 			break
 		}
@@ -253,6 +266,9 @@ func (s *Redis) Drain(ctx context.Context, user string) ([][]byte, error) {
 // retryable reports whether err is a connection problem (the command may not have run, or its
 // reply was lost), as opposed to an error reply from Redis.
 func retryable(err error) bool {
+	if errors.Is(err, ErrClosed) {
+		return false
+	}
 	var rerr redis.Error
 	return !errors.As(err, &rerr) || redis.HasErrorPrefix(err, "LOADING") || redis.HasErrorPrefix(err, "TRYAGAIN")
 }

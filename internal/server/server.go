@@ -364,6 +364,9 @@ func (s *Server) shutdown(ctx context.Context) error {
 
 func (s *Server) closeBackends() {
 	_ = s.bus.Close()
+	if rs, ok := s.store.(*offline.Redis); ok {
+		rs.Close() // its batch workers, which use the client closed next
+	}
 	if s.rdb != nil {
 		_ = s.rdb.Close()
 	}

@@ -1,0 +1,166 @@
+package offline
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrClosed is returned by the calls that go through the batcher (Push without
+// RequireReplicas, Drain) once Close has begun.
+var ErrClosed = errors.New("offline: store closed")
+
+const (
+	// batchWorkers is how many batches may be in flight at once. Each worker takes one call,
+	// then whatever else is already waiting: concurrent calls share a round trip, and a
+	// lone call goes out at once.
+	batchWorkers = 3
+	// maxBatch bounds one pipeline.
+	maxBatch = 128
+)
+
+// scriptCall is one script run waiting for a batch.
+type scriptCall struct {
+	ctx    context.Context
+	script *redis.Script
+	keys   []string
+	args   []any
+	// reply gets exactly one answer once a worker took the call. Buffered, so a worker never
+	// waits for its caller.
+	reply chan *redis.Cmd
+}
+
+// batcher runs the scripts of concurrent calls in shared pipelines (one write and one read
+// for many calls instead of one each). It never waits for a batch to fill. Its workers start
+// with the first call and stop at close.
+type batcher struct {
+	rdb       redis.UniversalClient
+	calls     chan *scriptCall // unbuffered: a call is either taken by a worker or not at all
+	stop      chan struct{}
+	startOnce sync.Once
+	stopOnce  sync.Once
+	wg        sync.WaitGroup
+}
+
+func newBatcher(rdb redis.UniversalClient) *batcher {
+	return &batcher{rdb: rdb, calls: make(chan *scriptCall), stop: make(chan struct{})}
+}
+
+func (b *batcher) start() {
+	b.wg.Add(batchWorkers)
+	for range batchWorkers {
+		go b.work()
+	}
+}
+
+// close stops the workers after the batches in flight; calls not yet taken get ErrClosed.
+func (b *batcher) close() {
+	b.stopOnce.Do(func() {
+		b.startOnce.Do(func() {}) // no workers start after this
+		close(b.stop)
+	})
+	b.wg.Wait()
+}
+
+// run runs script like script.Run, in a batch with whatever other calls are waiting.
+//
+// A call whose ctx ends before a worker took it returns ctx.Err() and its script never runs.
+// Once taken, it waits for its own answer, which go-redis's timeouts bound, as they bound a
+// direct call: an error then still means "not run" (or a lost reply), never "ran, but the
+// caller had left" — a drain that returned an error must not have taken the messages.
+func (b *batcher) run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
+	b.startOnce.Do(b.start)
+	c := &scriptCall{ctx: ctx, script: script, keys: keys, args: args, reply: make(chan *redis.Cmd, 1)}
+	select {
+	case b.calls <- c:
+	case <-ctx.Done():
+		return errCmd(ctx, ctx.Err())
+	case <-b.stop:
+		return errCmd(ctx, ErrClosed)
+	}
+	return <-c.reply
+}
+
+func errCmd(ctx context.Context, err error) *redis.Cmd {
+	cmd := redis.NewCmd(ctx)
+	cmd.SetErr(err)
+	return cmd
+}
+
+func (b *batcher) work() {
+	defer b.wg.Done()
+	batch := make([]*scriptCall, 0, maxBatch)
+	for {
+		select {
+		case c := <-b.calls:
+			batch = append(batch, c)
+		case <-b.stop:
+			return
+		}
+	more: // take what is already waiting, without waiting for more
+		for len(batch) < maxBatch {
+			select {
+			case c := <-b.calls:
+				batch = append(batch, c)
+			default:
+				break more
+			}
+		}
+		b.exec(batch)
+		clear(batch)
+		batch = batch[:0]
+	}
+}
+
+// exec runs batch as one pipeline and answers every call. A NOSCRIPT (Redis restarted or its
+// script cache was flushed) means that script did not run: it is loaded and the calls that
+// failed so are run once more, as PushMany does.
+func (b *batcher) exec(batch []*scriptCall) {
+	// Callers that gave up before a worker took them never get here (run's select); those
+	// that gave up while the batch formed are answered without running.
+	pending := batch[:0]
+	for _, c := range batch {
+		if err := c.ctx.Err(); err != nil {
+			c.reply <- errCmd(c.ctx, err)
+			continue
+		}
+		pending = append(pending, c)
+	}
+	// The pipeline's context is not any caller's: one caller leaving must not fail the others.
+	ctx := context.Background()
+	for attempt := 0; len(pending) > 0; attempt++ {
+		cmds := make([]*redis.Cmd, len(pending))
+		_, _ = b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, c := range pending {
+				cmds[i] = c.script.EvalSha(c.ctx, p, c.keys, c.args...)
+			}
+			return nil
+		})
+		// A pipeline-wide failure (connection lost) is stamped on every command by
+		// go-redis, so each command's own error is what its caller gets.
+		retry := pending[:0]
+		var scripts []*redis.Script
+		for i, c := range pending {
+			if attempt == 0 && redis.HasErrorPrefix(cmds[i].Err(), "NOSCRIPT") {
+				retry = append(retry, c)
+				if !slices.Contains(scripts, c.script) {
+					scripts = append(scripts, c.script)
+				}
+				continue
+			}
+			c.reply <- cmds[i]
+		}
+		for _, s := range scripts {
+			if err := s.Load(ctx, b.rdb).Err(); err != nil {
+				for _, c := range retry {
+					c.reply <- errCmd(c.ctx, err)
+				}
+				return
+			}
+		}
+		pending = retry
+	}
+}

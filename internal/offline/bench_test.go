@@ -1,0 +1,62 @@
+package offline_test
+
+import (
+	"context"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/wsgateway/wsgateway/internal/offline"
+	"github.com/wsgateway/wsgateway/internal/testutil/redistest"
+)
+
+// benchStore is a Redis store on a fresh redis-server, closed at the end of b.
+func benchStore(b *testing.B) *offline.Redis {
+	srv := redistest.Start(b)
+	s := offline.NewRedis(srv.Client(b), redistest.Prefix(b), 100, time.Hour, false)
+	// Close stops the batcher; checked dynamically so that this file also runs on a tree
+	// without one, for before/after figures.
+	if c, ok := any(s).(interface{ Close() }); ok {
+		b.Cleanup(c.Close)
+	}
+	return s
+}
+
+// BenchmarkRedisPush is push-or-store from 64 concurrent callers (as the HTTP API with 64
+// publishers), every push stored: the round trips the batcher shares.
+func BenchmarkRedisPush(b *testing.B) {
+	s := benchStore(b)
+	data := []byte(`{"type":"notification","id":123456,"title":"You have a new message","body":"from alice, 2 min ago"}`)
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.SetParallelism(32) // 64 callers on 2 cores
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := context.Background()
+		for pb.Next() {
+			// 1000 users: the lists stay short (offline-max 100).
+			if _, err := s.Push(ctx, "u"+strconv.FormatInt(next.Add(1)%1000, 10), data); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkRedisDrain is the drain of a connect storm (64 concurrent connects), for users with
+// nothing stored, as most connects are.
+func BenchmarkRedisDrain(b *testing.B) {
+	s := benchStore(b)
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.SetParallelism(32)
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := context.Background()
+		for pb.Next() {
+			if _, err := s.Drain(ctx, "u"+strconv.FormatInt(next.Add(1), 10)); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
