@@ -17,12 +17,18 @@ import (
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
 
-// pipeHook watches the pipelines the batcher sends: how many are in flight (sent, not yet
-// answered) and the longest one.
+// pipeHook watches what the batcher sends: how many commands or pipelines are in flight
+// (sent, not yet answered) and the longest pipeline.
 type pipeHook struct{ inFlight, longest atomic.Int64 }
 
-func (h *pipeHook) DialHook(next redis.DialHook) redis.DialHook          { return next }
-func (h *pipeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *pipeHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *pipeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.inFlight.Add(1)
+		defer h.inFlight.Add(-1)
+		return next(ctx, cmd)
+	}
+}
 func (h *pipeHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		h.inFlight.Add(1)
@@ -79,13 +85,17 @@ func (e *batchEnv) pause(t *testing.T) (unpause func()) {
 	return unpause
 }
 
+// occupiers is how many calls occupy starts: the first one runs on its own goroutine (nothing
+// was in flight), then one per worker.
+const occupiers = 1 + batchWorkers
+
 // occupy makes every batch worker wait on a paused Redis, one pushed call each (the next is
 // started only once the previous one is in flight, so each lands on a free worker). It
 // returns the channel their results arrive on.
 func (e *batchEnv) occupy(t *testing.T) <-chan error {
 	t.Helper()
-	done := make(chan error, batchWorkers)
-	for i := range batchWorkers {
+	done := make(chan error, occupiers)
+	for i := range occupiers {
 		go func() {
 			_, err := e.s.Push(context.Background(), "occupier"+strconv.Itoa(i), []byte("x"))
 			done <- err
@@ -305,7 +315,7 @@ func TestBatchCallerContext(t *testing.T) {
 		t.Fatalf("the caller waited %s for busy workers; want its own deadline (100ms)", took)
 	}
 	unpause()
-	for range batchWorkers {
+	for range occupiers {
 		if err := <-occupied; err != nil {
 			t.Fatalf("occupier: %v", err)
 		}
@@ -358,7 +368,7 @@ func TestBatchClose(t *testing.T) {
 	default:
 	}
 	unpause()
-	for range batchWorkers {
+	for range occupiers {
 		if err := <-occupied; err != nil {
 			t.Errorf("call in flight at Close: %v; want its result", err)
 		}

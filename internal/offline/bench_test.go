@@ -60,3 +60,17 @@ func BenchmarkRedisDrain(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkRedisPushSerial is one caller at a time: the latency a lone push pays (the batcher
+// must not add waiting).
+func BenchmarkRedisPushSerial(b *testing.B) {
+	s := benchStore(b)
+	data := []byte(`{"type":"notification","id":123456,"title":"You have a new message","body":"from alice, 2 min ago"}`)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if _, err := s.Push(ctx, "u"+strconv.Itoa(i%1000), data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
