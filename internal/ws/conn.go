@@ -85,9 +85,11 @@ type Conn struct {
 	lim *rate.Limiter // max-inbound-rate; made at the first inbound frame (overRate)
 	// While parked in the poller no read is pending, so no read deadline can fire: silence
 	// is timed by idle instead, reset by every inbound frame (extendRead); seen is the
-	// time of the last one, in Unix nanoseconds.
+	// time of the last one (Hub.clock). pollShut is set, under the poller's lock, once the
+	// write side closed the socket: the poller must not arm it again (poller.ctl).
 	idle      *time.Timer
 	seen      atomic.Int64
+	pollShut  bool
 	readDone  chan struct{} // closed by end when the read loop returned
 	writeDone chan struct{} // closed by the writer that took the end of the connection
 }
@@ -261,15 +263,17 @@ func (c *Conn) writeLoop() {
 	cfg := &c.hub.cfg
 	var batch, spare []Message
 	for {
-		readerGone := isDone(c.readDone)
 		c.mu.Lock()
+		// Under c.mu: end closes readDone before it looks at c.writing under c.mu, so
+		// either this round sees the reader gone or end sees no writer and runs one.
+		readerGone := isDone(c.readDone)
 		batch, c.queue = c.queue, spare[:0]
 		c.backlog = 0
 		code, text, ping := c.closeCode, c.closeText, c.pingDue
 		c.pingDue = false
 		if code == 0 && !readerGone && len(batch) == 0 && !ping {
 			// Idle: hold no buffers. Anything queued from now on starts a new writer; the
-			// decision and the check in serve both happen under c.mu, so none is missed.
+			// decision and the checks in wakeLocked and end all happen under c.mu.
 			c.queue = nil
 			c.writing = false
 			c.mu.Unlock()
@@ -332,9 +336,19 @@ func isDone(ch <-chan struct{}) bool {
 	}
 }
 
+// largeFrame is the payload size from which a frame no longer fits gorilla's 4 KB write
+// buffer with its header.
+const largeFrame = 4096 - 14
+
 func (c *Conn) write(m *Message) error {
 	if err := c.ws.SetWriteDeadline(c.hub.now().Add(c.hub.cfg.WriteTimeout)); err != nil {
 		return err
+	}
+	if m.prepared == nil && len(m.Data) > largeFrame {
+		// gorilla writes a frame larger than its write buffer as two buffers, which the
+		// deadline wrapper around the socket (deadlineConn) turns into two write calls;
+		// a prepared frame is one.
+		m.prepare()
 	}
 	var err error
 	if m.prepared != nil {
@@ -439,23 +453,39 @@ func (c *Conn) readBurst() {
 }
 
 // expire is the idle timer's callback: a parked connection silent for ping-interval +
-// pong-timeout is dropped, as a read deadline would drop a reading one.
+// pong-timeout is dropped, as a read deadline would drop a reading one. It never returns
+// without either ending the connection or re-arming the timer.
 func (c *Conn) expire() {
 	wait := c.hub.cfg.PingInterval + c.hub.cfg.PongTimeout
-	if c.hub.now().UnixNano()-c.seen.Load() < int64(wait) {
-		return // a frame came in as the timer fired; it was reset
+	if left := wait - c.silence(); left > 0 {
+		c.idle.Reset(left) // a frame came in as the timer fired
+		return
 	}
-	if c.hub.poll.take(c) { // else a burst is reading: its read deadline applies
-		c.setReason(ReasonHeartbeat)
-		c.end()
+	p := c.hub.poll
+	if !p.take(c) {
+		return // a burst is reading: its read deadline applies, and its frames reset the timer
 	}
+	if left := wait - c.silence(); left > 0 {
+		// A burst read a frame and re-armed between the check above and take: keep it.
+		if err := p.add(c); err == nil {
+			c.idle.Reset(left)
+			return
+		}
+	}
+	c.setReason(ReasonHeartbeat)
+	c.end()
+}
+
+// silence is how long ago the last inbound frame arrived (monotonic clock).
+func (c *Conn) silence() time.Duration {
+	return time.Duration(c.hub.clock() - c.seen.Load())
 }
 
 // closeRead closes the socket from the write side (write failure, close grace over) and makes
 // sure the read side ends: a reading goroutine sees the closed socket; a parked connection is
 // taken from the poller and ended here.
 func (c *Conn) closeRead() {
-	took := c.idle != nil && c.hub.poll.take(c)
+	took := c.idle != nil && c.hub.poll.shut(c)
 	c.ws.Close()
 	if took {
 		go c.end() // it waits for the writer calling closeRead
@@ -571,7 +601,7 @@ func (c *Conn) extendRead() {
 	now := c.hub.now()
 	_ = c.ws.SetReadDeadline(now.Add(wait))
 	if c.idle != nil {
-		c.seen.Store(now.UnixNano())
+		c.seen.Store(c.hub.clock())
 		c.idle.Reset(wait)
 	}
 }

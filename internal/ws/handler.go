@@ -127,7 +127,9 @@ func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // readBufferSize is the read buffer of a /ws connection: a frame header, a control frame or
-// a small message fits; larger payloads are read straight into the message.
+// a small message fits; larger payloads are read straight into the message. It must stay
+// above 256 bytes, and the upgrader's ReadBufferSize 0: only then does gorilla read through
+// this reader (gorilla server.go), which Conn.readControl and readBurst rely on.
 const readBufferSize = 512
 
 // ownReader hands gorilla a bufio.Reader of our making at the hijack, instead of net/http's
@@ -170,13 +172,15 @@ type deadlineConn struct {
 var unsetDeadline = time.Unix(1, 0)
 
 func (d *deadlineConn) SetWriteDeadline(t time.Time) error {
+	r := t // the rounded deadline, wall clock only (Truncate drops the monotonic reading)
 	if !t.IsZero() && d.step > 0 {
-		t = t.Add(d.step - 1).Truncate(d.step)
+		r = t.Add(d.step - 1).Truncate(d.step)
+		t = t.Add(r.Sub(t)) // the same instant, keeping t's monotonic reading for the socket
 	}
-	if t.Equal(d.last) {
+	if r.Equal(d.last) {
 		return nil
 	}
-	d.last = t
+	d.last = r
 	return d.Conn.SetWriteDeadline(t)
 }
 

@@ -110,6 +110,7 @@ type Hub struct {
 	pollMu  sync.Mutex
 	poll    *poller
 	pollErr error
+	born    time.Time // for clock
 }
 
 type shard struct {
@@ -177,7 +178,7 @@ func NewHub(cfg Config, d Deps) *Hub {
 	h := &Hub{
 		cfg: cfg, bus: d.Bus, store: d.Store, upstream: d.Upstream,
 		obs: d.Observer, log: d.Logger, now: d.Now, seed: maphash.MakeSeed(),
-		stopping: make(chan struct{}),
+		stopping: make(chan struct{}), born: time.Now(),
 	}
 	if h.obs == nil {
 		h.obs = nopObserver{}
@@ -205,7 +206,9 @@ func NewHub(cfg Config, d Deps) *Hub {
 					return // Shutdown closes every connection; no more pings
 				}
 				h.pingShard(sh)
-				t.Reset(cfg.PingInterval)
+				if !h.draining.Load() {
+					t.Reset(cfg.PingInterval)
+				}
 			})
 			t.Reset(first) // after t is set: the callback uses it
 			h.pingers[i] = t
@@ -236,7 +239,7 @@ func (h *Hub) prepark(c *Conn) bool {
 		return false
 	}
 	wait := h.cfg.PingInterval + h.cfg.PongTimeout
-	c.seen.Store(h.now().UnixNano())
+	c.seen.Store(h.clock())
 	c.idle = time.AfterFunc(wait, c.expire)
 	return true
 }
@@ -251,6 +254,10 @@ func (h *Hub) park(c *Conn) bool {
 	}
 	return true
 }
+
+// clock is the monotonic time since the hub was made, in nanoseconds: the idle timers' base,
+// which a step of the wall clock cannot move.
+func (h *Hub) clock() int64 { return int64(time.Since(h.born)) }
 
 // stopPoll stops the poller once every connection ended (Shutdown).
 func (h *Hub) stopPoll() {

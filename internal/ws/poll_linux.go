@@ -4,6 +4,7 @@ package ws
 
 import (
 	"errors"
+	"net"
 	"sync"
 	"syscall"
 
@@ -30,9 +31,10 @@ type poller struct {
 	epfd int
 	wake int // an eventfd in the set: written by stop to end epoll_wait
 
-	mu    sync.Mutex
-	armed map[uint64]*Conn // conn id → connection waiting in the set
-	done  chan struct{}    // closed when run returned
+	mu       sync.Mutex
+	armed    map[uint64]*Conn // conn id → connection waiting in the set; nil once stopped
+	done     chan struct{}    // closed when run returned
+	stopOnce sync.Once
 }
 
 // errPollStopped is returned by rearm after stop: the caller ends the connection itself.
@@ -70,7 +72,10 @@ func (p *poller) run() {
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
-			return // EBADF after stop closed the set, or a bug: either way nothing to poll
+			// Not expected (stop wakes us through the eventfd): give every armed connection
+			// back to a reader goroutine rather than leave it unread.
+			p.handBack()
+			return
 		}
 		for i := range events[:n] {
 			ev := &events[i]
@@ -98,6 +103,9 @@ func (p *poller) rearm(c *Conn) error { return p.ctl(c, unix.EPOLL_CTL_MOD) }
 func (p *poller) ctl(c *Conn, op int) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if c.pollShut {
+		return net.ErrClosed // the write side closed the socket (shut): nobody arms it again
+	}
 	if p.armed == nil {
 		return errPollStopped
 	}
@@ -135,18 +143,35 @@ func (p *poller) take(c *Conn) bool {
 	return true
 }
 
-// stop ends run and closes the set. Connections still armed are handed back to their own
-// goroutine (Conn.serve), so none is left without a reader.
+// shut is take for a socket the write side is about to close (Conn.closeRead): it also
+// marks c so that a burst's rearm, or the handler's add, cannot arm it afterwards, when the
+// closed socket would never report an event again.
+func (p *poller) shut(c *Conn) bool {
+	p.mu.Lock()
+	c.pollShut = true
+	p.mu.Unlock()
+	return p.take(c)
+}
+
+// stop ends run and closes the set, once. Connections still armed are handed back to their
+// own goroutine (Conn.serve), so none is left without a reader.
 func (p *poller) stop() {
+	p.stopOnce.Do(func() {
+		p.handBack()
+		var one = [8]byte{1}
+		_, _ = unix.Write(p.wake, one[:])
+		<-p.done
+		unix.Close(p.epfd)
+		unix.Close(p.wake)
+	})
+}
+
+// handBack stops arming and starts a reader goroutine for every armed connection.
+func (p *poller) handBack() {
 	p.mu.Lock()
 	left := p.armed
 	p.armed = nil
 	p.mu.Unlock()
-	var one = [8]byte{1}
-	_, _ = unix.Write(p.wake, one[:])
-	<-p.done
-	unix.Close(p.epfd)
-	unix.Close(p.wake)
 	for _, c := range left {
 		go c.serve()
 	}

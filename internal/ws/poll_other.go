@@ -16,5 +16,6 @@ func newPoller() (*poller, error) { return nil, errors.New("ws: no epoll on this
 func (*poller) add(*Conn) error   { return errPollStopped }
 func (*poller) rearm(*Conn) error { return errPollStopped }
 func (*poller) take(*Conn) bool   { return false }
+func (*poller) shut(*Conn) bool   { return false }
 func (*poller) stop()             {}
 func rawConn(any) syscall.RawConn { return nil }
