@@ -20,7 +20,7 @@ import (
 // Sockets are registered EPOLLONESHOT: after an event nothing more is reported until the
 // burst re-arms, so at most one goroutine reads a connection, which is gorilla's one-reader
 // rule. Who owns a connection's read side is decided by the armed map: the poller, the
-// heartbeat reaper (Hub.pingShard) and a writer closing the socket (Conn.closeRead) each take
+// idle timer (Conn.expire) and a writer closing the socket (Conn.closeRead) each take
 // a connection out of it before acting, and only one of them can.
 //
 // Go's own netpoller keeps the same sockets in its own epoll set, edge-triggered; the two do

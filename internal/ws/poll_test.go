@@ -2,13 +2,19 @@ package ws_test
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"net"
 	"os"
 	"runtime"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/wsgateway/wsgateway/internal/config"
+	"github.com/wsgateway/wsgateway/internal/server"
 	"github.com/wsgateway/wsgateway/internal/ws"
 )
 
@@ -174,4 +180,78 @@ func TestParkedConnectionClosedByPeer(t *testing.T) {
 	}
 	c.NetConn().Close()
 	waitUntil(t, "connection released", func() bool { return srv.Hub().Conns() == 0 })
+}
+
+// Every connection gets a ping per ping-interval from the shard timers, the first within one
+// interval, and the first pings are spread over the interval. (That a round pings only its
+// slot of a shard is TestPingRoundsPartitionTheShard.)
+func TestPingsSpreadOverInterval(t *testing.T) {
+	cfg := config.Default()
+	cfg.Dev = true
+	cfg.Addr = "127.0.0.1:0"
+	cfg.PingInterval = 640 * time.Millisecond // 10 rounds per shard per interval
+	srv, err := server.New(cfg, server.Options{CloseGrace: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	const n = 20
+	type pinged struct {
+		mu    sync.Mutex
+		times []time.Time
+	}
+	ps := make([]*pinged, n)
+	began := time.Now()
+	for i := range ps {
+		c := dialRaw(t, srv.Addr(), fmt.Sprintf("pinged%d", i))
+		p := &pinged{}
+		ps[i] = p
+		c.SetPingHandler(func(data string) error {
+			p.mu.Lock()
+			p.times = append(p.times, time.Now())
+			p.mu.Unlock()
+			return c.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(10*time.Second))
+		})
+		go func() {
+			for {
+				if _, _, err := c.ReadMessage(); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	// Three intervals: every connection gets its first ping within one and then one per
+	// interval; a loaded machine may delay a round, so the bounds are loose.
+	waitUntil(t, "two pings on every connection", func() bool {
+		for _, p := range ps {
+			p.mu.Lock()
+			k := len(p.times)
+			p.mu.Unlock()
+			if k < 2 {
+				return false
+			}
+		}
+		return true
+	})
+	var firsts []time.Duration
+	for i, p := range ps {
+		p.mu.Lock()
+		k, first := len(p.times), p.times[0].Sub(began)
+		p.mu.Unlock()
+		if k > 2+int(time.Since(began)/cfg.PingInterval)+1 {
+			t.Fatalf("connection %d got %d pings within %v, more than one per %v", i, k, time.Since(began), cfg.PingInterval)
+		}
+		firsts = append(firsts, first)
+	}
+	slices.Sort(firsts)
+	if spread := firsts[len(firsts)-1] - firsts[0]; spread < cfg.PingInterval/10 {
+		t.Fatalf("first pings of %d connections all within %v: not spread over the interval", n, spread)
+	}
 }
