@@ -299,7 +299,7 @@ func (c *Conn) writeLoop() {
 		if ping {
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, c.hub.now().Add(cfg.WriteTimeout)); err != nil {
 				c.putBack(batch)
-				c.fail()
+				c.fail(err)
 				return
 			}
 		}
@@ -310,7 +310,7 @@ func (c *Conn) writeLoop() {
 			}
 			if err := c.write(&batch[i]); err != nil {
 				c.putBack(batch[i:])
-				c.fail()
+				c.fail(err)
 				return
 			}
 		}
@@ -320,8 +320,16 @@ func (c *Conn) writeLoop() {
 }
 
 // fail ends the connection after a write error: the socket is closed, which ends the read
-// loop; serve then stores what is left. c.writing stays set, so no writer starts again.
-func (c *Conn) fail() {
+// loop; end then stores what is left. c.writing stays set, so no writer starts again.
+func (c *Conn) fail(err error) {
+	if errors.Is(err, websocket.ErrCloseSent) {
+		// gorilla answered a protocol violation (1002, 1009) with its own close frame; the
+		// reader ends with that error, and end closes the socket without a reset that could
+		// destroy that frame (closeSocket). Closing it here would skip that.
+		c.setReason(ReasonProtocol)
+		close(c.writeDone)
+		return
+	}
 	c.setReason(ReasonError)
 	c.closeRead()
 	close(c.writeDone)
