@@ -31,11 +31,18 @@ const window = 128
 
 func startServer(tb testing.TB) *server.Server {
 	tb.Helper()
+	return startServerWith(tb, func(*config.Config) {})
+}
+
+// startServerWith is startServer with the settings changed by edit before the start.
+func startServerWith(tb testing.TB, edit func(*config.Config)) *server.Server {
+	tb.Helper()
 	cfg := config.Default()
 	cfg.Dev = true
 	cfg.Addr = "127.0.0.1:0"
 	cfg.NodeID = "bench"
 	cfg.ShutdownGrace = 10 * time.Second
+	edit(&cfg)
 	srv, err := server.New(cfg, server.Options{CloseGrace: 100 * time.Millisecond})
 	if err != nil {
 		tb.Fatalf("server.New: %v", err)

@@ -2,7 +2,6 @@ package ws_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"net"
 	"os"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/wsgateway/wsgateway/internal/config"
-	"github.com/wsgateway/wsgateway/internal/server"
 	"github.com/wsgateway/wsgateway/internal/ws"
 )
 
@@ -186,22 +184,8 @@ func TestParkedConnectionClosedByPeer(t *testing.T) {
 // interval, and the first pings are spread over the interval. (That a round pings only its
 // slot of a shard is TestPingRoundsPartitionTheShard.)
 func TestPingsSpreadOverInterval(t *testing.T) {
-	cfg := config.Default()
-	cfg.Dev = true
-	cfg.Addr = "127.0.0.1:0"
-	cfg.PingInterval = 640 * time.Millisecond // 10 rounds per shard per interval
-	srv, err := server.New(cfg, server.Options{CloseGrace: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
+	interval := 640 * time.Millisecond // 10 rounds per shard per interval
+	srv := startServerWith(t, func(c *config.Config) { c.PingInterval = interval })
 	const n = 20
 	type pinged struct {
 		mu    sync.Mutex
@@ -245,13 +229,13 @@ func TestPingsSpreadOverInterval(t *testing.T) {
 		p.mu.Lock()
 		k, first := len(p.times), p.times[0].Sub(began)
 		p.mu.Unlock()
-		if k > 2+int(time.Since(began)/cfg.PingInterval)+1 {
-			t.Fatalf("connection %d got %d pings within %v, more than one per %v", i, k, time.Since(began), cfg.PingInterval)
+		if k > 2+int(time.Since(began)/interval)+1 {
+			t.Fatalf("connection %d got %d pings within %v, more than one per %v", i, k, time.Since(began), interval)
 		}
 		firsts = append(firsts, first)
 	}
 	slices.Sort(firsts)
-	if spread := firsts[len(firsts)-1] - firsts[0]; spread < cfg.PingInterval/10 {
+	if spread := firsts[len(firsts)-1] - firsts[0]; spread < interval/10 {
 		t.Fatalf("first pings of %d connections all within %v: not spread over the interval", n, spread)
 	}
 }
