@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -680,44 +679,14 @@ func (n *node) launch() error {
 	if n.proc != nil {
 		return errors.New("already running")
 	}
-	logFile, err := os.OpenFile(n.logPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	defer logFile.Close() // the child has its own copy
-	fmt.Fprintf(logFile, "--- redistest: starting %s on %s at %s ---\n", n.name, n.addr, time.Now().Format(time.RFC3339Nano))
-	logOffset, err := logFile.Seek(0, io.SeekEnd)
-	if err != nil {
-		return err
-	}
 	cmd := exec.Command(n.bin, append([]string{n.confPath()}, n.args...)...)
 	cmd.Dir = n.dir
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	p, err := proc.Start(cmd, false)
+	p, err := startRedis(cmd, n.logPath(), n.name, n.addr)
 	if err != nil {
 		return err
 	}
-	deadline := time.Now().Add(startTimeout)
-	interval := 5 * time.Millisecond
-	for {
-		if p.Exited() {
-			if bytes.Contains(readFrom(n.logPath(), logOffset), []byte("Address already in use")) {
-				return fmt.Errorf("%s: %w", n.addr, errPortBusy)
-			}
-			return fmt.Errorf("redis-server exited during start-up: %v", p.Err())
-		}
-		if ping(n.addr) {
-			n.proc = p
-			return nil
-		}
-		if time.Now().After(deadline) {
-			_, _ = p.Stop(syscall.SIGKILL, 0)
-			return fmt.Errorf("no PONG from %s within %v", n.addr, startTimeout)
-		}
-		time.Sleep(interval)
-		interval = min(interval*2, 100*time.Millisecond)
-	}
+	n.proc = p
+	return nil
 }
 
 // stop signals the process and waits; see proc.Process.Stop. It also closes

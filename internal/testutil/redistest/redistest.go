@@ -183,19 +183,6 @@ func (s *Server) launch() error {
 		return err
 	}
 
-	// The log is appended to across restarts, so a failure message shows
-	// what happened before it too; logOffset marks where this launch begins.
-	logFile, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	defer logFile.Close() // the child has its own copy of the descriptor
-	fmt.Fprintf(logFile, "--- redistest: starting redis-server on %s at %s ---\n", s.Addr, time.Now().Format(time.RFC3339Nano))
-	logOffset, err := logFile.Seek(0, io.SeekEnd)
-	if err != nil {
-		return err
-	}
-
 	cmd := exec.Command(s.bin,
 		"--port", port,
 		"--bind", "127.0.0.1",
@@ -211,29 +198,49 @@ func (s *Server) launch() error {
 		"--save", "",
 	)
 	cmd.Dir = s.Dir
+	p, err := startRedis(cmd, s.logPath, "redis-server", s.Addr)
+	if err != nil {
+		return err
+	}
+	s.proc = p
+	return nil
+}
+
+// startRedis runs cmd (a redis-server) with its output appended to logPath and waits until
+// addr answers PING. The log is appended to across restarts, so a failure message shows what
+// happened before it too; the port-in-use check reads only what this start wrote.
+func startRedis(cmd *exec.Cmd, logPath, what, addr string) (*proc.Process, error) {
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close() // the child has its own copy of the descriptor
+	fmt.Fprintf(logFile, "--- redistest: starting %s on %s at %s ---\n", what, addr, time.Now().Format(time.RFC3339Nano))
+	logOffset, err := logFile.Seek(0, io.SeekEnd)
+	if err != nil {
+		return nil, err
+	}
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	p, err := proc.Start(cmd, false)
 	if err != nil {
-		return err
+		return nil, err
 	}
-
 	deadline := time.Now().Add(startTimeout)
 	interval := 5 * time.Millisecond
 	for {
 		if p.Exited() {
-			if bytes.Contains(s.logSince(logOffset), []byte("Address already in use")) {
-				return fmt.Errorf("%s: %w", s.Addr, errPortBusy)
+			if bytes.Contains(readFrom(logPath, logOffset), []byte("Address already in use")) {
+				return nil, fmt.Errorf("%s: %w", addr, errPortBusy)
 			}
-			return fmt.Errorf("redis-server exited during start-up: %v", p.Err())
+			return nil, fmt.Errorf("redis-server exited during start-up: %v", p.Err())
 		}
-		if ping(s.Addr) {
-			s.proc = p
-			return nil
+		if ping(addr) {
+			return p, nil
 		}
 		if time.Now().After(deadline) {
 			_, _ = p.Stop(syscall.SIGKILL, 0)
-			return fmt.Errorf("no PONG from %s within %v", s.Addr, startTimeout)
+			return nil, fmt.Errorf("no PONG from %s within %v", addr, startTimeout)
 		}
 		time.Sleep(interval)
 		interval = min(interval*2, 100*time.Millisecond)
@@ -296,14 +303,6 @@ func freePort() (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-func (s *Server) logSince(offset int64) []byte {
-	b, err := os.ReadFile(s.logPath)
-	if err != nil || offset > int64(len(b)) {
-		return nil
-	}
-	return b[offset:]
 }
 
 // logTail returns the last lines of redis.log for a failure message.
