@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 
 	"github.com/gin-gonic/gin"
@@ -22,10 +23,20 @@ const MaxBody = 1 << 20
 // MaxUsers is the most user ids one push may name.
 const MaxUsers = 1000
 
-// Pusher delivers to users and stores offline for those with no live connection.
+// Pusher numbers a message for each user, keeps it in the user's inbox and delivers it live
+// where the user is connected. id, when not empty, makes the push idempotent per user.
 type Pusher interface {
-	Push(ctx context.Context, user string, data []byte) (online bool, err error)
-	PushMany(ctx context.Context, users []string, data []byte) (online []bool, err error)
+	Push(ctx context.Context, user string, data []byte, id string) (PushResult, error)
+	// PushMany answers each user on its own: a user whose push failed gets Err.
+	PushMany(ctx context.Context, users []string, data []byte, id string) []PushResult
+}
+
+// PushResult is the outcome of a push to one user.
+type PushResult struct {
+	Seq       int64 // the message's number for the user
+	Online    bool  // a node took it live
+	Duplicate bool  // the id was used before: nothing was stored or sent
+	Err       error
 }
 
 // Bus carries the cluster-wide operations.
@@ -87,12 +98,7 @@ type pushRequest struct {
 	UserID  string          `json:"user_id"`
 	UserIDs []string        `json:"user_ids"`
 	Data    json.RawMessage `json:"data"`
-}
-
-type pushResult struct {
-	UserID string `json:"user_id"`
-	Online bool   `json:"online"`
-	Queued bool   `json:"queued"`
+	ID      string          `json:"id"`
 }
 
 // bodyPool holds the buffers request bodies are read into. Nothing decoded from a body
@@ -184,52 +190,70 @@ func (a *api) push(c *gin.Context) {
 		a.fail(c, http.StatusBadRequest, msg)
 		return
 	}
-	data := []byte(req.Data)
-	var online []bool
-	var err error
-	if len(users) == 1 {
-		var o bool
-		o, err = a.Pusher.Push(c.Request.Context(), users[0], data)
-		online = []bool{o}
-	} else {
-		online, err = a.Pusher.PushMany(c.Request.Context(), users, data)
-	}
-	if err != nil {
-		a.fail(c, http.StatusServiceUnavailable, "redis unavailable, nothing was accepted")
+	if req.ID != "" && !a.ValidUser(req.ID) {
+		a.fail(c, http.StatusBadRequest, "id must be 1-128 bytes of A-Z a-z 0-9 _ . : @ -")
 		return
 	}
-	queued := 0
-	for _, o := range online {
-		if !o {
-			queued++
+	data := []byte(req.Data)
+	var results []PushResult
+	if len(users) == 1 {
+		r, err := a.Pusher.Push(c.Request.Context(), users[0], data, req.ID)
+		r.Err = err
+		results = []PushResult{r}
+	} else {
+		results = a.Pusher.PushMany(c.Request.Context(), users, data, req.ID)
+	}
+	accepted, queued := 0, 0
+	for _, r := range results {
+		if r.Err == nil {
+			accepted++
+			if !r.Online && !r.Duplicate {
+				queued++
+			}
 		}
+	}
+	if accepted == 0 {
+		a.fail(c, http.StatusServiceUnavailable, "redis unavailable, nothing was accepted")
+		return
 	}
 	if queued > 0 && a.Observer != nil {
 		a.Observer.StoredOffline(queued)
 	}
-	writeResults(c, users, online)
+	writeResults(c, users, results)
 }
 
 // jsonContentType is what gin's c.JSON sends.
 var jsonContentType = []string{"application/json; charset=utf-8"}
 
-// writeResults answers 200 {"results": [{"user_id": …, "online": …, "queued": …}, …]}, the
-// bytes json.Marshal would produce for []pushResult, built by hand: user ids are valid ids
-// (A-Z a-z 0-9 _ . : @ -, auth.ValidUserID), so none needs escaping.
-func writeResults(c *gin.Context, users []string, online []bool) {
+// writeResults answers 200 {"results": [{"user_id": …, "seq": …, "online": …, "queued": …}, …]}
+// (with "duplicate": true for a repeated id, or only "error" for a user whose push failed),
+// built by hand: user ids are valid ids (A-Z a-z 0-9 _ . : @ -, auth.ValidUserID), so none
+// needs escaping. "queued" means no node took it live: it waits in the user's inbox.
+func writeResults(c *gin.Context, users []string, results []PushResult) {
 	buf := bodyPool.Get().(*bytes.Buffer)
 	buf.WriteString(`{"results":[`)
 	for i, u := range users {
+		r := results[i]
 		if i > 0 {
 			buf.WriteByte(',')
 		}
 		buf.WriteString(`{"user_id":"`)
 		buf.WriteString(u)
-		if online[i] {
-			buf.WriteString(`","online":true,"queued":false}`)
-		} else {
-			buf.WriteString(`","online":false,"queued":true}`)
+		if r.Err != nil {
+			buf.WriteString(`","error":"redis unavailable, not accepted"}`)
+			continue
 		}
+		buf.WriteString(`","seq":`)
+		buf.Write(strconv.AppendInt(buf.AvailableBuffer(), r.Seq, 10))
+		switch {
+		case r.Duplicate:
+			buf.WriteString(`,"online":false,"queued":false,"duplicate":true`)
+		case r.Online:
+			buf.WriteString(`,"online":true,"queued":false`)
+		default:
+			buf.WriteString(`,"online":false,"queued":true`)
+		}
+		buf.WriteByte('}')
 	}
 	buf.WriteString(`]}`)
 	h := c.Writer.Header()

@@ -26,8 +26,8 @@ import (
 //
 // Topology: every TopologyInterval (and whenever a shard's connection fails) Cluster reads the
 // slot map; users whose slot moved (resharding, failover) are subscribed on their new owner
-// and unsubscribed from the old one, and the hub drains their offline lists, because a push
-// made in between found no subscriber and was stored.
+// and unsubscribed from the old one, and the hub's connections re-read their inboxes (Resync),
+// because what was published in between reached no subscriber of theirs.
 type Cluster struct {
 	cc      *redis.ClusterClient
 	opt     RedisOptions
@@ -309,7 +309,7 @@ func (c *Cluster) sync(ctx context.Context) error {
 	}
 	if len(moves)-failed > 0 || len(retired) > 0 {
 		c.classic.log.Info("cluster topology changed", "users_moved", len(moves)-failed, "shards", len(masters))
-		c.h.Resubscribed()
+		c.h.Resync()
 	}
 	if failed > 0 {
 		c.kickSoon(ctx)

@@ -7,7 +7,7 @@ import (
 
 // Memory is the single-node bus: subscriptions are a set, publishing calls the handler.
 //
-// Lock order: offline.Memory's lock → Memory.mu → the hub's shard locks. Publish delivers
+// Lock order: inbox.Memory's lock → Memory.mu → the hub's shard locks. Publish delivers
 // while holding mu so that a publish and an unsubscribe of the same user never interleave:
 // a message either reaches the hub before the unsubscribe returns or finds no subscriber.
 type Memory struct {
@@ -42,15 +42,15 @@ func (m *Memory) Unsubscribe(_ context.Context, user string) error {
 	return nil
 }
 
-// Publish delivers data to user and returns the number of receivers (0 or 1 node), like
-// Redis PUBLISH.
-func (m *Memory) Publish(user string, data []byte) int {
+// Publish delivers message seq of user (0: unnumbered) and returns the number of receivers
+// (0 or 1 node), like Redis PUBLISH.
+func (m *Memory) Publish(user string, seq int64, data []byte) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.subs[user]; !ok || m.h == nil {
 		return 0
 	}
-	m.h.Deliver(user, data)
+	m.h.Deliver(user, seq, data)
 	return 1
 }
 

@@ -354,19 +354,13 @@ func (r *Redis) run(ctx context.Context) {
 		}
 		r.ready.Store(true)
 		if !first {
-			r.log.Info("redis pub/sub re-established; draining offline lists of held users")
-			r.h.Resubscribed()
+			r.log.Info("redis pub/sub re-established; connections check their inboxes")
+			r.h.Resync()
 		}
 		first = false
 		lost := r.supervise(ctx, g)
 		r.ready.Store(false)
-		if !lost && ctx.Err() == nil {
-			r.h.PubSubLost() // the probe failed: the link is wedged
-		}
 		r.retire(g, lost && ctx.Err() == nil)
-		if ctx.Err() == nil {
-			r.h.PubSubQuiet()
-		}
 		if ctx.Err() == nil {
 			r.obs.PubSubReconnect()
 		}
@@ -551,12 +545,7 @@ func (r *Redis) receive(g *generation) {
 			if errors.Is(err, redis.ErrClosed) {
 				return // closeGen closed it
 			}
-			g.lostOnce.Do(func() {
-				// Before anything else arrives on the redialled connection: from here on live
-				// messages are newer than what the outage stores offline.
-				r.h.PubSubLost()
-				close(g.lost)
-			})
+			g.lostOnce.Do(func() { close(g.lost) })
 			// Each Receive redials while Redis is away; closeGen ends this soon anyway.
 			time.Sleep(20 * time.Millisecond)
 			continue
@@ -611,7 +600,8 @@ func (r *Redis) dispatch(m *redis.Message) {
 		}
 	default:
 		if user, ok := strings.CutPrefix(m.Channel, r.user); ok && strings.HasSuffix(user, "}") {
-			r.h.Deliver(user[:len(user)-1], []byte(m.Payload))
+			seq, data := ParseNumbered([]byte(m.Payload))
+			r.h.Deliver(user[:len(user)-1], seq, data)
 		}
 	}
 }

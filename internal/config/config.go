@@ -49,6 +49,8 @@ type Config struct {
 
 	OfflineMax int
 	OfflineTTL time.Duration
+	ResumeTTL  time.Duration
+	DedupTTL   time.Duration
 
 	ShutdownGrace time.Duration
 	NodeID        string
@@ -80,6 +82,8 @@ func Default() Config {
 		MaxConnsPerUser:  16,
 		OfflineMax:       1000,
 		OfflineTTL:       168 * time.Hour,
+		ResumeTTL:        5 * time.Minute,
+		DedupTTL:         10 * time.Minute,
 		ShutdownGrace:    30 * time.Second,
 		LogFormat:        "json",
 		LogLevel:         "info",
@@ -121,8 +125,10 @@ func Parse(args []string, environ []string, output io.Writer) (Config, error) {
 	fs.Int64Var(&c.MaxMessageBytes, "max-message-bytes", c.MaxMessageBytes, "largest inbound frame/message; larger → close 1009")
 	fs.IntVar(&c.SendQueue, "send-queue", c.SendQueue, "messages buffered per connection before it counts as a slow consumer")
 	fs.IntVar(&c.MaxConnsPerUser, "max-conns-per-user", c.MaxConnsPerUser, "further connects of that user get HTTP 429")
-	fs.IntVar(&c.OfflineMax, "offline-max", c.OfflineMax, "offline messages kept per user (oldest dropped beyond it)")
-	fs.DurationVar(&c.OfflineTTL, "offline-ttl", c.OfflineTTL, "an offline list expires this long after its last push")
+	fs.IntVar(&c.OfflineMax, "offline-max", c.OfflineMax, "messages kept per user in the inbox (oldest dropped beyond it)")
+	fs.DurationVar(&c.OfflineTTL, "offline-ttl", c.OfflineTTL, "a user's inbox expires this long after its last push")
+	fs.DurationVar(&c.ResumeTTL, "resume-ttl", c.ResumeTTL, "how long a message stays available to since= after it was acknowledged")
+	fs.DurationVar(&c.DedupTTL, "dedup-ttl", c.DedupTTL, "how long a push id is remembered for de-duplication")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "how long SIGTERM drains before exiting")
 	fs.StringVar(&c.NodeID, "node-id", "", "shown in logs, metrics and /readyz (default hostname + random suffix)")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "json or text")
@@ -237,6 +243,7 @@ func (c *Config) Validate() error {
 	}{
 		{"ping-interval", c.PingInterval}, {"pong-timeout", c.PongTimeout},
 		{"write-timeout", c.WriteTimeout}, {"offline-ttl", c.OfflineTTL},
+		{"resume-ttl", c.ResumeTTL}, {"dedup-ttl", c.DedupTTL},
 		{"handshake-timeout", c.HandshakeTimeout},
 	}
 	for _, p := range positive {
@@ -247,8 +254,13 @@ func (c *Config) Validate() error {
 	if c.ShutdownGrace < 0 {
 		return fmt.Errorf("shutdown-grace: must not be negative, got %s", c.ShutdownGrace)
 	}
-	if c.OfflineTTL < time.Second {
-		return fmt.Errorf("offline-ttl: must be at least 1s, got %s", c.OfflineTTL)
+	for _, p := range []struct {
+		name string
+		d    time.Duration
+	}{{"offline-ttl", c.OfflineTTL}, {"resume-ttl", c.ResumeTTL}, {"dedup-ttl", c.DedupTTL}} {
+		if p.d < time.Second {
+			return fmt.Errorf("%s: must be at least 1s, got %s", p.name, p.d)
+		}
 	}
 	counts := []struct {
 		name string

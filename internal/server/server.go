@@ -23,7 +23,7 @@ import (
 	"github.com/wsgateway/wsgateway/internal/bus"
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/metrics"
-	"github.com/wsgateway/wsgateway/internal/offline"
+	"github.com/wsgateway/wsgateway/internal/inbox"
 	"github.com/wsgateway/wsgateway/internal/web"
 	"github.com/wsgateway/wsgateway/internal/ws"
 )
@@ -54,12 +54,6 @@ type fanout interface {
 	Close() error
 }
 
-// store is what the server needs from either offline store.
-type store interface {
-	ws.Store
-	api.Pusher
-}
-
 // Server is one gateway process.
 type Server struct {
 	cfg     config.Config
@@ -84,8 +78,6 @@ var (
 	_ fanout      = (*bus.Redis)(nil)
 	_ fanout      = (*bus.Cluster)(nil)
 	_ ws.Upstream = (*bus.Cluster)(nil)
-	_ store       = (*offline.Memory)(nil)
-	_ store       = (*offline.Redis)(nil)
 	_ bus.Handler = (*ws.Hub)(nil)
 	_ ws.Observer = (*metrics.Metrics)(nil)
 	_ ws.Upstream = (*bus.Redis)(nil)
@@ -118,10 +110,11 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		}
 		s.rdb = rdb
 		_, cluster := rdb.(*redis.ClusterClient)
-		rstore := offline.NewRedis(rdb, cfg.KeyPrefix, cfg.OfflineMax, cfg.OfflineTTL, cluster)
-		if cfg.RedisWaitReplicas > 0 {
-			rstore.RequireReplicas(cfg.RedisWaitReplicas, cfg.RedisWaitTimeout)
-		}
+		rstore := inbox.NewRedis(rdb, inbox.Options{
+			Prefix: cfg.KeyPrefix, Max: cfg.OfflineMax, TTL: cfg.OfflineTTL, ResumeTTL: cfg.ResumeTTL,
+			DedupTTL: cfg.DedupTTL, Sharded: cluster,
+			WaitReplicas: cfg.RedisWaitReplicas, WaitTimeout: cfg.RedisWaitTimeout,
+		})
 		bopt := bus.RedisOptions{
 			Prefix: cfg.KeyPrefix, NodeID: cfg.NodeID, Logger: log, Observer: s.metrics,
 			ProbeInterval: opt.ProbeInterval, ProbeTimeout: opt.ProbeTimeout,
@@ -142,7 +135,9 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	} else {
 		b := bus.NewMemory()
 		s.bus, startBus = b, b.Start
-		s.store = offline.NewMemory(b.Publish, cfg.OfflineMax, cfg.OfflineTTL, nil)
+		s.store = inbox.NewMemory(b.Publish, inbox.Options{
+			Max: cfg.OfflineMax, TTL: cfg.OfflineTTL, ResumeTTL: cfg.ResumeTTL, DedupTTL: cfg.DedupTTL,
+		}, nil)
 	}
 
 	s.hub = ws.NewHub(ws.Config{
@@ -158,7 +153,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		MaxConns:        cfg.MaxConns,
 		MaxConnsPerIP:   cfg.MaxConnsPerIP,
 		CloseGrace:      opt.CloseGrace,
-	}, ws.Deps{Bus: s.bus, Store: s.store, Upstream: upstream, Observer: s.metrics, Logger: log})
+	}, ws.Deps{Bus: s.bus, Inbox: hubInbox{s.store}, Upstream: upstream, Observer: s.metrics, Logger: log})
 	startBus(s.hub)
 
 	bodyTimeout := opt.APIBodyTimeout
@@ -205,7 +200,7 @@ func (s *Server) routes(verifier *auth.Verifier) http.Handler {
 		checkKey = auth.NewAPIKeys(s.cfg.APIKeys).CheckHeader
 	}
 	api.Register(r, api.Options{
-		Pusher: s.store, Bus: s.bus, CheckKey: checkKey, ValidUser: auth.ValidUserID, Observer: s.metrics,
+		Pusher: apiPusher{s.store}, Bus: s.bus, CheckKey: checkKey, ValidUser: auth.ValidUserID, Observer: s.metrics,
 	})
 	if s.cfg.ServeDemo() {
 		page := gin.WrapH(web.Handler())
@@ -364,7 +359,7 @@ func (s *Server) shutdown(ctx context.Context) error {
 
 func (s *Server) closeBackends() {
 	_ = s.bus.Close()
-	if rs, ok := s.store.(*offline.Redis); ok {
+	if rs, ok := s.store.(*inbox.Redis); ok {
 		rs.Close() // its batch workers, which use the client closed next
 	}
 	if s.rdb != nil {

@@ -2,12 +2,14 @@ package ws
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -58,20 +60,30 @@ type Conn struct {
 	br     *bufio.Reader
 	raw    syscall.RawConn // the socket, for the poller's epoll_ctl calls; nil: no poller
 	opened time.Time
+	v1     bool // speaks wsgateway.v1: numbered frames, acks (set before the upgrade)
+
+	// Guarded by the hub's shard lock of user (fill.go): pos is the highest number given to
+	// this connection; while filling, it is catching up from the inbox and live messages wait
+	// in pending.
+	pos     int64
+	filling bool
+	pending []Message
+
+	// written is the highest number the writer sent (set by the writer, read by the reader
+	// to check acks).
+	written atomic.Int64
 
 	mu sync.Mutex
-	// queue holds what is waiting for the writer, oldest first. Its head may be the offline
-	// backlog (backlog messages), which does not count against the send-queue limit.
+	// queue holds what is waiting for the writer, oldest first. Its head may be a catch-up
+	// from the inbox (backlog messages), which does not count against the send-queue limit.
 	queue     []Message
 	backlog   int
 	closeCode int    // non-zero once the server decided to close: the code the writer sends
 	closeText string // reason text of that close frame
 	reason    string // why the connection ended; the first writer of it wins
-	overflow  int    // storable messages dropped because the closing queue hit its bound
 	peerClose int    // the code of the client's close frame, answered by the writer
 	released  sync.Once
-	gone      chan struct{} // closed once release is done; Hub.register waits on it
-	// started is set once the socket is upgraded and the backlog queued: writers may run.
+	// started is set once the socket is upgraded and the start read queued: writers may run.
 	started bool
 	// writing is set while a writer goroutine owns the socket's write side. It stays set for
 	// good once a writer took the end of the connection (close frame or write failure), so no
@@ -103,7 +115,6 @@ func (h *Hub) newConn(user, remote string) *Conn {
 		opened:    h.now(),
 		readDone:  make(chan struct{}),
 		writeDone: make(chan struct{}),
-		gone:      make(chan struct{}),
 	}
 }
 
@@ -130,19 +141,18 @@ func (c *Conn) pingLocked() {
 }
 
 // enqueue adds m without ever blocking. A full queue turns the connection into a slow consumer:
-// it is closed with 1013 and m, like everything else not written, goes to the offline store.
-// The text "pong" answers count too, so a client that floods "ping" and reads nothing is slow.
+// it is closed with 1013; what it did not write stays in the inbox, unacknowledged, for its
+// next connection. The text "pong" answers count too, so a client that floods "ping" and
+// reads nothing is slow.
 func (c *Conn) enqueue(m Message) {
 	c.mu.Lock()
 	if c.closeCode != 0 || c.reason != "" {
-		c.keepLocked(m)
 		c.mu.Unlock()
 		return
 	}
 	if len(c.queue)-c.backlog >= c.hub.cfg.SendQueue {
 		c.closeCode, c.closeText, c.reason = CloseSlow, "slow consumer", ReasonSlow
 		c.closing.Store(true)
-		c.keepLocked(m)
 		c.wakeLocked()
 		c.mu.Unlock()
 		c.hub.obs.SlowConsumer()
@@ -155,18 +165,23 @@ func (c *Conn) enqueue(m Message) {
 	c.hub.obs.QueueDepth(depth)
 }
 
-// keepLocked holds a message of a closing connection for the offline store. The bound exists
-// because a closing connection can take up to write-timeout to finish; anything beyond
-// send-queue + offline-max would be trimmed by the offline cap anyway.
-func (c *Conn) keepLocked(m Message) {
-	if !m.storable() {
-		return
+// enqueueBacklog adds a message of a catch-up from the inbox, outside the send-queue limit:
+// the inbox already bounds it (offline-max).
+func (c *Conn) enqueueBacklog(m Message) {
+	c.mu.Lock()
+	if c.closeCode == 0 && c.reason == "" {
+		c.queue = append(c.queue, m)
+		c.backlog++
+		c.wakeLocked()
 	}
-	if len(c.queue) >= c.hub.cfg.SendQueue+c.hub.cfg.OfflineMax {
-		c.overflow++
-		return
+	c.mu.Unlock()
+}
+
+// control queues a wsgateway.v1 control frame (gap, reset); raw clients get none.
+func (c *Conn) control(now time.Time, text string) {
+	if c.v1 {
+		c.enqueueBacklog(Message{Data: []byte(text), Received: now, kind: kindControl})
 	}
-	c.queue = append(c.queue, m)
 }
 
 // closeWith asks the writer to send a close frame with code and end the connection.
@@ -192,49 +207,19 @@ func (c *Conn) setReason(reason string) {
 	c.mu.Unlock()
 }
 
-// start hands the offline backlog to the writer, ahead of what arrived live meanwhile, and
-// lets writers run. Called once, after the upgrade.
-func (c *Conn) start(backlog [][]byte) {
-	now := c.hub.now()
+// start lets writers run, once the socket is upgraded and the connection's start was queued.
+func (c *Conn) start() {
 	c.mu.Lock()
-	if len(backlog) > 0 {
-		q := make([]Message, 0, len(backlog)+len(c.queue))
-		for _, b := range backlog {
-			q = append(q, newMessage(b, kindUser, now))
-		}
-		c.queue = append(q, c.queue...)
-		c.backlog = len(backlog)
-	}
 	c.started = true
 	if len(c.queue) > 0 || c.closeCode != 0 {
 		c.wakeLocked()
 	}
 	c.mu.Unlock()
-	c.hub.obs.FlushedOffline(len(backlog))
 }
 
-// remainder returns the storable messages that were never written, oldest first. Called once
-// the writer is done and the connection is out of the hub, so nothing else touches the queue.
-func (c *Conn) remainder() [][]byte {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out [][]byte
-	for _, m := range c.queue {
-		if m.storable() {
-			out = append(out, m.Data)
-		}
-	}
-	c.queue = nil
-	if c.overflow > 0 {
-		c.hub.obs.Dropped("closing_overflow", c.overflow)
-		c.overflow = 0
-	}
-	return out
-}
-
-// release takes c out of the hub and stores its unsent messages, once (Hub.release).
+// release takes c out of the hub and records its position, once (Hub.release).
 func (c *Conn) release(ctx context.Context) {
-	c.released.Do(func() { c.hub.release(ctx, c); close(c.gone) })
+	c.released.Do(func() { c.hub.release(ctx, c) })
 }
 
 func (c *Conn) peerCloseCode() int {
@@ -243,22 +228,11 @@ func (c *Conn) peerCloseCode() int {
 	return c.peerClose
 }
 
-func (c *Conn) putBack(rest []Message) {
-	if len(rest) == 0 {
-		return
-	}
-	c.mu.Lock()
-	q := make([]Message, 0, len(rest)+len(c.queue))
-	q = append(q, rest...)
-	c.queue = append(q, c.queue...)
-	c.mu.Unlock()
-}
-
 // writeLoop is the connection's writer while it runs: it takes everything queued at once and
 // writes it, sends a ping when one is due, and returns when nothing is left. On a close
-// request, or once the reader is gone, it takes the end of the connection: stores what was not
-// sent, sends the close frame and closes writeDone. What it could not write goes back to the
-// head of the queue for the offline store.
+// request, or once the reader is gone, it takes the end of the connection: records the
+// position, sends the close frame and closes writeDone. What it did not write is dropped here:
+// it is still in the inbox, unacknowledged.
 func (c *Conn) writeLoop() {
 	cfg := &c.hub.cfg
 	var batch, spare []Message
@@ -282,10 +256,10 @@ func (c *Conn) writeLoop() {
 		c.mu.Unlock()
 
 		if code != 0 || readerGone {
-			c.putBack(batch)
-			// Store what was not sent before the client learns that the connection ended
-			// (our close frame, or the answer to its own): it may reconnect to another node
-			// at once, and that node's flush must find the backlog complete and in order.
+			clear(batch)
+			// Record the position before the client learns that the connection ended (our
+			// close frame, or the answer to its own): it may reconnect to another node at
+			// once, and that node must not send again what this one did.
 			c.release(context.Background())
 			if code != 0 {
 				c.writeClose(code, text)
@@ -298,20 +272,25 @@ func (c *Conn) writeLoop() {
 		}
 		if ping {
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, c.hub.now().Add(cfg.WriteTimeout)); err != nil {
-				c.putBack(batch)
 				c.fail(err)
 				return
 			}
 		}
+		var sent int64
 		for i := range batch {
 			if c.closing.Load() {
-				c.putBack(batch[i:])
 				break // the next round sees the close request and sends the close frame
 			}
 			if err := c.write(&batch[i]); err != nil {
-				c.putBack(batch[i:])
 				c.fail(err)
 				return
+			}
+			sent = max(sent, batch[i].Seq)
+		}
+		if sent > 0 {
+			c.written.Store(sent)
+			if !c.v1 {
+				c.hub.acks.note(c.user, sent) // a raw client cannot ack: written counts as received
 			}
 		}
 		clear(batch)
@@ -352,6 +331,13 @@ func (c *Conn) write(m *Message) error {
 	if err := c.ws.SetWriteDeadline(c.hub.now().Add(c.hub.cfg.WriteTimeout)); err != nil {
 		return err
 	}
+	if c.v1 && m.kind != kindPong {
+		err := c.writeV1(m)
+		if err == nil && m.kind != kindControl {
+			c.hub.obs.Delivered(m.Received)
+		}
+		return err
+	}
 	if m.prepared == nil && len(m.Data) > largeFrame {
 		// gorilla writes a frame larger than its write buffer as two buffers, which the
 		// deadline wrapper around the socket (deadlineConn) turns into two write calls;
@@ -368,6 +354,32 @@ func (c *Conn) write(m *Message) error {
 		c.hub.obs.Delivered(m.Received)
 	}
 	return err
+}
+
+// writeV1 writes m as a wsgateway.v1 frame: "<seq> <payload>" for a numbered message,
+// "- <payload>" for an unnumbered one, a control frame as it is. The header is ASCII, so the
+// frame is text exactly when the payload is valid UTF-8.
+func (c *Conn) writeV1(m *Message) error {
+	w, err := c.ws.NextWriter(m.frameType())
+	if err != nil {
+		return err
+	}
+	if m.kind != kindControl {
+		var hdr [24]byte
+		h := hdr[:0]
+		if m.Seq > 0 {
+			h = strconv.AppendInt(h, m.Seq, 10)
+		} else {
+			h = append(h, '-')
+		}
+		if _, err := w.Write(append(h, ' ')); err != nil {
+			return err
+		}
+	}
+	if _, err := w.Write(m.Data); err != nil {
+		return err
+	}
+	return w.Close()
 }
 
 // writeClose sends the close frame, gives the client a moment to answer it (the read loop
@@ -654,6 +666,14 @@ func (c *Conn) onFrame(typ int, data []byte, err error) bool {
 			c.enqueue(Message{Data: pongPayload, kind: kindPong})
 			return true
 		}
+		if seq, ok := parseAck(data); ok && c.v1 {
+			// Above what was sent, the client cannot have it; the inbox ignores an ack above
+			// the latest number anyway.
+			if seq <= c.written.Load() {
+				c.hub.acks.note(c.user, seq)
+			}
+			return true
+		}
 	}
 	c.hub.obs.Inbound(len(data))
 	if c.hub.upstream != nil {
@@ -665,6 +685,22 @@ func (c *Conn) onFrame(typ int, data []byte, err error) bool {
 }
 
 var pongPayload = []byte("pong")
+
+// parseAck reads a wsgateway.v1 "ack <seq>" frame.
+func parseAck(data []byte) (int64, bool) {
+	rest, ok := bytes.CutPrefix(data, []byte("ack "))
+	if !ok || len(rest) == 0 || len(rest) > 19 {
+		return 0, false
+	}
+	var n int64
+	for _, b := range rest {
+		if b < '0' || b > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(b-'0')
+	}
+	return n, n > 0
+}
 
 var errRateLimited = errors.New("ws: inbound rate limit exceeded")
 

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,8 +26,9 @@ type Authenticator interface {
 	Authenticate(r *http.Request) (user string, err error)
 }
 
-// Handler serves GET /ws: it refuses with plain HTTP before the upgrade (SPEC section 3), then
-// hands the connection to its own reader goroutine (Conn.serve).
+// Handler serves GET /ws: it refuses with plain HTTP before the upgrade, subscribes, upgrades,
+// queues where the connection starts (its inbox), then parks the connection in the hub's poller
+// (or hands it to a reader goroutine of its own, Conn.serve) and returns.
 type Handler struct {
 	hub      *Hub
 	auth     Authenticator
@@ -42,6 +45,7 @@ func NewHandler(hub *Hub, auth Authenticator) *Handler {
 		// held only while writing (gorilla server.go), which keeps idle connections small.
 		WriteBufferSize: 4096,
 		WriteBufferPool: &sync.Pool{},
+		Subprotocols:    []string{Subprotocol},
 		CheckOrigin:     s.originAllowed,
 		Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
 			writeError(w, status, reason.Error())
@@ -70,6 +74,14 @@ func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, http.StatusUnauthorized, err.Error())
 		return
 	}
+	v1 := slices.Contains(websocket.Subprotocols(r), Subprotocol)
+	after := int64(-1) // without since: after the acknowledged position
+	if q := r.URL.Query(); v1 && q.Has("since") {
+		if after, err = strconv.ParseInt(q.Get("since"), 10, 64); err != nil || after < 0 {
+			s.refuse(w, http.StatusBadRequest, "since must be a number of 0 or more")
+			return
+		}
+	}
 	remote := remoteHost(r)
 	if status, ok := h.admit.acquire(&h.cfg, remote); !ok {
 		msg := "too many connections from this address"
@@ -80,6 +92,7 @@ func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := h.newConn(user, remote)
+	c.v1 = v1
 	ctx := r.Context()
 	if err := h.register(ctx, c); err != nil {
 		h.admit.release(&h.cfg, remote)
@@ -106,24 +119,44 @@ func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.log.Info("connected", c.logAttrs()...)
 	}
 
-	// Subscribed and confirmed by register; now take the backlog. Whatever arrived live since
-	// the subscription waits in the queue behind it (SPEC section 6, order after reconnect).
-	// Not the request's context: the connection is hijacked and outlives the request.
-	dctx, cancel := context.WithTimeout(context.Background(), h.cfg.SubscribeTimeout)
-	backlog, err := h.store.Drain(dctx, user)
-	cancel()
-	if err != nil {
-		h.log.Warn("offline drain failed", append(c.logAttrs(), "err", err)...)
-		c.closeWith(websocket.CloseInternalServerErr, "offline store unavailable, reconnect", ReasonError)
-	}
+	// Subscribed and confirmed by register; now read where the connection starts. Whatever
+	// arrives live meanwhile waits in c.pending and follows in order (fill.go). Not the
+	// request's context: the connection is hijacked and outlives the request.
+	h.startFill(c, after)
 	c.setupRead()
 	parked := h.prepark(c)
-	c.start(backlog)
+	c.start()
 	// Return from ServeHTTP: net/http then frees its 4 KB reader and writer, the request and
 	// gin's context, which it would otherwise hold for the connection's whole life.
 	if !parked || !h.park(c) {
 		go c.serve()
 	}
+}
+
+// Subprotocol is the WebSocket subprotocol of numbered messages, resume and acks. A client
+// that does not offer it gets raw frames.
+const Subprotocol = "wsgateway.v1"
+
+// startFill reads c's start from the inbox (after its since, or its user's acknowledged
+// position) and queues it. On failure c is closed with 1011: the client reconnects and starts
+// again from its position, so nothing is lost.
+func (h *Hub) startFill(c *Conn, after int64) {
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.SubscribeTimeout)
+	b, err := h.inbox.Read(ctx, c.user, after)
+	cancel()
+	sh := h.shardOf(c.user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if err != nil {
+		h.log.Warn("reading the inbox failed", append(c.logAttrs(), "err", err)...)
+		c.closeWith(websocket.CloseInternalServerErr, "inbox unavailable, reconnect", ReasonError)
+		return
+	}
+	if u := sh.users[c.user]; u != nil && h.applyLocked(u, c, b, after) {
+		h.fills.add(c) // newer messages arrived meanwhile: catch up again (filling stays set)
+		return
+	}
+	c.filling = false
 }
 
 // readBufferSize is the read buffer of a /ws connection: a frame header, a control frame or

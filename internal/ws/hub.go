@@ -19,13 +19,22 @@ type Subscriber interface {
 	Unsubscribe(ctx context.Context, user string) error
 }
 
-// Store is what the hub needs from the offline store (internal/offline).
-type Store interface {
-	// Drain atomically takes every stored message of user, oldest first.
-	Drain(ctx context.Context, user string) ([][]byte, error)
-	// Requeue puts msgs (oldest first) back at the head of user's list, ahead of anything
-	// stored meanwhile, because they are older than it.
-	Requeue(ctx context.Context, user string, msgs [][]byte) error
+// Inbox is what the hub needs from the user's message store (internal/inbox).
+type Inbox interface {
+	// Read returns the user's numbers and the kept messages after position after (-1: after
+	// the acknowledged position).
+	Read(ctx context.Context, user string, after int64) (Backlog, error)
+	// Ack moves the user's acknowledged position forward to seq.
+	Ack(ctx context.Context, user string, seq int64) error
+}
+
+// Backlog is what Inbox.Read found.
+type Backlog struct {
+	Latest int64 // the user's latest number; 0 when the user has no state
+	First  int64 // the oldest kept number (Latest+1 when none is kept)
+	Acked  int64 // the acknowledged position
+	Start  int64 // the number of Msgs[0]
+	Msgs   [][]byte
 }
 
 // Upstream receives what clients send (SPEC section 7). Nil drops it after the checks.
@@ -43,7 +52,6 @@ type Observer interface {
 	SlowConsumer()
 	QueueDepth(n int)
 	FlushedOffline(n int)
-	Requeued(n int)
 	Inbound(bytes int)
 }
 
@@ -85,7 +93,7 @@ const numShards = 64 // as centrifuge: enough to make shard-lock contention vani
 type Hub struct {
 	cfg      Config
 	bus      Subscriber
-	store    Store
+	inbox    Inbox
 	upstream Upstream
 	obs      Observer
 	log      *slog.Logger
@@ -97,11 +105,9 @@ type Hub struct {
 	draining atomic.Bool
 	stopping chan struct{}  // closed when Shutdown begins; /ws/echo connections watch it
 	conns    sync.WaitGroup // one per registered connection, done after its clean-up
-	redrain  redrainer
-	// lostEpoch counts PubSubLost calls. A drain pass ends holding only if no newer loss
-	// happened since the Resubscribed that asked for it.
-	lostEpoch atomic.Uint64
-	admit     admission
+	fills    filler
+	acks     acker
+	admit    admission
 	// pingers are one timer per shard, staggered over the ping interval, instead of a ticker
 	// per connection: an idle connection then needs no goroutine or timer of its own.
 	pingers [numShards]*time.Timer
@@ -124,38 +130,20 @@ type userEntry struct {
 	// ready is closed when the subscription is confirmed (subErr tells whether it failed).
 	ready  chan struct{}
 	subErr error
-	// leaving is non-nil while the last connection's unsubscribe is in flight; messages that
-	// still arrive then are kept in orphans and stored offline ahead of anything newer.
+	// leaving is non-nil while the entry's unsubscribe is in flight (the last connection left,
+	// or the subscribe failed): a new connection of the user waits for it, so that its
+	// SUBSCRIBE cannot reach Redis before that UNSUBSCRIBE and be undone by it.
 	leaving chan struct{}
-	orphans [][]byte
-	// holding is set while the node's pub/sub connection is being rebuilt (PubSubLost):
-	// what still arrives live is kept in held, and handed over only after the offline list
-	// was drained, because the list holds older messages (SPEC section 6, order).
-	holding bool
-	held    [][]byte
+	// maxSeen is the highest number that arrived live for the user. A connection that was
+	// catching up compares it with its position afterwards: what it skipped meanwhile may be
+	// newer than what it read (fill.go).
+	maxSeen int64
 }
 
-// closingLocked returns the gone channel of a connection of u that the server is closing
-// (slow consumer, kick, …). A new connection of the user waits for it: what that one did not
-// write is stored when it is gone, and is older than anything the new one would get live
-// (SPEC section 6, order after a reconnect; a stalled client reconnects while its old
-// connection is still stuck in a write).
-func (u *userEntry) closingLocked() <-chan struct{} {
-	if u == nil {
-		return nil
-	}
-	for _, c := range u.conns {
-		if c.closing.Load() {
-			return c.gone
-		}
-	}
-	return nil
-}
-
-// Deps are the hub's collaborators. Bus and Store are required.
+// Deps are the hub's collaborators. Bus and Inbox are required.
 type Deps struct {
 	Bus      Subscriber
-	Store    Store
+	Inbox    Inbox
 	Upstream Upstream
 	Observer Observer
 	Logger   *slog.Logger
@@ -176,7 +164,7 @@ func NewHub(cfg Config, d Deps) *Hub {
 		cfg.SubscribeTimeout = 5 * time.Second
 	}
 	h := &Hub{
-		cfg: cfg, bus: d.Bus, store: d.Store, upstream: d.Upstream,
+		cfg: cfg, bus: d.Bus, inbox: d.Inbox, upstream: d.Upstream,
 		obs: d.Observer, log: d.Logger, now: d.Now, seed: maphash.MakeSeed(),
 		stopping: make(chan struct{}), born: time.Now(),
 	}
@@ -192,7 +180,8 @@ func NewHub(cfg Config, d Deps) *Hub {
 	for i := range h.shards {
 		h.shards[i].users = make(map[string]*userEntry)
 	}
-	h.redrain.h = h
+	h.fills.h = h
+	h.acks.start(h)
 	if os.Getenv(EnvNoEpoll) == "1" {
 		h.pollErr = errors.New("disabled by " + EnvNoEpoll)
 	}
@@ -311,7 +300,8 @@ func (h *Hub) shardOf(user string) *shard {
 
 // register adds c to its user. The first connection of a user subscribes (outside the lock);
 // the others wait for that subscription. A user whose last connection is still unsubscribing
-// waits until that finished, so its orphans are stored before this connection drains.
+// waits until that unsubscribe is confirmed, so the two reach Redis in order. The new connection
+// starts catching up (filling): live messages wait for its initial read (Handler.ServeHTTP).
 func (h *Hub) register(ctx context.Context, c *Conn) error {
 	sh := h.shardOf(c.user)
 	for {
@@ -331,15 +321,6 @@ func (h *Hub) register(ctx context.Context, c *Conn) error {
 				return ctx.Err()
 			}
 		}
-		if gone := u.closingLocked(); gone != nil {
-			sh.mu.Unlock()
-			select {
-			case <-gone:
-				continue
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
 		if u != nil && len(u.conns) >= h.cfg.MaxConnsPerUser {
 			sh.mu.Unlock()
 			return ErrTooManyConns
@@ -350,6 +331,7 @@ func (h *Hub) register(ctx context.Context, c *Conn) error {
 			sh.users[c.user] = u
 		}
 		u.conns = append(u.conns, c)
+		c.filling = true // live messages wait in c.pending until the connection has read its start
 		h.conns.Add(1)
 		sh.mu.Unlock()
 
@@ -377,29 +359,27 @@ func (h *Hub) register(ctx context.Context, c *Conn) error {
 	}
 }
 
-// failSubscribe removes a user whose subscription failed; every connection waiting for it is
-// refused with 503 and nothing was delivered to them, so nothing is lost.
+// failSubscribe refuses every connection waiting for a subscription that failed (503;
+// nothing was delivered to them). The subscribe may have reached Redis after all, so it is
+// undone, and the entry stays, leaving, until that UNSUBSCRIBE is confirmed: a reconnect in
+// the meantime must not have its SUBSCRIBE ordered before it (register waits for leaving).
 func (h *Hub) failSubscribe(user string, u *userEntry, err error) {
 	sh := h.shardOf(user)
 	sh.mu.Lock()
 	u.subErr = err
-	if sh.users[user] == u {
-		delete(sh.users, user)
-	}
-	orphans := append(u.orphans, u.held...)
-	u.orphans, u.held = nil, nil
+	u.leaving = make(chan struct{})
 	sh.mu.Unlock()
 	close(u.ready)
 	h.log.Warn("subscribe failed", "user_id", user, "err", err)
-	// The subscribe may have reached Redis after all: undo it, best effort.
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.SubscribeTimeout)
 	defer cancel()
 	_ = h.bus.Unsubscribe(ctx, user)
-	var msgs [][]byte
-	for _, c := range u.conns {
-		msgs = append(msgs, c.remainder()...)
+	sh.mu.Lock()
+	if sh.users[user] == u {
+		delete(sh.users, user)
 	}
-	h.requeue(ctx, user, append(msgs, orphans...))
+	sh.mu.Unlock()
+	close(u.leaving)
 }
 
 // finish is the handler's last step for c: release (unless c's writer did it already, before
@@ -409,9 +389,9 @@ func (h *Hub) finish(ctx context.Context, c *Conn) {
 	c.release(ctx)
 }
 
-// release removes c from the hub and stores what it did not send. The last connection of a
-// user unsubscribes first and stores the messages that arrived meanwhile (orphans) behind c's
-// remainder, both ahead of anything stored after the unsubscribe. Run once per c (Conn.release).
+// release removes c from the hub and records how far it got (acks.go); the last connection of
+// a user unsubscribes. Nothing else is kept: what c did not send is still in the inbox, not
+// acknowledged. Run once per c (Conn.release).
 func (h *Hub) release(ctx context.Context, c *Conn) {
 	sh := h.shardOf(c.user)
 	sh.mu.Lock()
@@ -432,63 +412,44 @@ func (h *Hub) release(ctx context.Context, c *Conn) {
 	}
 	sh.mu.Unlock()
 
-	// Detach from the caller's context: a client that went away must not cancel the store.
+	// Detach from the caller's context: a client that went away must not cancel the ack.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.SubscribeTimeout+h.cfg.WriteTimeout)
 	defer cancel()
-	rest := c.remainder()
+	// The client may reconnect elsewhere at once: its position must be in the inbox first.
+	h.acks.flushUser(ctx, c.user)
 	if !last {
-		h.requeue(ctx, c.user, rest)
 		return
 	}
 	if err := h.bus.Unsubscribe(ctx, c.user); err != nil {
 		h.log.Warn("unsubscribe failed", "user_id", c.user, "err", err)
 	}
 	sh.mu.Lock()
-	rest = append(rest, u.orphans...)
-	rest = append(rest, u.held...)
-	u.orphans, u.held = nil, nil
 	delete(sh.users, c.user)
 	sh.mu.Unlock()
-	h.requeue(ctx, c.user, rest)
 	close(u.leaving)
 }
 
-func (h *Hub) requeue(ctx context.Context, user string, msgs [][]byte) {
-	if len(msgs) == 0 {
-		return
-	}
-	if err := h.store.Requeue(ctx, user, msgs); err != nil {
-		h.obs.Dropped("store_failed", len(msgs))
-		h.log.Error("storing undelivered messages failed", "user_id", user, "count", len(msgs), "err", err)
-		return
-	}
-	h.obs.Requeued(len(msgs))
-}
-
-// Deliver hands a message for user to every local connection of that user. It never blocks:
-// the bus calls it from its receive loop.
-func (h *Hub) Deliver(user string, data []byte) {
+// Deliver hands message seq of user (0: unnumbered) to every local connection of that user.
+// It never blocks: the bus calls it from its receive loop.
+func (h *Hub) Deliver(user string, seq int64, data []byte) {
 	m := newMessage(data, kindUser, h.now())
+	m.Seq = seq
 	sh := h.shardOf(user)
 	sh.mu.Lock()
 	u := sh.users[user]
-	switch {
-	case u == nil:
+	if u == nil {
 		sh.mu.Unlock()
-		// Only possible after a subscribe that failed locally but reached Redis.
+		// Only possible after a subscribe that failed locally but reached Redis; the
+		// message is in the inbox.
 		h.obs.Dropped("no_receiver", 1)
 		return
-	case u.holding:
-		h.holdLocked(u, data)
-	case len(u.conns) == 0:
-		u.orphans = append(u.orphans, data)
-	case len(u.conns) == 1:
-		u.conns[0].enqueue(m)
-	default:
+	}
+	u.maxSeen = max(u.maxSeen, seq)
+	if len(u.conns) > 1 {
 		m.prepare()
-		for _, c := range u.conns {
-			c.enqueue(m)
-		}
+	}
+	for _, c := range u.conns {
+		h.offerLocked(c, m)
 	}
 	sh.mu.Unlock()
 }
@@ -568,7 +529,7 @@ func (h *Hub) Conns() int {
 func (h *Hub) Draining() bool { return h.draining.Load() }
 
 // Shutdown refuses new connections, closes every connection with 1001 and waits until each has
-// stored what it had not sent, or until ctx ends. Each connection's own writer sends its close
+// ended and recorded its position, or until ctx ends. Each connection's own writer sends its close
 // frame, so the closes run in parallel, each bounded by write-timeout + close grace.
 func (h *Hub) Shutdown(ctx context.Context) error {
 	if !h.draining.Swap(true) {
@@ -590,7 +551,13 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		sh.mu.Unlock()
 	}
 	done := make(chan struct{})
-	go func() { h.conns.Wait(); h.redrain.wait(); h.stopPoll(); close(done) }()
+	go func() {
+		h.conns.Wait()
+		h.fills.wait()
+		h.acks.stop(ctx)
+		h.stopPoll()
+		close(done)
+	}()
 	select {
 	case <-done:
 		return nil
@@ -599,170 +566,20 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Resubscribed is called by the bus when its subscriptions came back after an outage. A push
-// made while they were away found no subscriber and was stored offline although the user is
-// connected here: drain those lists now (SPEC section 6, "Resubscribe windows"). It never
-// blocks; the drain runs on one hub-owned goroutine.
-func (h *Hub) Resubscribed() { h.redrain.trigger(true, h.lostEpoch.Load()) }
-
-// PubSubLost is called by the bus when its pub/sub connection failed. From now on every user
-// held here keeps what arrives live until the offline lists were drained: what the outage sent
-// to the lists is older. It never blocks on anything but the shard locks.
-func (h *Hub) PubSubLost() {
-	h.lostEpoch.Add(1)
+// Resync is called by the bus when messages may have been published while this node did not
+// receive them (its pub/sub connection came back, users moved to another Cluster shard): every
+// connection reads its user's inbox after its position and gets what it missed (fill.go). It
+// never blocks; the reads run on the hub's fillers.
+func (h *Hub) Resync() {
 	for i := range h.shards {
 		sh := &h.shards[i]
 		sh.mu.Lock()
 		for _, u := range sh.users {
-			u.holding = true
-		}
-		sh.mu.Unlock()
-	}
-}
-
-// PubSubQuiet is called by the bus once the failed connection can deliver nothing more. What
-// the lists got before that, then what arrived live on the old connection, is handed over
-// now; holding goes on until Resubscribed, because the lists keep collecting until then.
-func (h *Hub) PubSubQuiet() { h.redrain.trigger(false, 0) }
-
-// holdLocked keeps a live message while u is holding, bounded like a closing connection's
-// queue; beyond it the oldest held message is dropped and counted.
-func (h *Hub) holdLocked(u *userEntry, data []byte) {
-	if len(u.held) >= h.cfg.SendQueue+h.cfg.OfflineMax {
-		u.held = u.held[1:]
-		h.obs.Dropped("hold_overflow", 1)
-	}
-	u.held = append(u.held, data)
-}
-
-// redrainer runs at most one drain pass at a time; a trigger during a pass causes one more.
-type redrainer struct {
-	h       *Hub
-	mu      sync.Mutex
-	running bool
-	again   bool
-	release bool   // the next pass ends holding (Resubscribed came) …
-	epoch   uint64 // … unless the connection was lost again after this epoch
-	wg      sync.WaitGroup
-}
-
-func (r *redrainer) trigger(release bool, epoch uint64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if release {
-		r.release, r.epoch = true, max(r.epoch, epoch)
-	}
-	if r.running {
-		r.again = true
-		return
-	}
-	r.running = true
-	r.wg.Add(1)
-	go r.loop()
-}
-
-func (r *redrainer) wait() { r.wg.Wait() }
-
-func (r *redrainer) loop() {
-	defer r.wg.Done()
-	for {
-		r.mu.Lock()
-		release, epoch := r.release, r.epoch
-		r.release = false
-		r.mu.Unlock()
-		r.h.drainHeld(release, epoch)
-		r.mu.Lock()
-		if !r.again || r.h.draining.Load() {
-			r.running = false
-			r.mu.Unlock()
-			return
-		}
-		r.again = false
-		r.mu.Unlock()
-	}
-}
-
-func (h *Hub) drainHeld(release bool, epoch uint64) {
-	for _, user := range h.Users() {
-		if h.draining.Load() {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.SubscribeTimeout)
-		msgs, err := h.store.Drain(ctx, user)
-		cancel()
-		if err != nil {
-			// Hand over what is held anyway: a user must not stall on a flaky store. The
-			// stored messages come at the next pass or connect.
-			h.log.Warn("drain after resubscribe failed", "user_id", user, "err", err)
-			msgs = nil
-		}
-		if !h.deliverDrained(user, msgs, release, epoch) {
-			// The user left while its list was being drained: put the messages back for its
-			// next connect rather than drop them, as Deliver would for an absent user.
-			ctx, cancel := context.WithTimeout(context.Background(), h.cfg.SubscribeTimeout)
-			h.requeue(ctx, user, msgs)
-			cancel()
-			continue
-		}
-		h.obs.FlushedOffline(len(msgs))
-	}
-	if release {
-		h.stopHolding(epoch) // users that left and came back meanwhile
-	}
-}
-
-// stopHolding ends holding for every user, handing over what each still holds.
-func (h *Hub) stopHolding(epoch uint64) {
-	for i := range h.shards {
-		sh := &h.shards[i]
-		sh.mu.Lock()
-		for _, u := range sh.users {
-			if u.holding || len(u.held) > 0 {
-				h.handOverLocked(u, nil, true, epoch)
-			}
-		}
-		sh.mu.Unlock()
-	}
-}
-
-// deliverDrained hands messages drained after a resubscribe to user's connections, under one
-// lock; to the orphans (stored when it is gone) while the last connection is leaving. It
-// returns false, having handed over nothing, when the user has no entry here any more.
-func (h *Hub) deliverDrained(user string, msgs [][]byte, release bool, epoch uint64) bool {
-	sh := h.shardOf(user)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	u := sh.users[user]
-	if u == nil {
-		return len(msgs) == 0
-	}
-	h.handOverLocked(u, msgs, release, epoch)
-	return true
-}
-
-// handOverLocked delivers drained messages, then the held ones (newer), to u's connections.
-// release ends holding, unless the connection was lost again after epoch (PubSubLost bumps
-// the epoch before it takes any shard lock, so reading it here under the lock is safe).
-func (h *Hub) handOverLocked(u *userEntry, drained [][]byte, release bool, epoch uint64) {
-	held := u.held
-	u.held = nil
-	if release && h.lostEpoch.Load() == epoch {
-		u.holding = false
-	}
-	now := h.now()
-	for _, data := range append(drained, held...) {
-		m := newMessage(data, kindUser, now)
-		switch len(u.conns) {
-		case 0:
-			u.orphans = append(u.orphans, data)
-		case 1:
-			u.conns[0].enqueue(m)
-		default:
-			m.prepare()
 			for _, c := range u.conns {
-				c.enqueue(m)
+				h.fillLocked(c)
 			}
 		}
+		sh.mu.Unlock()
 	}
 }
 
@@ -776,5 +593,4 @@ func (nopObserver) Dropped(string, int)              {}
 func (nopObserver) SlowConsumer()                    {}
 func (nopObserver) QueueDepth(int)                   {}
 func (nopObserver) FlushedOffline(int)               {}
-func (nopObserver) Requeued(int)                     {}
 func (nopObserver) Inbound(int)                      {}

@@ -7,20 +7,21 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// kind tells what a queued message is, which decides whether it may be stored offline when
-// its connection ends before it was written.
+// kind tells what a queued message is, which decides how a wsgateway.v1 frame is built.
 type kind uint8
 
 const (
-	kindUser      kind = iota // pushed to a user: stored offline when not written
-	kindBroadcast             // broadcast: never stored (SPEC section 4)
-	kindPong                  // answer to the client's text "ping": never stored
+	kindUser      kind = iota // pushed to a user: "<seq> <payload>", or "- <payload>" unnumbered
+	kindBroadcast             // broadcast: "- <payload>"
+	kindPong                  // answer to the client's text "ping": "pong" in both modes
+	kindControl               // wsgateway.v1 "gap …" and "reset …": sent as they are
 )
 
 // Message is one payload on its way to sockets. Data is never modified after creation, so
 // one Message is shared by every connection of a user and by every receiver of a broadcast.
 type Message struct {
 	Data     []byte
+	Seq      int64     // the number in the user's inbox; 0: unnumbered
 	Binary   bool      // the payload is not valid UTF-8: sent as a binary frame (SPEC section 3)
 	Received time.Time // when this node got it; the latency metric measures from here
 	kind     kind
@@ -49,6 +50,3 @@ func (m *Message) prepare() {
 		m.prepared = pm
 	}
 }
-
-// storable reports whether the message must go to the offline store when it was not written.
-func (m Message) storable() bool { return m.kind == kindUser }

@@ -1,4 +1,4 @@
-package offline
+package inbox
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 
 // ErrClosed is returned by the calls that go through the batcher (Push without
 // RequireReplicas, Drain) once Close has begun.
-var ErrClosed = errors.New("offline: store closed")
+var ErrClosed = errors.New("inbox: closed")
 
 const (
 	// batchWorkers is how many batches may be in flight at once. Each worker takes one call,

@@ -1,4 +1,4 @@
-package offline_test
+package inbox_test
 
 import (
 	"context"

@@ -1,0 +1,41 @@
+-- push: number a message, append it to the user's inbox and publish it, atomically on the node
+-- (or Cluster shard) that owns the user's hash tag. Shared by the script the gateway runs and
+-- the Redis Function wsgateway_push (function.lua); both validate their arguments first.
+--
+-- chan: the user's channel ws:user:{id}; inbox: the list ws:inbox:{id} (payloads, oldest
+-- first); its state hash inbox..':state' holds seq (the latest number) and ack (the
+-- acknowledged position); inbox..':id:'..id remembers a push id for dedupttl seconds.
+-- The list holds the messages numbered seq-LLEN+1 .. seq: it is only ever trimmed from the
+-- head, so a message's number is its position, and no number is stored per message.
+--
+-- Returns {seq, receivers, duplicate}: receivers is what PUBLISH counted (nodes that took it
+-- live; 0: it waits in the inbox); duplicate is 1 when id was seen: nothing was stored or sent.
+local function push(chan, inbox, payload, id, max, ttl, dedupttl, publish)
+  local idkey
+  if id ~= '' then
+    idkey = inbox .. ':id:' .. id
+    local seen = redis.call('GET', idkey)
+    if seen then
+      return {tonumber(seen), 0, 1}
+    end
+  end
+  local state = inbox .. ':state'
+  local seq = redis.call('HINCRBY', state, 'seq', 1)
+  if redis.call('RPUSH', inbox, payload) > max then
+    redis.call('LTRIM', inbox, -max, -1)
+  end
+  -- Both keys live at least ttl after the last push (an ack may have set a longer TTL, and a
+  -- fresh key has none: TTL -1).
+  for _, k in ipairs({inbox, state}) do
+    if redis.call('TTL', k) < ttl then
+      redis.call('EXPIRE', k, ttl)
+    end
+  end
+  if idkey then
+    redis.call('SET', idkey, seq, 'EX', dedupttl)
+  end
+  -- A NUL byte, the number and a space mark a numbered message: the gateway's nodes strip the
+  -- header, and a plain PUBLISH (which cannot start with it by accident) stays unnumbered.
+  local n = redis.call(publish, chan, '\0' .. seq .. ' ' .. payload)
+  return {seq, n, 0}
+end

@@ -1,0 +1,383 @@
+package inbox
+
+import (
+	"context"
+	"crypto/rand"
+	_ "embed"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+var (
+	//go:embed lua/push.lua
+	pushLua string
+	//go:embed lua/script.lua
+	scriptLua string
+	//go:embed lua/function.lua
+	functionLua string
+	//go:embed lua/read.lua
+	readLua string
+	//go:embed lua/ack.lua
+	ackLua string
+)
+
+// FunctionName is the Redis Function redis-cli users call for the same push the API does:
+// FCALL wsgateway_push 2 'ws:user:{alice}' 'ws:inbox:{alice}' 'hello' [id].
+const FunctionName = "wsgateway_push"
+
+// Redis is the inbox on Redis: per user a list ws:inbox:{id} and a hash ws:inbox:{id}:state,
+// plus ws:inbox:{id}:id:<push id> for de-duplication (lua/push.lua). Every key of a user shares
+// the hash tag {id}, so a Cluster keeps them and the user's channel on one shard, where each
+// script runs atomically.
+type Redis struct {
+	rdb   redis.UniversalClient
+	opt   Options
+	push  *redis.Script
+	read  *redis.Script
+	ack   *redis.Script
+	batch *batcher // shares round trips between concurrent calls; Close stops it
+}
+
+// Options configure the Redis inbox. Zero durations take the defaults of the gateway's flags.
+type Options struct {
+	Prefix    string        // key and channel prefix; default "ws:"
+	Max       int           // offline-max: messages kept per user; default 1000
+	TTL       time.Duration // offline-ttl: the inbox expires this long after its last push
+	ResumeTTL time.Duration // resume-ttl: acknowledged messages stay readable at least this long
+	DedupTTL  time.Duration // dedup-ttl: a push id is remembered this long
+	// Sharded selects SPUBLISH (Redis Cluster), where a classic PUBLISH counts only the
+	// subscribers of the node that ran it.
+	Sharded bool
+	// WaitReplicas > 0: a push returns only after WAIT confirmed that many replicas hold it,
+	// waiting at most WaitTimeout. Replication is asynchronous: without it, a message on a
+	// master that dies before replicating is gone after the failover.
+	WaitReplicas int
+	WaitTimeout  time.Duration
+}
+
+func (o *Options) defaults() {
+	if o.Prefix == "" {
+		o.Prefix = "ws:"
+	}
+	if o.Max <= 0 {
+		o.Max = 1000
+	}
+	if o.TTL <= 0 {
+		o.TTL = 168 * time.Hour
+	}
+	if o.ResumeTTL <= 0 {
+		o.ResumeTTL = 5 * time.Minute
+	}
+	if o.DedupTTL <= 0 {
+		o.DedupTTL = 10 * time.Minute
+	}
+	if o.WaitTimeout <= 0 {
+		o.WaitTimeout = time.Second
+	}
+}
+
+// ErrNotReplicated means WAIT timed out before enough replicas confirmed a push. The message
+// is in the inbox on the master; a retry with the same id does not store it twice.
+var ErrNotReplicated = errors.New("inbox: not confirmed by enough replicas in time")
+
+// NewRedis returns the inbox on rdb.
+func NewRedis(rdb redis.UniversalClient, opt Options) *Redis {
+	opt.defaults()
+	return &Redis{
+		rdb:   rdb,
+		opt:   opt,
+		push:  redis.NewScript(pushLua + strings.Replace(scriptLua, "PUBLISH_COMMAND", "'"+publishCommand(opt.Sharded)+"'", 1)),
+		read:  redis.NewScript(readLua),
+		ack:   redis.NewScript(ackLua),
+		batch: newBatcher(rdb),
+	}
+}
+
+func publishCommand(sharded bool) string {
+	if sharded {
+		return "SPUBLISH"
+	}
+	return "PUBLISH"
+}
+
+// Close stops the workers that batch concurrent calls, after the batches in flight; later
+// calls get ErrClosed. The Redis client is the caller's: close it afterwards.
+func (s *Redis) Close() { s.batch.close() }
+
+// Channel returns the pub/sub channel of user.
+func (s *Redis) Channel(user string) string { return s.opt.Prefix + "user:{" + user + "}" }
+
+// Key returns the inbox list of user; its companions share the prefix (Key + ":state", …).
+func (s *Redis) Key(user string) string { return s.opt.Prefix + "inbox:{" + user + "}" }
+
+// internalIDTTL is how long an id the gateway made up for a push without one is remembered.
+// It only has to outlive the gateway's own retries of that push (pushRetryFor, plus go-redis's
+// retries inside each attempt), and it costs one small key per push while it lives.
+const internalIDTTL = time.Minute
+
+// pushRetryFor bounds how long a push is retried after a connection error (a lost reply, a
+// restart, a failover). Its id makes a retry safe: a push that did run is answered from the
+// id's record and not stored again.
+const pushRetryFor = 10 * time.Second
+
+// NewID returns a random push id for a push whose caller gave none.
+func NewID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "g" + base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+func (s *Redis) pushArgs(data []byte, id string) []any {
+	ttl := s.opt.DedupTTL
+	if id == "" {
+		id, ttl = NewID(), internalIDTTL
+	}
+	return []any{data, id, s.opt.Max, seconds(s.opt.TTL), seconds(ttl)}
+}
+
+func seconds(d time.Duration) int64 { return max(1, int64(d/time.Second)) }
+
+// Push stores data in user's inbox and publishes it. id, when not empty, makes the push
+// idempotent for dedup-ttl: a repeat answers the first push's number with Duplicate set.
+func (s *Redis) Push(ctx context.Context, user string, data []byte, id string) (Result, error) {
+	keys := []string{s.Channel(user), s.Key(user)}
+	args := s.pushArgs(data, id)
+	var res Result
+	err := retry(ctx, func() error {
+		var cmd *redis.Cmd
+		if s.opt.WaitReplicas > 0 {
+			var err error
+			if cmd, err = s.pushWait(ctx, keys, args); err != nil {
+				return err
+			}
+		} else {
+			cmd = s.batch.run(ctx, s.push, keys, args...)
+		}
+		var err error
+		res, err = parsePush(cmd)
+		return err
+	})
+	if err != nil {
+		return Result{}, fmt.Errorf("inbox: push %s: %w", user, err)
+	}
+	return res, nil
+}
+
+// PushMany pushes data to every user and answers each user on its own: a user whose push
+// failed gets Err, the others succeed. The pushes share the batcher's pipelines.
+func (s *Redis) PushMany(ctx context.Context, users []string, data []byte, id string) []Result {
+	out := make([]Result, len(users))
+	done := make(chan struct{}, len(users))
+	// One goroutine per user would be many for 1,000 users; a few callers keep the batcher's
+	// pipelines full while bounding the goroutines.
+	const callers = 16
+	next := make(chan int, len(users))
+	for i := range users {
+		next <- i
+	}
+	close(next)
+	for range min(callers, len(users)) {
+		go func() {
+			for i := range next {
+				r, err := s.Push(ctx, users[i], data, id)
+				if err != nil {
+					r.Err = err
+				}
+				out[i] = r
+				done <- struct{}{}
+			}
+		}()
+	}
+	for range users {
+		<-done
+	}
+	return out
+}
+
+func parsePush(cmd *redis.Cmd) (Result, error) {
+	v, err := cmd.Int64Slice()
+	if err != nil {
+		return Result{}, err
+	}
+	if len(v) < 3 {
+		return Result{}, fmt.Errorf("unexpected push reply %v", v)
+	}
+	return Result{Seq: v[0], Receivers: v[1], Duplicate: v[2] == 1}, nil
+}
+
+// nodeFor returns where WAIT must run for key: WAIT covers the writes of its own connection,
+// so it goes in one pipeline with the push, on the node that owns key.
+func (s *Redis) nodeFor(ctx context.Context, key string) (redis.Cmdable, error) {
+	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+		return cc.MasterForKey(ctx, key)
+	}
+	return s.rdb, nil
+}
+
+// pushWait runs the push script and WAIT in one pipeline on one connection.
+func (s *Redis) pushWait(ctx context.Context, keys []string, args []any) (*redis.Cmd, error) {
+	node, err := s.nodeFor(ctx, keys[1])
+	if err != nil {
+		return nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		var push, wait *redis.Cmd
+		_, err := node.Pipelined(ctx, func(p redis.Pipeliner) error {
+			push = s.push.EvalSha(ctx, p, keys, args...)
+			wait = p.Do(ctx, "WAIT", s.opt.WaitReplicas, s.opt.WaitTimeout.Milliseconds())
+			return nil
+		})
+		if redis.HasErrorPrefix(push.Err(), "NOSCRIPT") && attempt == 0 {
+			if err := s.push.Load(ctx, node).Err(); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n, _ := wait.Int64(); n < int64(s.opt.WaitReplicas) {
+			return nil, ErrNotReplicated
+		}
+		return push, nil
+	}
+}
+
+// Read returns what a connection of user needs to start or catch up: the numbers and the kept
+// messages after position after (-1: after the acknowledged position). It only reads, so a
+// call whose reply was lost is simply made again.
+func (s *Redis) Read(ctx context.Context, user string, after int64) (Range, error) {
+	var rng Range
+	err := retry(ctx, func() error {
+		vals, err := s.batch.run(ctx, s.read, []string{s.Key(user)}, after, 0).Slice()
+		if err != nil {
+			return err
+		}
+		rng, err = parseRead(vals, after)
+		return err
+	})
+	if err != nil {
+		return Range{}, fmt.Errorf("inbox: read %s: %w", user, err)
+	}
+	return rng, nil
+}
+
+func parseRead(vals []any, after int64) (Range, error) {
+	if len(vals) < 3 {
+		return Range{}, fmt.Errorf("unexpected read reply of %d values", len(vals))
+	}
+	var n [3]int64
+	for i := range n {
+		v, ok := vals[i].(int64)
+		if !ok {
+			return Range{}, fmt.Errorf("unexpected read reply %v", vals[:3])
+		}
+		n[i] = v
+	}
+	r := Range{Latest: n[0], First: n[1], Acked: n[2]}
+	start := after
+	switch {
+	case after < 0:
+		start = r.Acked
+	case after > r.Latest:
+		start = 0
+	}
+	r.Start = max(start+1, r.First)
+	r.Msgs = make([][]byte, 0, len(vals)-3)
+	for _, v := range vals[3:] {
+		s, ok := v.(string)
+		if !ok {
+			return Range{}, fmt.Errorf("unexpected message of type %T in read reply", v)
+		}
+		r.Msgs = append(r.Msgs, []byte(s))
+	}
+	return r, nil
+}
+
+// Ack moves user's acknowledged position to seq (never backwards, never above the latest).
+func (s *Redis) Ack(ctx context.Context, user string, seq int64) error {
+	err := s.batch.run(ctx, s.ack, []string{s.Key(user)}, seq, s.opt.ResumeTTL.Milliseconds()).Err()
+	if err != nil {
+		return fmt.Errorf("inbox: ack %s: %w", user, err)
+	}
+	return nil
+}
+
+// LoadFunction installs (or replaces) the Redis Function FunctionName, so that redis-cli users
+// get the same push as the API, with this inbox's cap and TTLs. It runs again after every
+// Redis restart (the bus's OnReady).
+func (s *Redis) LoadFunction(ctx context.Context) error {
+	src := "#!lua name=wsgateway\n" + pushLua + strings.NewReplacer(
+		"PUBLISH_COMMAND", "'"+publishCommand(s.opt.Sharded)+"'",
+		"PREFIX_PATTERN", luaQuote(patternEscape(s.opt.Prefix)),
+		"PREFIX", luaQuote(s.opt.Prefix),
+		"DEDUP_TTL", strconv.FormatInt(seconds(s.opt.DedupTTL), 10),
+		"MAX", strconv.Itoa(s.opt.Max),
+		"TTL", strconv.FormatInt(seconds(s.opt.TTL), 10),
+	).Replace(functionLua)
+	load := func(ctx context.Context, c redis.Cmdable) error { return c.FunctionLoadReplace(ctx, src).Err() }
+	var err error
+	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+		// Functions live per node: every master needs it (replicas copy it).
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return load(ctx, c) })
+	} else {
+		err = load(ctx, s.rdb)
+	}
+	if err != nil {
+		return fmt.Errorf("inbox: load function %s: %w", FunctionName, err)
+	}
+	return nil
+}
+
+// luaQuote makes s a Lua string literal.
+func luaQuote(s string) string { return strconv.Quote(s) }
+
+// patternEscape escapes Lua pattern magic characters in s.
+func patternEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune("^$()%.[]*+-?", r) {
+			b.WriteByte('%')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// retry runs call until it succeeds, fails with an error reply, ctx ends, or pushRetryFor
+// passed: a connection error may mean the command ran and only the reply was lost, and every
+// call retried here is safe to run twice (a push carries its id, reads and acks are
+// idempotent).
+func retry(ctx context.Context, call func() error) error {
+	giveUp := time.Now().Add(pushRetryFor)
+	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+		err := call()
+		if err == nil || ctx.Err() != nil || !retryable(err) || time.Now().After(giveUp) {
+			return err
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
+}
+
+// retryable reports whether err is a connection problem (the command may not have run, or its
+// reply was lost), as opposed to an error reply from Redis.
+func retryable(err error) bool {
+	if errors.Is(err, ErrClosed) || errors.Is(err, ErrNotReplicated) || errors.Is(err, context.Canceled) ||
+		errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var rerr redis.Error
+	return !errors.As(err, &rerr) || redis.HasErrorPrefix(err, "LOADING") || redis.HasErrorPrefix(err, "TRYAGAIN") ||
+		redis.HasErrorPrefix(err, "READONLY") || redis.HasErrorPrefix(err, "MASTERDOWN")
+}
