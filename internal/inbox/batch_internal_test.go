@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -57,7 +58,7 @@ func newBatchEnv(t *testing.T) *batchEnv {
 	e := &batchEnv{srv: srv, admin: srv.Client(t), hook: &pipeHook{}}
 	e.rdb = redis.NewClient(&redis.Options{Addr: srv.Addr})
 	e.rdb.AddHook(e.hook)
-	e.s = NewRedis(e.rdb, redistest.Prefix(t), 100, time.Hour, false)
+	e.s = NewRedis(e.rdb, Options{Prefix: redistest.Prefix(t), Max: 100})
 	t.Cleanup(func() {
 		e.s.Close()
 		_ = e.rdb.Close()
@@ -97,7 +98,7 @@ func (e *batchEnv) occupy(t *testing.T) <-chan error {
 	done := make(chan error, occupiers)
 	for i := range occupiers {
 		go func() {
-			_, err := e.s.Push(context.Background(), "occupier"+strconv.Itoa(i), []byte("x"))
+			_, err := pushOnline(e.s, context.Background(), "occupier"+strconv.Itoa(i), []byte("x"))
 			done <- err
 		}()
 		wait.For(t, 5*time.Second, func() bool { return e.hook.inFlight.Load() == int64(i+1) }, "worker not busy")
@@ -106,7 +107,7 @@ func (e *batchEnv) occupy(t *testing.T) <-chan error {
 }
 
 // Concurrent pushes share pipelines, and every caller gets its own answer: online for the
-// subscribed users, stored for the others, in each caller's order.
+// subscribed users, in each caller's order, and every message is in the inbox.
 func TestBatchedPushes(t *testing.T) {
 	e := newBatchEnv(t)
 	ctx := context.Background()
@@ -135,7 +136,8 @@ func TestBatchedPushes(t *testing.T) {
 		defer close(recvDone)
 		for m := range ps.Channel() {
 			mu.Lock()
-			got[m.Channel] = append(got[m.Channel], m.Payload)
+			_, payload, _ := strings.Cut(m.Payload, " ") // "\x00<seq> <payload>"
+			got[m.Channel] = append(got[m.Channel], payload)
 			mu.Unlock()
 		}
 	}()
@@ -147,7 +149,7 @@ func TestBatchedPushes(t *testing.T) {
 		wg.Go(func() {
 			user := "u" + strconv.Itoa(i)
 			for j := range perCaller {
-				o, err := e.s.Push(ctx, user, []byte(strconv.Itoa(j)))
+				o, err := pushOnline(e.s, ctx, user, []byte(strconv.Itoa(j)))
 				if err != nil || o != online(i) {
 					errs <- fmt.Errorf("%s push %d: online=%v err=%v; want online=%v", user, j, o, err, online(i))
 					return
@@ -181,12 +183,9 @@ func TestBatchedPushes(t *testing.T) {
 				t.Errorf("%s received %s; want %s", user, g, want)
 			}
 			mu.Unlock()
-			if n, _ := e.s.Len(ctx, user); n != 0 {
-				t.Errorf("%s: %d stored although online", user, n)
-			}
-			continue
 		}
-		msgs, err := e.s.Drain(ctx, user)
+		// Every push is in the inbox, published live or not.
+		msgs, err := drain(e.s, ctx, user)
 		if err != nil || fmt.Sprint(strs(msgs)) != want {
 			t.Errorf("%s drained %q, %v; want %s", user, strs(msgs), err, want)
 		}
@@ -223,14 +222,14 @@ func TestBatchNoScriptRecovery(t *testing.T) {
 		if err := e.admin.ScriptFlush(ctx).Err(); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := e.s.Push(ctx, "alice", []byte(strconv.Itoa(i))); err != nil {
+		if _, err := pushOnline(e.s, ctx, "alice", []byte(strconv.Itoa(i))); err != nil {
 			t.Fatalf("push after SCRIPT FLUSH: %v", err)
 		}
 	}
 	if err := e.admin.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := e.s.Drain(ctx, "alice"); err != nil || fmt.Sprint(strs(got)) != "[0 1 2]" {
+	if got, err := drain(e.s, ctx, "alice"); err != nil || fmt.Sprint(strs(got)) != "[0 1 2]" {
 		t.Fatalf("drain after SCRIPT FLUSH = %q, %v", strs(got), err)
 	}
 
@@ -263,42 +262,39 @@ func TestBatchNoScriptRecovery(t *testing.T) {
 		}
 	}
 	run("push", func(i int) error {
-		o, err := e.s.Push(ctx, "u"+strconv.Itoa(i), []byte("m"+strconv.Itoa(i)))
+		o, err := pushOnline(e.s, ctx, "u"+strconv.Itoa(i), []byte("m"+strconv.Itoa(i)))
 		if err != nil || o {
 			return fmt.Errorf("u%d: online=%v err=%v; want stored", i, o, err)
 		}
 		return nil
 	})
 	for i := range users {
-		if n, _ := e.s.Len(ctx, "u"+strconv.Itoa(i)); n != 1 {
+		if n, _ := pending(e.s, ctx, "u"+strconv.Itoa(i)); n != 1 {
 			t.Fatalf("u%d has %d stored; want exactly 1", i, n)
 		}
 	}
 	run("drain", func(i int) error {
-		got, err := e.s.Drain(ctx, "u"+strconv.Itoa(i))
+		got, err := drain(e.s, ctx, "u"+strconv.Itoa(i))
 		if err != nil || fmt.Sprint(strs(got)) != fmt.Sprintf("[m%d]", i) {
 			return fmt.Errorf("u%d drained %q, %v; want [m%d]", i, strs(got), err, i)
 		}
 		return nil
 	})
-	if keys := e.admin.Keys(ctx, e.s.prefix+"offline:*").Val(); len(keys) != 0 {
-		t.Fatalf("left in Redis after the drains: %v", keys)
-	}
 }
 
 // A caller whose ctx ends before a worker took its call gets ctx.Err() at once, and its push
 // never runs.
 func TestBatchCallerContext(t *testing.T) {
 	e := newBatchEnv(t)
-	if _, err := e.s.Push(context.Background(), "warm", []byte("x")); err != nil { // load the script
+	if _, err := pushOnline(e.s, context.Background(), "warm", []byte("x")); err != nil { // load the script
 		t.Fatal(err)
 	}
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := e.s.Push(cancelled, "late", []byte("x")); !errors.Is(err, context.Canceled) {
+	if _, err := pushOnline(e.s, cancelled, "late", []byte("x")); !errors.Is(err, context.Canceled) {
 		t.Fatalf("push with a cancelled ctx: %v; want context.Canceled", err)
 	}
-	if _, err := e.s.Drain(cancelled, "late"); !errors.Is(err, context.Canceled) {
+	if _, err := drain(e.s, cancelled, "late"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("drain with a cancelled ctx: %v; want context.Canceled", err)
 	}
 
@@ -307,7 +303,7 @@ func TestBatchCallerContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err := e.s.Push(ctx, "late", []byte("x"))
+	_, err := pushOnline(e.s, ctx, "late", []byte("x"))
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("push while every worker is busy: %v; want context.DeadlineExceeded", err)
 	}
@@ -320,7 +316,7 @@ func TestBatchCallerContext(t *testing.T) {
 			t.Fatalf("occupier: %v", err)
 		}
 	}
-	if n, _ := e.s.Len(context.Background(), "late"); n != 0 {
+	if n, _ := pending(e.s, context.Background(), "late"); n != 0 {
 		t.Fatal("the cancelled push was stored")
 	}
 }
@@ -334,7 +330,7 @@ func TestBatchClose(t *testing.T) {
 	hook := &pipeHook{}
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	rdb.AddHook(hook)
-	e := &batchEnv{srv: srv, admin: admin, rdb: rdb, hook: hook, s: NewRedis(rdb, redistest.Prefix(t), 10, time.Hour, false)}
+	e := &batchEnv{srv: srv, admin: admin, rdb: rdb, hook: hook, s: NewRedis(rdb, Options{Prefix: redistest.Prefix(t), Max: 10})}
 	ctx := context.Background()
 
 	unpause := e.pause(t)
@@ -343,7 +339,7 @@ func TestBatchClose(t *testing.T) {
 	waited := make(chan error, waiting)
 	for i := range waiting {
 		go func() {
-			_, err := e.s.Push(ctx, "waiting"+strconv.Itoa(i), []byte("x"))
+			_, err := pushOnline(e.s, ctx, "waiting"+strconv.Itoa(i), []byte("x"))
 			waited <- err
 		}()
 	}
@@ -380,18 +376,18 @@ func TestBatchClose(t *testing.T) {
 	}
 	e.s.Close() // again: nothing happens
 
-	if _, err := e.s.Push(ctx, "after", []byte("x")); !errors.Is(err, ErrClosed) {
+	if _, err := pushOnline(e.s, ctx, "after", []byte("x")); !errors.Is(err, ErrClosed) {
 		t.Errorf("push after Close: %v; want ErrClosed", err)
 	}
 	start := time.Now()
-	if _, err := e.s.Drain(ctx, "after"); !errors.Is(err, ErrClosed) {
+	if _, err := drain(e.s, ctx, "after"); !errors.Is(err, ErrClosed) {
 		t.Errorf("drain after Close: %v; want ErrClosed", err)
 	}
 	if took := time.Since(start); took > time.Second {
 		t.Errorf("drain after Close took %s; want no retries", took)
 	}
 	for i := range waiting {
-		if n, _ := e.s.Len(ctx, "waiting"+strconv.Itoa(i)); n != 0 {
+		if n, _ := pending(e.s, ctx, "waiting"+strconv.Itoa(i)); n != 0 {
 			t.Errorf("waiting%d: a call refused with ErrClosed was stored", i)
 		}
 	}
@@ -403,11 +399,38 @@ func TestBatchClose(t *testing.T) {
 func TestBatchCloseUnused(t *testing.T) {
 	leaks := goleak.IgnoreCurrent()
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
-	s := NewRedis(rdb, "ws:", 10, time.Hour, false)
+	s := NewRedis(rdb, Options{Max: 10})
 	s.Close()
-	if _, err := s.Push(context.Background(), "alice", []byte("x")); !errors.Is(err, ErrClosed) {
+	if _, err := pushOnline(s, context.Background(), "alice", []byte("x")); !errors.Is(err, ErrClosed) {
 		t.Fatalf("push after Close: %v; want ErrClosed", err)
 	}
 	_ = rdb.Close()
 	goleak.VerifyNone(t, leaks)
+}
+
+// pushOnline pushes with no id and reports whether a node took it live.
+func pushOnline(s *Redis, ctx context.Context, user string, data []byte) (bool, error) {
+	r, err := s.Push(ctx, user, data, "")
+	return r.Receivers > 0, err
+}
+
+// drain reads user's unacknowledged messages and acknowledges them, as a raw client's connect
+// does.
+func drain(s *Redis, ctx context.Context, user string) ([][]byte, error) {
+	r, err := s.Read(ctx, user, -1)
+	if err != nil {
+		return nil, err
+	}
+	if len(r.Msgs) > 0 {
+		if err := s.Ack(ctx, user, r.Latest); err != nil {
+			return nil, err
+		}
+	}
+	return r.Msgs, nil
+}
+
+// pending counts user's unacknowledged messages.
+func pending(s *Redis, ctx context.Context, user string) (int, error) {
+	r, err := s.Read(ctx, user, -1)
+	return len(r.Msgs), err
 }

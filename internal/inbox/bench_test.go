@@ -7,23 +7,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wsgateway/wsgateway/internal/offline"
+	"github.com/wsgateway/wsgateway/internal/inbox"
 	"github.com/wsgateway/wsgateway/internal/testutil/redistest"
 )
 
 // benchStore is a Redis store on a fresh redis-server, closed at the end of b.
-func benchStore(b *testing.B) *offline.Redis {
+func benchStore(b *testing.B) *inbox.Redis {
 	srv := redistest.Start(b)
-	s := offline.NewRedis(srv.Client(b), redistest.Prefix(b), 100, time.Hour, false)
-	// Close stops the batcher; checked dynamically so that this file also runs on a tree
-	// without one, for before/after figures.
-	if c, ok := any(s).(interface{ Close() }); ok {
-		b.Cleanup(c.Close)
-	}
+	s := inbox.NewRedis(srv.Client(b), inbox.Options{Prefix: redistest.Prefix(b), Max: 100, TTL: time.Hour})
+	b.Cleanup(s.Close)
 	return s
 }
 
-// BenchmarkRedisPush is push-or-store from 64 concurrent callers (as the HTTP API with 64
+// BenchmarkRedisPush is a push (number, store, publish) from 64 concurrent callers (as the HTTP API with 64
 // publishers), every push stored: the round trips the batcher shares.
 func BenchmarkRedisPush(b *testing.B) {
 	s := benchStore(b)
@@ -35,7 +31,7 @@ func BenchmarkRedisPush(b *testing.B) {
 		ctx := context.Background()
 		for pb.Next() {
 			// 1000 users: the lists stay short (offline-max 100).
-			if _, err := s.Push(ctx, "u"+strconv.FormatInt(next.Add(1)%1000, 10), data); err != nil {
+			if _, err := s.Push(ctx, "u"+strconv.FormatInt(next.Add(1)%1000, 10), data, ""); err != nil {
 				b.Error(err)
 				return
 			}
@@ -43,9 +39,9 @@ func BenchmarkRedisPush(b *testing.B) {
 	})
 }
 
-// BenchmarkRedisDrain is the drain of a connect storm (64 concurrent connects), for users with
-// nothing stored, as most connects are.
-func BenchmarkRedisDrain(b *testing.B) {
+// BenchmarkRedisRead is the inbox read of a connect storm (64 concurrent connects), for users
+// with nothing stored, as most connects are.
+func BenchmarkRedisRead(b *testing.B) {
 	s := benchStore(b)
 	var next atomic.Int64
 	b.ReportAllocs()
@@ -53,7 +49,7 @@ func BenchmarkRedisDrain(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		ctx := context.Background()
 		for pb.Next() {
-			if _, err := s.Drain(ctx, "u"+strconv.FormatInt(next.Add(1), 10)); err != nil {
+			if _, err := s.Read(ctx, "u"+strconv.FormatInt(next.Add(1), 10), -1); err != nil {
 				b.Error(err)
 				return
 			}
@@ -69,7 +65,7 @@ func BenchmarkRedisPushSerial(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		if _, err := s.Push(ctx, "u"+strconv.Itoa(i%1000), data); err != nil {
+		if _, err := s.Push(ctx, "u"+strconv.Itoa(i%1000), data, ""); err != nil {
 			b.Fatal(err)
 		}
 	}
