@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -109,10 +110,20 @@ func TestWriteResultsMatchesJSON(t *testing.T) {
 	gin.SetMode(gin.ReleaseMode)
 	rng := rand.New(rand.NewPCG(1, 2))
 	const alphabet = "ABCXYZabcxyz0189_.:@-"
+	// The shape json.Marshal gives each case of a result.
+	type jsonResult struct {
+		UserID    string `json:"user_id"`
+		Error     string `json:"error,omitempty"`
+		Seq       int64  `json:"seq,omitempty"`
+		Online    *bool  `json:"online,omitempty"`
+		Queued    *bool  `json:"queued,omitempty"`
+		Duplicate bool   `json:"duplicate,omitempty"`
+	}
+	yes, no := true, false
 	for _, n := range []int{1, 2, 3, 100, MaxUsers} {
 		users := make([]string, n)
-		online := make([]bool, n)
-		res := make([]pushResult, n)
+		results := make([]PushResult, n)
+		res := make([]jsonResult, n)
 		for i := range users {
 			var b strings.Builder
 			for range 1 + rng.IntN(128) {
@@ -122,15 +133,28 @@ func TestWriteResultsMatchesJSON(t *testing.T) {
 			if !auth.ValidUserID(users[i]) {
 				t.Fatalf("test bug: %q", users[i])
 			}
-			online[i] = rng.IntN(2) == 0
-			res[i] = pushResult{UserID: users[i], Online: online[i], Queued: !online[i]}
+			seq := 1 + rng.Int64N(1<<40)
+			switch rng.IntN(4) {
+			case 0:
+				results[i] = PushResult{Seq: seq, Online: true}
+				res[i] = jsonResult{UserID: users[i], Seq: seq, Online: &yes, Queued: &no}
+			case 1:
+				results[i] = PushResult{Seq: seq}
+				res[i] = jsonResult{UserID: users[i], Seq: seq, Online: &no, Queued: &yes}
+			case 2:
+				results[i] = PushResult{Seq: seq, Duplicate: true}
+				res[i] = jsonResult{UserID: users[i], Seq: seq, Online: &no, Queued: &no, Duplicate: true}
+			default:
+				results[i] = PushResult{Err: errors.New("boom")}
+				res[i] = jsonResult{UserID: users[i], Error: "redis unavailable, not accepted"}
+			}
 		}
 		want := httptest.NewRecorder()
 		c, _ := gin.CreateTestContext(want)
 		c.JSON(http.StatusOK, gin.H{"results": res})
 		got := httptest.NewRecorder()
 		c, _ = gin.CreateTestContext(got)
-		writeResults(c, users, online)
+		writeResults(c, users, results)
 		if got.Code != want.Code || !bytes.Equal(got.Body.Bytes(), want.Body.Bytes()) ||
 			!reflect.DeepEqual(got.Header(), want.Header()) {
 			t.Fatalf("%d users: got %d %v %.300s\nwant %d %v %.300s", n,

@@ -17,15 +17,16 @@ import (
 	"github.com/wsgateway/wsgateway/internal/api"
 	"github.com/wsgateway/wsgateway/internal/auth"
 	"github.com/wsgateway/wsgateway/internal/bus"
-	"github.com/wsgateway/wsgateway/internal/offline"
+	"github.com/wsgateway/wsgateway/internal/inbox"
 )
 
 // The fuzzers drive the real routes (api.Register on a gin engine) over the in-memory bus and
-// offline store, one fresh set per input, and check what SPEC section 4 promises for any body:
-// a 200, 400 or 413 with JSON, never a panic; on 200 the `data` bytes exactly as sent,
-// delivered or stored once per distinct valid user; on an error nothing delivered or stored.
+// inbox, one fresh set per input, and check what the API promises for any body: a 200, 400 or
+// 413 with JSON, never a panic; on 200 the `data` bytes exactly as sent, stored once per
+// distinct valid user as its message 1 and delivered live to the online ones; on an error
+// nothing delivered or stored.
 
-// fzOnline are the users with a live connection in every fuzz run; others get stored offline.
+// fzOnline are the users with a live connection in every fuzz run.
 var fzOnline = []string{"alice", "u-1"}
 
 // fzSink is the hub's side of the in-memory bus: it records what the bus delivered.
@@ -35,7 +36,7 @@ type fzSink struct {
 	broadcast [][]byte
 }
 
-func (s *fzSink) Deliver(user string, data []byte) {
+func (s *fzSink) Deliver(user string, _ int64, data []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.delivered[user] = append(s.delivered[user], bytes.Clone(data))
@@ -47,15 +48,29 @@ func (s *fzSink) Broadcast(data []byte) {
 	s.broadcast = append(s.broadcast, bytes.Clone(data))
 }
 
-func (s *fzSink) Kick(string)   {}
-func (s *fzSink) Resubscribed() {}
-func (*fzSink) PubSubLost()     {}
-func (*fzSink) PubSubQuiet()    {}
+func (s *fzSink) Kick(string) {}
+func (s *fzSink) Resync()     {}
+
+// fzPusher is the in-memory inbox as the API sees it (the server has the same adapter).
+type fzPusher struct{ *inbox.Memory }
+
+func (p fzPusher) Push(ctx context.Context, user string, data []byte, id string) (api.PushResult, error) {
+	r, err := p.Memory.Push(ctx, user, data, id)
+	return api.PushResult{Seq: r.Seq, Online: r.Receivers > 0, Duplicate: r.Duplicate}, err
+}
+
+func (p fzPusher) PushMany(ctx context.Context, users []string, data []byte, id string) []api.PushResult {
+	out := make([]api.PushResult, len(users))
+	for i, u := range users {
+		out[i], out[i].Err = p.Push(ctx, u, data, id)
+	}
+	return out
+}
 
 type fzGateway struct {
 	engine *gin.Engine
 	sink   *fzSink
-	store  *offline.Memory
+	store  *inbox.Memory
 }
 
 func fzNew(tb testing.TB) *fzGateway {
@@ -69,10 +84,10 @@ func fzNew(tb testing.TB) *fzGateway {
 			tb.Fatal(err)
 		}
 	}
-	store := offline.NewMemory(mb.Publish, 1000, time.Hour, nil)
+	store := inbox.NewMemory(mb.Publish, inbox.Options{Max: 1000, TTL: time.Hour}, nil)
 	r := gin.New() // no recovery middleware: a panic fails the fuzzer
 	api.Register(r, api.Options{
-		Pusher: store, Bus: mb, ValidUser: auth.ValidUserID,
+		Pusher: fzPusher{store}, Bus: mb, ValidUser: auth.ValidUserID,
 		CheckKey: func(h string) bool { return h == "Bearer k" },
 	})
 	return &fzGateway{engine: r, sink: sink, store: store}
@@ -148,7 +163,8 @@ func FuzzPushBody(f *testing.F) {
 		if w.Code != http.StatusOK {
 			fzCheckError(t, w, body)
 			for _, u := range named {
-				if n, _ := g.store.Len(context.Background(), u); n != 0 || len(g.sink.delivered[u]) != 0 {
+				if r, _ := g.store.Read(context.Background(), u, 0); r.Latest != 0 || len(g.sink.delivered[u]) != 0 {
+					n := r.Latest
 					t.Fatalf("HTTP %d, yet %q got a message (stored %d, delivered %d)", w.Code, u, n, len(g.sink.delivered[u]))
 				}
 			}
@@ -157,6 +173,7 @@ func FuzzPushBody(f *testing.F) {
 		var res struct {
 			Results []struct {
 				UserID string `json:"user_id"`
+				Seq    int64  `json:"seq"`
 				Online bool   `json:"online"`
 				Queued bool   `json:"queued"`
 			} `json:"results"`
@@ -181,17 +198,17 @@ func FuzzPushBody(f *testing.F) {
 			if i >= len(want) || r.UserID != want[i] || !auth.ValidUserID(r.UserID) {
 				t.Fatalf("results %+v for users %q", res.Results, want)
 			}
-			if r.Online == r.Queued || r.Online != slices.Contains(fzOnline, r.UserID) {
+			if r.Online == r.Queued || r.Online != slices.Contains(fzOnline, r.UserID) || r.Seq != 1 {
 				t.Fatalf("result %+v", r)
 			}
-			var got [][]byte
-			if r.Online {
-				got = g.sink.delivered[r.UserID]
-			} else {
-				got, _ = g.store.Drain(context.Background(), r.UserID)
-			}
+			stored, _ := g.store.Read(context.Background(), r.UserID, 0)
+			got := stored.Msgs
 			if len(got) != 1 {
-				t.Fatalf("%s got %d copies", r.UserID, len(got))
+				t.Fatalf("%s has %d copies stored", r.UserID, len(got))
+			}
+			if live := g.sink.delivered[r.UserID]; len(live) != map[bool]int{true: 1}[r.Online] ||
+				(r.Online && !bytes.Equal(live[0], got[0])) {
+				t.Fatalf("%s (online %v) got %q live", r.UserID, r.Online, live)
 			}
 			if data == nil {
 				data = got[0]

@@ -31,13 +31,15 @@ const benchKey = "bench-key-0123456789"
 // onlinePusher accepts every push and reports every user online: the handler's own cost.
 type onlinePusher struct{}
 
-func (onlinePusher) Push(context.Context, string, []byte) (bool, error) { return true, nil }
-func (onlinePusher) PushMany(_ context.Context, users []string, _ []byte) ([]bool, error) {
-	out := make([]bool, len(users))
+func (onlinePusher) Push(context.Context, string, []byte, string) (api.PushResult, error) {
+	return api.PushResult{Seq: 1, Online: true}, nil
+}
+func (onlinePusher) PushMany(_ context.Context, users []string, _ []byte, _ string) []api.PushResult {
+	out := make([]api.PushResult, len(users))
 	for i := range out {
-		out[i] = true
+		out[i] = api.PushResult{Seq: 1, Online: true}
 	}
-	return out, nil
+	return out
 }
 
 type nopBus struct{}

@@ -33,15 +33,18 @@ type recorder struct {
 	got          map[string][]string
 	broadcasts   []string
 	kicks        []string
-	resubscribed atomic.Int32
-	lost, quiet  atomic.Int32
+	resubscribed atomic.Int32 // Resync calls
 }
 
 func newRecorder() *recorder { return &recorder{got: make(map[string][]string)} }
 
-func (r *recorder) Deliver(user string, data []byte) {
+func (r *recorder) Deliver(user string, seq int64, data []byte) {
 	r.mu.Lock()
-	r.got[user] = append(r.got[user], string(data))
+	if seq > 0 {
+		r.got[user] = append(r.got[user], fmt.Sprintf("%d:%s", seq, data))
+	} else {
+		r.got[user] = append(r.got[user], string(data))
+	}
 	r.mu.Unlock()
 }
 func (r *recorder) Broadcast(data []byte) {
@@ -54,9 +57,7 @@ func (r *recorder) Kick(user string) {
 	r.kicks = append(r.kicks, user)
 	r.mu.Unlock()
 }
-func (r *recorder) Resubscribed() { r.resubscribed.Add(1) }
-func (r *recorder) PubSubLost()   { r.lost.Add(1) }
-func (r *recorder) PubSubQuiet()  { r.quiet.Add(1) }
+func (r *recorder) Resync() { r.resubscribed.Add(1) }
 
 func (r *recorder) messages(user string) []string {
 	r.mu.Lock()
@@ -224,15 +225,12 @@ func TestPubSubKilledResubscribes(t *testing.T) {
 	if err := rdb.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
 		t.Fatal(err)
 	}
-	wait.For(t, 10*time.Second, func() bool { return rec.resubscribed.Load() >= 1 }, "Resubscribed never called")
-	if rec.lost.Load() < 1 || rec.quiet.Load() < 1 {
-		t.Fatalf("PubSubLost called %d times, PubSubQuiet %d; want both before Resubscribed", rec.lost.Load(), rec.quiet.Load())
-	}
+	wait.For(t, 10*time.Second, func() bool { return rec.resubscribed.Load() >= 1 }, "Resync never called")
 	wait.For(t, 10*time.Second, func() bool { return b.Ready() == nil }, "not ready after resubscribe")
 	if obs.reconnects.Load() < 1 {
 		t.Fatal("reconnect not counted")
 	}
-	// Resubscribed is reported only once the subscriptions are confirmed, so a publish now counts.
+	// Resync is reported only once the subscriptions are confirmed, so a publish now counts.
 	if n := rdb.Publish(ctx, prefix+"user:{alice}", "after").Val(); n != 1 {
 		t.Fatalf("PUBLISH after resubscribe counted %d, want 1", n)
 	}
@@ -283,7 +281,7 @@ func TestWedgedLinkDetectedAndRecovered(t *testing.T) {
 		}
 	}
 	wait.For(t, 20*time.Second, func() bool { return b.Ready() == nil }, "did not recover after the link healed")
-	wait.For(t, 5*time.Second, func() bool { return rec.resubscribed.Load() > resubs }, "Resubscribed not called after recovery")
+	wait.For(t, 5*time.Second, func() bool { return rec.resubscribed.Load() > resubs }, "Resync not called after recovery")
 	wait.For(t, 10*time.Second, func() bool {
 		return direct.Publish(ctx, prefix+"user:{alice}", "back").Val() >= 1 && rec.count("alice") >= 1
 	}, "no delivery after recovery")

@@ -143,7 +143,7 @@ func BenchmarkHubDeliver(b *testing.B) {
 				for int64(i-window) > minRead(b, cs) {
 					runtime.Gosched()
 				}
-				hub.Deliver("bench", benchPayload)
+				hub.Deliver("bench", 0, benchPayload)
 			}
 			waitUntil(b, "deliveries", func() bool { return minRead(b, cs) >= int64(b.N) })
 			el := time.Since(start)
