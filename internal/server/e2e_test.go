@@ -100,11 +100,11 @@ func TestDeliverFrameType(t *testing.T) {
 		payload []byte
 		typ     int
 	}{
-		{"binary to one connection", func(d []byte) { hub.Deliver("alice", d) }, []*websocket.Conn{alice}, []byte{0xff, 0xfe}, websocket.BinaryMessage},
-		{"truncated UTF-8 is binary", func(d []byte) { hub.Deliver("alice", d) }, []*websocket.Conn{alice}, []byte("caf\xc3"), websocket.BinaryMessage},
-		{"binary to two devices", func(d []byte) { hub.Deliver("bob", d) }, []*websocket.Conn{bob1, bob2}, []byte{0, 1, 2, 0xff}, websocket.BinaryMessage},
-		{"UTF-8 to one connection is text", func(d []byte) { hub.Deliver("alice", d) }, []*websocket.Conn{alice}, []byte("plain ✓"), websocket.TextMessage},
-		{"UTF-8 to two devices is text", func(d []byte) { hub.Deliver("bob", d) }, []*websocket.Conn{bob1, bob2}, []byte("not JSON at all"), websocket.TextMessage},
+		{"binary to one connection", func(d []byte) { hub.Deliver("alice", 0, d) }, []*websocket.Conn{alice}, []byte{0xff, 0xfe}, websocket.BinaryMessage},
+		{"truncated UTF-8 is binary", func(d []byte) { hub.Deliver("alice", 0, d) }, []*websocket.Conn{alice}, []byte("caf\xc3"), websocket.BinaryMessage},
+		{"binary to two devices", func(d []byte) { hub.Deliver("bob", 0, d) }, []*websocket.Conn{bob1, bob2}, []byte{0, 1, 2, 0xff}, websocket.BinaryMessage},
+		{"UTF-8 to one connection is text", func(d []byte) { hub.Deliver("alice", 0, d) }, []*websocket.Conn{alice}, []byte("plain ✓"), websocket.TextMessage},
+		{"UTF-8 to two devices is text", func(d []byte) { hub.Deliver("bob", 0, d) }, []*websocket.Conn{bob1, bob2}, []byte("not JSON at all"), websocket.TextMessage},
 		{"binary broadcast", hub.Broadcast, []*websocket.Conn{alice, bob1, bob2}, []byte{0x80, 0x81}, websocket.BinaryMessage},
 	}
 	for _, tc := range cases {
@@ -440,9 +440,9 @@ func TestHeartbeat(t *testing.T) {
 }
 
 // A client that stops reading while messages pile up is closed with 1013 once its send queue
-// is full. It still reads what was written before the close frame; everything else was stored
-// offline and comes on the reconnect: both connections together get every message once, in
-// order.
+// is full. It still reads what was written before the close frame; everything else waits in
+// the inbox, unacknowledged, and comes on the reconnect: both connections together get every
+// message once, in order.
 func TestSlowConsumer(t *testing.T) {
 	cfg := devConfig()
 	cfg.SendQueue = 8
@@ -451,16 +451,18 @@ func TestSlowConsumer(t *testing.T) {
 	g := startWith(t, cfg, server.Options{CloseGrace: patience})
 	c := g.dialWith(t, &smallBufferDialer, "alice")
 
-	// Fill the socket buffers and the queue. The messages go in where a push reaches the hub
-	// (the bus's delivery callback): megabytes of JSON through the API under -race cost
-	// seconds and test nothing more. The pushes after the verdict go through the API.
+	// Fill the socket buffers and the queue. The messages go in as the API's push puts them
+	// (Server.Push): megabytes of JSON through HTTP under -race cost seconds and test nothing
+	// more. The pushes after the verdict go through the API.
 	const pad = 64 << 10
 	pushed := 0
 	for g.metric(t, "wsgateway_slow_consumers_total") == 0 {
 		if pushed == 2000 {
 			t.Fatalf("%d messages of 64 KiB sent to a client that reads nothing, and it is still not a slow consumer", pushed)
 		}
-		g.srv.Hub().Deliver("alice", []byte(seqData(pushed, pad)))
+		if _, err := g.srv.Push(context.Background(), "alice", []byte(seqData(pushed, pad))); err != nil {
+			t.Fatal(err)
+		}
 		pushed++
 	}
 	// Pushes after the verdict, before the connection is gone, must not be lost either.
@@ -497,9 +499,6 @@ func TestSlowConsumer(t *testing.T) {
 	}
 	if n := g.metric(t, "wsgateway_disconnects_total", "reason", "slow_consumer"); n != 1 {
 		t.Fatalf("disconnects_total{reason=slow_consumer} = %v, want 1", n)
-	}
-	if n := g.metric(t, "wsgateway_offline_stored_total", "source", "requeue"); int(n) != pushed-first {
-		t.Fatalf("offline_stored_total{source=requeue} = %v, want %d (all the first connection did not get)", n, pushed-first)
 	}
 	t.Logf("%d messages: %d on the first connection, %d after the reconnect", pushed, first, pushed-first)
 }
@@ -1156,7 +1155,9 @@ func TestReconnectWhileOldConnectionStalls(t *testing.T) {
 		if pushed == 2000 {
 			t.Fatal("no slow consumer after 2000 pushes")
 		}
-		g.srv.Hub().Deliver("alice", []byte(seqData(pushed, 64<<10))) // as in TestSlowConsumer
+		if _, err := g.srv.Push(context.Background(), "alice", []byte(seqData(pushed, 64<<10))); err != nil { // as in TestSlowConsumer
+			t.Fatal(err)
+		}
 		pushed++
 	}
 	// At the verdict the queue was full and the message that overflowed it was kept: at

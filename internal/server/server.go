@@ -308,6 +308,13 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 // Hub exposes the hub to tests.
 func (s *Server) Hub() *ws.Hub { return s.hub }
 
+// Push does what POST /api/v1/push does for one user, without HTTP (tests, tools); it returns
+// the message's number.
+func (s *Server) Push(ctx context.Context, user string, data []byte) (int64, error) {
+	r, err := s.store.Push(ctx, user, data, "")
+	return r.Seq, err
+}
+
 // Metrics exposes the metrics to tests.
 func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
 

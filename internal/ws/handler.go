@@ -142,6 +142,10 @@ const Subprotocol = "wsgateway.v1"
 // again from its position, so nothing is lost.
 func (h *Hub) startFill(c *Conn, after int64) {
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.SubscribeTimeout)
+	// What this node's other connections of the user sent is acknowledged first: a client
+	// that reconnects while its old connection is still open here (stuck in a write, not yet
+	// noticed dead) starts after what the old one wrote, not at the last periodic flush.
+	h.acks.flushUser(ctx, c.user)
 	b, err := h.inbox.Read(ctx, c.user, after)
 	cancel()
 	sh := h.shardOf(c.user)
