@@ -245,14 +245,29 @@ func (c *cluster) presence(base, user string) (bool, error) {
 	return out.Online, nil
 }
 
-// offlineLen is the length of user's offline list, straight from Redis.
+// offlineLen is how many of user's messages are not acknowledged (latest number minus the
+// acknowledged position), straight from Redis: what a connect without since would get.
 func (c *cluster) offlineLen(user string) int64 {
 	c.t.Helper()
-	n, err := c.rdb.LLen(context.Background(), c.prefix+"offline:{"+user+"}").Result()
+	v, err := c.rdb.HMGet(context.Background(), c.prefix+"inbox:{"+user+"}:state", "seq", "ack").Result()
 	if err != nil {
-		c.t.Fatalf("LLEN offline:{%s}: %v", user, err)
+		c.t.Fatalf("HMGET inbox:{%s}:state: %v", user, err)
 	}
-	return n
+	var n [2]int64
+	for i, x := range v {
+		if s, ok := x.(string); ok {
+			n[i], _ = strconv.ParseInt(s, 10, 64)
+		}
+	}
+	return n[0] - n[1]
+}
+
+// waitAcked waits until everything pushed to user is acknowledged: raw deliveries count as
+// acknowledged once written, and nodes record positions in batches (within a second).
+func (c *cluster) waitAcked(user string) {
+	c.t.Helper()
+	wait.For(c.t, timeout, func() bool { return c.offlineLen(user) == 0 },
+		"%s still has %s unacknowledged messages", user, lazy(func() string { return strconv.FormatInt(c.offlineLen(user), 10) }))
 }
 
 // --- WebSocket clients ---

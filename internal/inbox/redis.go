@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -351,14 +352,23 @@ func patternEscape(s string) string {
 }
 
 // retry runs call until it succeeds, fails with an error reply, ctx ends, or pushRetryFor
-// passed: a connection error may mean the command ran and only the reply was lost, and every
-// call retried here is safe to run twice (a push carries its id, reads and acks are
-// idempotent).
+// passed. It retries only after an attempt that may have reached Redis (the reply was lost):
+// every call retried here is safe to run twice (a push carries its id, reads and acks are
+// idempotent), and a push whose first attempt may have run must find out whether it did
+// rather than answer "not accepted". While Redis refuses connections from the start, nothing
+// ran: the error comes back at once (the API answers 503).
 func retry(ctx context.Context, call func() error) error {
 	giveUp := time.Now().Add(pushRetryFor)
+	maybeRan := false
 	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
 		err := call()
 		if err == nil || ctx.Err() != nil || !retryable(err) || time.Now().After(giveUp) {
+			return err
+		}
+		if !notSent(err) {
+			maybeRan = true
+		}
+		if !maybeRan {
 			return err
 		}
 		t := time.NewTimer(backoff)
@@ -368,6 +378,13 @@ func retry(ctx context.Context, call func() error) error {
 		}
 		t.Stop()
 	}
+}
+
+// notSent reports whether err says the command never left this process: no connection could
+// be made (Redis down, refusing, unreachable).
+func notSent(err error) bool {
+	var op *net.OpError
+	return (errors.As(err, &op) && op.Op == "dial") || errors.Is(err, redis.ErrPoolTimeout)
 }
 
 // retryable reports whether err is a connection problem (the command may not have run, or its
