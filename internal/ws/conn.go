@@ -64,9 +64,10 @@ type Conn struct {
 
 	// Guarded by the hub's shard lock of user (fill.go): pos is the highest number given to
 	// this connection; while filling, it is catching up from the inbox and live messages wait
-	// in pending.
+	// in pending; refill asks the catch-up under way to read once more.
 	pos     int64
 	filling bool
+	refill  bool
 	pending []Message
 
 	// written is the highest number the writer sent (set by the writer, read by the reader
