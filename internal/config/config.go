@@ -231,6 +231,16 @@ func (c *Config) Validate() error {
 	if c.KeyPrefix == "" {
 		return errors.New("key-prefix: must not be empty")
 	}
+	// A user's keys and channel share the hash tag {<user id>}, so that one Cluster slot
+	// holds them all. Redis takes the first {…} of a name as its tag: a brace in the prefix
+	// would make the prefix the tag (every user on one slot) or split a user's names across
+	// slots (CROSSSLOT on every push). The node id is part of names too (the probe channel).
+	if strings.ContainsAny(c.KeyPrefix, "{}") {
+		return fmt.Errorf("key-prefix: must not contain { or } (they would break the Redis Cluster hash tags), got %q", c.KeyPrefix)
+	}
+	if strings.ContainsAny(c.NodeID, "{}") {
+		return fmt.Errorf("node-id: must not contain { or } (they would break the Redis Cluster hash tags), got %q", c.NodeID)
+	}
 	positive := []struct {
 		name string
 		d    time.Duration

@@ -198,6 +198,14 @@ func TestParseErrors(t *testing.T) {
 		{"redis-url no host", []string{"--dev", "--redis-url=redis://"}, nil, "redis-url"},
 		{"redis-url garbage", []string{"--dev", "--redis-url=::"}, nil, "redis-url"},
 		{"empty key-prefix", []string{"--dev", "--key-prefix="}, nil, "key-prefix"},
+		// Braces would make the prefix (or node id) the hash tag of every key: all users on
+		// one Cluster slot, or a user's keys and channel on different slots.
+		{"key-prefix with {", []string{"--dev", "--key-prefix={ws}:"}, nil, "key-prefix"},
+		{"key-prefix with }", []string{"--dev", "--key-prefix=ws}"}, nil, "key-prefix"},
+		{"key-prefix with { from the environment", []string{"--dev"}, []string{"GATEWAY_KEY_PREFIX=ws{"}, "key-prefix"},
+		{"node-id with {", []string{"--dev", "--node-id=a{b"}, nil, "node-id"},
+		{"node-id with }", []string{"--dev", "--node-id=node}"}, nil, "node-id"},
+		{"node-id with braces from the environment", []string{"--dev"}, []string{"GATEWAY_NODE_ID={n1}"}, "node-id"},
 		{"zero ping-interval", []string{"--dev", "--ping-interval=0s"}, nil, "ping-interval"},
 		{"negative ping-interval", []string{"--dev", "--ping-interval=-1s"}, nil, "ping-interval"},
 		{"zero pong-timeout", []string{"--dev", "--pong-timeout=0"}, nil, "pong-timeout"},
