@@ -40,6 +40,7 @@ func TestBadSettingsExit(t *testing.T) {
 		{"bad log format", []string{"--dev", "--log-format", "xml"}, nil, "log-format"},
 		{"brace in key prefix", []string{"--dev", "--key-prefix", "{ws}:"}, nil, "key-prefix"},
 		{"brace in node id", []string{"--dev"}, []string{"GATEWAY_NODE_ID=n{1}"}, "node-id"},
+		{"short jwt secret", []string{"--api-keys", "k"}, []string{"GATEWAY_JWT_SECRET=change-me"}, "jwt-secret"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -35,10 +35,14 @@ type Config struct {
 	KeyPrefix         string
 	JWTSecret         string
 	JWTPublicKeyFile  string
-	APIKeys           []string
-	Dev               bool
-	Demo              bool
-	AllowedOrigins    []string
+	// JWTAudience and JWTIssuer, when set, must be the token's aud (one of them, for a list)
+	// and iss: a shared identity provider signs tokens for other apps with the same key.
+	JWTAudience    string
+	JWTIssuer      string
+	APIKeys        []string
+	Dev            bool
+	Demo           bool
+	AllowedOrigins []string
 
 	PingInterval    time.Duration
 	PongTimeout     time.Duration
@@ -89,6 +93,9 @@ func Default() Config {
 	}
 }
 
+// minJWTSecret is the shortest HS256 secret accepted outside --dev: SHA-256's output size.
+const minJWTSecret = 32
+
 // ErrHelp is returned by Parse when -h or --help was asked for; the usage is already printed.
 var ErrHelp = flag.ErrHelp
 
@@ -111,6 +118,8 @@ func Parse(args []string, environ []string, output io.Writer) (Config, error) {
 	fs.StringVar(&c.KeyPrefix, "key-prefix", c.KeyPrefix, "prefix of every Redis key and channel")
 	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 secret for client tokens")
 	fs.StringVar(&c.JWTPublicKeyFile, "jwt-public-key", "", "PEM file with an RSA or EC public key (RS256/ES256)")
+	fs.StringVar(&c.JWTAudience, "jwt-audience", "", "when set, tokens must carry this aud")
+	fs.StringVar(&c.JWTIssuer, "jwt-issuer", "", "when set, tokens must carry this iss")
 	fs.StringVar(&apiKeys, "api-keys", "", "comma-separated bearer keys for /api/* (several, for rotation)")
 	fs.BoolVar(&c.Dev, "dev", false, "local development: no tokens, ?user_id= accepted, API open, demo page on")
 	fs.BoolVar(&c.Demo, "demo", false, "serve the demo page at / outside --dev")
@@ -311,6 +320,11 @@ func (c *Config) Validate() error {
 		}
 		if len(c.APIKeys) == 0 {
 			return errors.New("api-keys: required without --dev")
+		}
+		// An HMAC key shorter than the hash's output (32 bytes for SHA-256, RFC 7518 section
+		// 3.2) can be guessed offline from a single token, and then any user's token forged.
+		if c.JWTSecret != "" && len(c.JWTSecret) < minJWTSecret {
+			return fmt.Errorf("jwt-secret: must be at least %d bytes outside --dev, got %d (e.g. openssl rand -base64 48)", minJWTSecret, len(c.JWTSecret))
 		}
 	}
 	return nil

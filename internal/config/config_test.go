@@ -14,7 +14,10 @@ import (
 )
 
 // prod are the settings without which a non-dev gateway refuses to start.
-var prod = []string{"--jwt-secret=s3cret", "--api-keys=k1"}
+var prod = []string{"--jwt-secret=" + secret32, "--api-keys=k1"}
+
+// secret32 is the shortest HS256 secret accepted outside --dev: 32 bytes, SHA-256's size.
+const secret32 = "0123456789abcdef0123456789abcdef"
 
 func parse(t *testing.T, args []string, env ...string) config.Config {
 	t.Helper()
@@ -28,7 +31,7 @@ func parse(t *testing.T, args []string, env ...string) config.Config {
 func TestDefaults(t *testing.T) {
 	c := parse(t, prod)
 	want := config.Default()
-	want.JWTSecret, want.APIKeys = "s3cret", []string{"k1"}
+	want.JWTSecret, want.APIKeys = secret32, []string{"k1"}
 	want.NodeID = c.NodeID
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("Parse with no settings:\n got %+v\nwant %+v", c, want)
@@ -92,7 +95,9 @@ func TestFlagsAndEnvironment(t *testing.T) {
 		{"addr", "0.0.0.0:1", "127.0.0.1:2", func(c config.Config) any { return c.Addr }, "0.0.0.0:1", "127.0.0.1:2", nil},
 		{"redis-url", "redis://a:1/0", "rediss://b:2/1", func(c config.Config) any { return c.RedisURL }, "redis://a:1/0", "rediss://b:2/1", nil},
 		{"key-prefix", "e:", "f:", func(c config.Config) any { return c.KeyPrefix }, "e:", "f:", nil},
-		{"jwt-secret", "env-secret", "flag-secret", func(c config.Config) any { return c.JWTSecret }, "env-secret", "flag-secret", nil},
+		{"jwt-secret", "env-secret-" + secret32, "flag-secret-" + secret32, func(c config.Config) any { return c.JWTSecret }, "env-secret-" + secret32, "flag-secret-" + secret32, nil},
+		{"jwt-audience", "env-aud", "flag-aud", func(c config.Config) any { return c.JWTAudience }, "env-aud", "flag-aud", nil},
+		{"jwt-issuer", "https://env.example", "https://flag.example", func(c config.Config) any { return c.JWTIssuer }, "https://env.example", "https://flag.example", nil},
 		{"jwt-public-key", pemA, pemB, func(c config.Config) any { return string(c.JWTPublicKeyPEM) }, "content of a.pem", "content of b.pem", nil},
 		{"api-keys", "e1, e2", "f1,f2,,f3", func(c config.Config) any { return c.APIKeys }, []string{"e1", "e2"}, []string{"f1", "f2", "f3"}, nil},
 		{"dev", "true", "false", func(c config.Config) any { return c.Dev }, true, false, nil},
@@ -188,8 +193,8 @@ func TestParseErrors(t *testing.T) {
 	}{
 		{"no credentials", nil, nil, "jwt-secret"},
 		{"no jwt key", []string{"--api-keys=k"}, nil, "jwt-secret or jwt-public-key"},
-		{"no api keys", []string{"--jwt-secret=s"}, nil, "api-keys"},
-		{"api keys only separators", []string{"--jwt-secret=s", "--api-keys= , ,"}, nil, "api-keys"},
+		{"no api keys", []string{"--jwt-secret=" + secret32}, nil, "api-keys"},
+		{"api keys only separators", []string{"--jwt-secret=" + secret32, "--api-keys= , ,"}, nil, "api-keys"},
 		{"unreadable public key", []string{"--jwt-public-key=" + filepath.Join(dir, "missing.pem"), "--api-keys=k"}, nil, "jwt-public-key"},
 		{"public key is a directory", []string{"--jwt-public-key=" + dir, "--api-keys=k"}, nil, "jwt-public-key"},
 		{"addr without port", []string{"--dev", "--addr=localhost"}, nil, "addr"},
@@ -206,6 +211,10 @@ func TestParseErrors(t *testing.T) {
 		{"node-id with {", []string{"--dev", "--node-id=a{b"}, nil, "node-id"},
 		{"node-id with }", []string{"--dev", "--node-id=node}"}, nil, "node-id"},
 		{"node-id with braces from the environment", []string{"--dev"}, []string{"GATEWAY_NODE_ID={n1}"}, "node-id"},
+		// An HS256 key shorter than its hash can be brute-forced offline from one token.
+		{"short jwt-secret", []string{"--jwt-secret=" + secret32[1:], "--api-keys=k"}, nil, "jwt-secret"},
+		{"short jwt-secret from the environment", []string{"--api-keys=k"}, []string{"GATEWAY_JWT_SECRET=s3cret"}, "jwt-secret"},
+		{"short jwt-secret next to a public key", []string{"--jwt-secret=s3cret", "--jwt-public-key=" + filepath.Join(dir, "missing.pem"), "--api-keys=k"}, nil, "jwt-secret"},
 		{"zero ping-interval", []string{"--dev", "--ping-interval=0s"}, nil, "ping-interval"},
 		{"negative ping-interval", []string{"--dev", "--ping-interval=-1s"}, nil, "ping-interval"},
 		{"zero pong-timeout", []string{"--dev", "--pong-timeout=0"}, nil, "pong-timeout"},
@@ -323,6 +332,43 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+// An HS256 secret of fewer than 32 bytes (SHA-256's output size) is refused outside --dev:
+// anyone holding one token can guess a short secret offline and then sign tokens for any
+// user. The refusal never prints the secret. --dev accepts any secret, for quick tries.
+func TestJWTSecretLength(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		ok   bool
+	}{
+		{[]string{"--jwt-secret=" + secret32, "--api-keys=k"}, true},
+		{[]string{"--jwt-secret=" + secret32 + "more", "--api-keys=k"}, true},
+		{[]string{"--jwt-secret=" + secret32[:31], "--api-keys=k"}, false},
+		{[]string{"--jwt-secret=x", "--api-keys=k"}, false},
+		{[]string{"--jwt-secret=x", "--dev"}, true},
+		{[]string{"--jwt-secret=" + secret32[:31], "--dev", "--api-keys=k"}, true},
+	} {
+		_, err := config.Parse(tc.args, nil, new(bytes.Buffer))
+		if (err == nil) != tc.ok {
+			t.Errorf("Parse(%q): %v, want accepted %v", tc.args, err, tc.ok)
+			continue
+		}
+		if err == nil {
+			continue
+		}
+		if msg := err.Error(); !strings.Contains(msg, "jwt-secret") || !strings.Contains(msg, "32") {
+			t.Errorf("Parse(%q): %q, want the setting and the 32-byte minimum named", tc.args, msg)
+		}
+		if secret := strings.TrimPrefix(tc.args[0], "--jwt-secret="); len(secret) > 3 && strings.Contains(err.Error(), secret) {
+			t.Errorf("Parse(%q): the error shows the secret: %v", tc.args, err)
+		}
+	}
+	c := config.Default()
+	c.JWTSecret, c.APIKeys = "short", []string{"k"}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "jwt-secret") {
+		t.Errorf("Validate with a 5-byte secret: %v, want jwt-secret refused", err)
+	}
+}
+
 func TestHelp(t *testing.T) {
 	for _, arg := range []string{"--help", "-h", "-help"} {
 		var out bytes.Buffer
@@ -338,6 +384,7 @@ func TestHelp(t *testing.T) {
 			"shutdown-grace", "node-id", "log-format", "log-level", "max-inbound-rate", "max-conns",
 			"max-conns-per-ip", "handshake-timeout", "pprof-addr", "redis-cluster", "redis-sentinel",
 			"redis-sentinel-master", "redis-password", "redis-wait-replicas", "redis-wait-timeout",
+			"jwt-audience", "jwt-issuer",
 		} {
 			if !strings.Contains(text, "-"+name+" ") && !strings.Contains(text, "-"+name+"\n") {
 				t.Errorf("%s output lacks -%s", arg, name)

@@ -102,7 +102,8 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 
 	var verifier *auth.Verifier
 	if cfg.JWTSecret != "" || len(cfg.JWTPublicKeyPEM) > 0 {
-		v, err := auth.NewVerifier([]byte(cfg.JWTSecret), cfg.JWTPublicKeyPEM)
+		v, err := auth.NewVerifier([]byte(cfg.JWTSecret), cfg.JWTPublicKeyPEM,
+			auth.WithAudience(cfg.JWTAudience), auth.WithIssuer(cfg.JWTIssuer))
 		if err != nil {
 			return nil, fmt.Errorf("jwt: %w", err)
 		}
