@@ -66,6 +66,12 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	PprofAddr        string
 
+	// Upstream turns the client → backend stream on (with Redis; without it frames are
+	// always dropped after the checks).
+	Upstream bool
+	// UpstreamMaxBytes is each node's byte budget in the upstream stream.
+	UpstreamMaxBytes int64
+
 	// JWTPublicKeyPEM is the content of JWTPublicKeyFile, read by Parse so that an unreadable
 	// file is a start-up error, not a failure at the first connect.
 	JWTPublicKeyPEM []byte
@@ -90,6 +96,8 @@ func Default() Config {
 		MaxInboundRate:   50,
 		RedisWaitTimeout: time.Second,
 		HandshakeTimeout: 10 * time.Second,
+		Upstream:         true,
+		UpstreamMaxBytes: 32 << 20,
 	}
 }
 
@@ -141,6 +149,8 @@ func Parse(args []string, environ []string, output io.Writer) (Config, error) {
 	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", 0, "connections per remote address per node; beyond it → HTTP 429 (0 = no cap)")
 	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", c.HandshakeTimeout, "the upgrade request must arrive whole within this (slow senders are cut off)")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "serve Go's pprof on this address (keep it private)")
+	fs.BoolVar(&c.Upstream, "upstream", c.Upstream, "append client frames to the Redis stream <key-prefix>upstream; false = drop them after the checks")
+	fs.Int64Var(&c.UpstreamMaxBytes, "upstream-max-bytes", c.UpstreamMaxBytes, "bytes of Redis memory each node's entries may take in the upstream stream (older ones are trimmed)")
 
 	// Environment first, flags after: the flag wins.
 	env := envMap(environ)
@@ -280,6 +290,9 @@ func (c *Config) Validate() error {
 		if p.n <= 0 {
 			return fmt.Errorf("%s: must be positive, got %d", p.name, p.n)
 		}
+	}
+	if c.UpstreamMaxBytes < c.MaxMessageBytes {
+		return fmt.Errorf("upstream-max-bytes: must be at least max-message-bytes (%d), got %d", c.MaxMessageBytes, c.UpstreamMaxBytes)
 	}
 	if !(c.MaxInboundRate > 0) { // also refuses NaN, which ParseFloat accepts
 		return fmt.Errorf("max-inbound-rate: must be positive, got %g", c.MaxInboundRate)

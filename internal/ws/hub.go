@@ -29,6 +29,7 @@ type Store interface {
 }
 
 // Upstream receives what clients send (SPEC section 7). Nil drops it after the checks.
+// Append runs on the connection's read path: it must not block (upstream.Queue only queues).
 type Upstream interface {
 	Append(ctx context.Context, user string, data []byte) error
 }
