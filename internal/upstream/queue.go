@@ -153,7 +153,9 @@ func (q *Queue) Append(_ context.Context, user string, data []byte) error {
 
 // Close stops taking frames, sends what is queued (within FlushTimeout; what remains after
 // a failed send is dropped and counted) and waits for the Queue's goroutine. Call it before
-// closing the Redis client. It is safe to call more than once.
+// closing the Redis client, and after the connections that call Append are gone: a frame
+// appended while Close runs may be lost without being counted. It is safe to call more than
+// once.
 func (q *Queue) Close() error {
 	q.once.Do(func() {
 		q.closed.Store(true)
