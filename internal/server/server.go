@@ -85,13 +85,16 @@ type Server struct {
 
 // Compile-time checks that the implementations fit the consumers' interfaces.
 var (
-	_ fanout            = (*bus.Memory)(nil)
-	_ fanout            = (*bus.Redis)(nil)
-	_ fanout            = (*bus.Cluster)(nil)
-	_ store             = (*offline.Memory)(nil)
-	_ store             = (*offline.Redis)(nil)
-	_ bus.Handler       = (*ws.Hub)(nil)
-	_ ws.Observer       = (*metrics.Metrics)(nil)
+	_ fanout      = (*bus.Memory)(nil)
+	_ fanout      = (*bus.Redis)(nil)
+	_ fanout      = (*bus.Cluster)(nil)
+	_ store       = (*offline.Memory)(nil)
+	_ store       = (*offline.Redis)(nil)
+	_ bus.Handler = (*ws.Hub)(nil)
+	_ ws.Observer = (*metrics.Metrics)(nil)
+)
+
+var (
 	_ ws.Upstream       = (*upstream.Queue)(nil)
 	_ upstream.Observer = (*metrics.Metrics)(nil)
 )
