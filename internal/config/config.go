@@ -35,14 +35,10 @@ type Config struct {
 	KeyPrefix         string
 	JWTSecret         string
 	JWTPublicKeyFile  string
-	// JWTAudience and JWTIssuer, when set, must be the token's aud (one of them, for a list)
-	// and iss: a shared identity provider signs tokens for other apps with the same key.
-	JWTAudience    string
-	JWTIssuer      string
-	APIKeys        []string
-	Dev            bool
-	Demo           bool
-	AllowedOrigins []string
+	APIKeys           []string
+	Dev               bool
+	Demo              bool
+	AllowedOrigins    []string
 
 	PingInterval    time.Duration
 	PongTimeout     time.Duration
@@ -65,6 +61,11 @@ type Config struct {
 	MaxConnsPerIP    int
 	HandshakeTimeout time.Duration
 	PprofAddr        string
+
+	// JWTAudience and JWTIssuer, when set, must be the token's aud (one of them, for a list)
+	// and iss: a shared identity provider signs tokens for other apps with the same key.
+	JWTAudience string
+	JWTIssuer   string
 
 	// Upstream turns the client → backend stream on (with Redis; without it frames are
 	// always dropped after the checks).
@@ -149,7 +150,7 @@ func Parse(args []string, environ []string, output io.Writer) (Config, error) {
 	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", 0, "connections per remote address per node; beyond it → HTTP 429 (0 = no cap)")
 	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", c.HandshakeTimeout, "the upgrade request must arrive whole within this (slow senders are cut off)")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "serve Go's pprof on this address (keep it private)")
-	fs.BoolVar(&c.Upstream, "upstream", c.Upstream, "append client frames to the Redis stream <key-prefix>upstream; false = drop them after the checks")
+	fs.BoolVar(&c.Upstream, "upstream", c.Upstream, "append client frames to the Redis stream <key-prefix>upstream (a full queue to Redis drops the frame and counts it as upstream_overflow); false = drop them after the checks")
 	fs.Int64Var(&c.UpstreamMaxBytes, "upstream-max-bytes", c.UpstreamMaxBytes, "bytes of Redis memory each node's entries may take in the upstream stream (older ones are trimmed)")
 
 	// Environment first, flags after: the flag wins.
