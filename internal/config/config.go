@@ -125,7 +125,7 @@ func Parse(args []string, environ []string, output io.Writer) (Config, error) {
 	fs.IntVar(&c.RedisWaitReplicas, "redis-wait-replicas", 0, "answer a push only after WAIT confirms this many replicas hold it (0 = off)")
 	fs.DurationVar(&c.RedisWaitTimeout, "redis-wait-timeout", c.RedisWaitTimeout, "how long a push waits for redis-wait-replicas before it answers 503")
 	fs.StringVar(&c.KeyPrefix, "key-prefix", c.KeyPrefix, "prefix of every Redis key and channel")
-	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 secret for client tokens")
+	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 secret for client tokens (at least 32 bytes outside --dev)")
 	fs.StringVar(&c.JWTPublicKeyFile, "jwt-public-key", "", "PEM file with an RSA or EC public key (RS256/ES256)")
 	fs.StringVar(&c.JWTAudience, "jwt-audience", "", "when set, tokens must carry this aud")
 	fs.StringVar(&c.JWTIssuer, "jwt-issuer", "", "when set, tokens must carry this iss")
