@@ -72,6 +72,11 @@ func New(nodeID, version string) *Metrics {
 	for _, r := range []string{"normal", "heartbeat_timeout", "slow_consumer", "kicked", "shutdown", "protocol", "rate_limited", "error"} {
 		m.disconnects.WithLabelValues(r)
 	}
+	// Client frames the upstream queue dropped: an alert on overflow should see 0 before
+	// the first one.
+	for _, r := range []string{"upstream_overflow", "upstream_error"} {
+		m.dropped.WithLabelValues(r)
+	}
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "wsgateway_build_info", Help: "Always 1; labels name the node and version."}, []string{"node_id", "version"})
 	info.WithLabelValues(nodeID, version).Set(1)
 	for _, c := range []prometheus.Collector{

@@ -37,7 +37,7 @@ const (
 	defaultRate     = 1000 // pushes per second, over all users
 	pushers         = 16
 
-	secret = "soak-secret-0123456789abcdef"
+	secret = "soak-secret-0123456789abcdef-0123456789"
 	apiKey = "soak-key-0123456789"
 
 	// Tolerances of the leak check: what is left after everything closed, over the baseline

@@ -38,6 +38,7 @@ type Backlog struct {
 }
 
 // Upstream receives what clients send (SPEC section 7). Nil drops it after the checks.
+// Append runs on the connection's read path: it must not block (upstream.Queue only queues).
 type Upstream interface {
 	Append(ctx context.Context, user string, data []byte) error
 }
