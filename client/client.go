@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -36,7 +37,9 @@ const (
 	// connection went quiet). After Close the event carries Code 1000 and no Err.
 	EventDisconnected
 	// EventRetry: the next attempt starts after Delay. Err is why the last one failed or
-	// ended; Attempt counts the failures in a row the backoff is at.
+	// ended. Attempt is n, the failures in a row before this one: Delay was drawn from
+	// [0, min(ReconnectMax, ReconnectMin·2ⁿ)), or from [0, ReconnectMin) after a close code
+	// that asks for a quick return.
 	EventRetry
 	// EventGap: the messages From..To were asked for but the gateway no longer keeps them
 	// (its cap or TTL dropped them). They will never arrive; the position moves past them.
@@ -140,9 +143,14 @@ type Client struct {
 // position is how far delivery has got, shared by the reader of the current connection
 // (which moves it) and the run goroutine (which acks it and resumes from it).
 type position struct {
-	seq   int64  // highest seq delivered, or skipped past by a gap
-	gen   uint64 // bumps at every reset, so that a lower seq reads as news to the acker
-	known bool   // there is something to resume from: send "since"
+	// seq is the highest seq handed to the application, or skipped past by a gap. It moves
+	// as a message is offered on Messages, so that Last read right after a receive includes
+	// that message; a hand-over that Close interrupts moves it back.
+	seq int64
+	// delivered is seq once the application has taken the message: what acks cover.
+	delivered int64
+	gen       uint64 // bumps at every reset, so that a lower seq reads as news to the acker
+	known     bool   // there is something to resume from: send "since"
 }
 
 type ackState struct {
@@ -167,7 +175,7 @@ func New(opts Options) (*Client, error) {
 		msgs:      make(chan Message),
 		done:      make(chan struct{}),
 		connected: make(chan struct{}),
-		pos:       position{seq: opts.Since, known: opts.Since > 0},
+		pos:       position{seq: opts.Since, delivered: opts.Since, known: opts.Since > 0},
 	}
 	c.ack.seq = opts.Since
 	go c.run()
@@ -195,7 +203,7 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 		if last == nil {
 			return nil, fmt.Errorf("client: dial: %w", ctx.Err())
 		}
-		return nil, fmt.Errorf("client: dial: %w (last attempt: %v)", ctx.Err(), last)
+		return nil, fmt.Errorf("client: dial: %w (last attempt: %w)", ctx.Err(), last)
 	}
 }
 
@@ -205,8 +213,9 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 // client stops (Close, or the gateway ending it for good; Err tells which).
 func (c *Client) Messages() <-chan Message { return c.msgs }
 
-// Last returns the seq of the last numbered message delivered (or skipped past by a gap):
-// save it, and a later run resumes after it with Options.Since. Zero before any.
+// Last returns the seq of the last numbered message received from Messages (or skipped
+// past by a gap): save it after handling a message, and a later run resumes after it with
+// Options.Since. Options.Since before any; zero after a reset.
 func (c *Client) Last() int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -264,18 +273,18 @@ func (c *Client) run() {
 		c.lastErr = err
 		c.mu.Unlock()
 
-		var delay time.Duration
+		retry := Event{Type: EventRetry, Attempt: attempt, Err: err}
 		if quickCodes[code] {
 			// Spread a drained node's clients over ReconnectMin instead of all at once.
-			delay = rand.N(c.cfg.ReconnectMin)
+			retry.Delay = rand.N(c.cfg.ReconnectMin)
 		} else {
-			delay = backoff(attempt, c.cfg.ReconnectMin, c.cfg.ReconnectMax)
+			retry.Delay = backoff(attempt, c.cfg.ReconnectMin, c.cfg.ReconnectMax)
 			if attempt < 63 && c.cfg.ReconnectMin<<attempt < c.cfg.ReconnectMax {
 				attempt++ // stop counting at the cap, so the shift cannot overflow
 			}
 		}
-		c.emit(Event{Type: EventRetry, Delay: delay, Attempt: attempt, Err: err})
-		t := time.NewTimer(delay)
+		c.emit(retry)
+		t := time.NewTimer(retry.Delay)
 		select {
 		case <-t.C:
 		case <-c.ctx.Done():
@@ -319,7 +328,7 @@ func (c *Client) connect() (ws *websocket.Conn, exp time.Time, err error) {
 		header.Set("Authorization", "Bearer "+tok)
 		exp, _ = tokenExpiry(tok)
 	}
-	ws, resp, err := c.cfg.dialer.DialContext(ctx, c.endpoint(), header)
+	ws, resp, err := c.dial(ctx, header)
 	if resp != nil && resp.Body != nil {
 		resp.Body.Close()
 	}
@@ -330,6 +339,58 @@ func (c *Client) connect() (ws *websocket.Conn, exp time.Time, err error) {
 		return nil, time.Time{}, fmt.Errorf("client: dial: %w", err)
 	}
 	return ws, exp, nil
+}
+
+// dial runs the handshake. Gorilla watches only the context's deadline during a handshake,
+// not its cancellation, so Close would wait out a gateway that accepted TCP and then said
+// nothing. Instead every connection the dialer opens is tracked and closed when the client's
+// context ends, which fails the handshake at once.
+func (c *Client) dial(ctx context.Context, header http.Header) (*websocket.Conn, *http.Response, error) {
+	var mu sync.Mutex
+	var conns []net.Conn
+	closing := false
+	track := func(conn net.Conn) {
+		mu.Lock()
+		defer mu.Unlock()
+		if closing {
+			conn.Close()
+		}
+		conns = append(conns, conn)
+	}
+	stop := context.AfterFunc(c.ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		closing = true
+		for _, conn := range conns {
+			conn.Close()
+		}
+	})
+	defer stop()
+
+	type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
+	wrap := func(dial dialFunc) dialFunc {
+		return func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := dial(ctx, network, addr)
+			if err == nil {
+				track(conn)
+			}
+			return conn, err
+		}
+	}
+	d := c.cfg.dialer // a copy: the wrappers are this attempt's
+	base := d.NetDialContext
+	if base == nil && d.NetDial != nil {
+		netDial := d.NetDial
+		base = func(_ context.Context, network, addr string) (net.Conn, error) { return netDial(network, addr) }
+	}
+	if base == nil {
+		base = (&net.Dialer{}).DialContext
+	}
+	d.NetDial, d.NetDialContext = nil, wrap(base)
+	if d.NetDialTLSContext != nil {
+		d.NetDialTLSContext = wrap(d.NetDialTLSContext)
+	}
+	return d.DialContext(ctx, c.endpoint(), header)
 }
 
 // endpoint is the URL with the resume position. Raw mode never resumes.

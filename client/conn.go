@@ -122,22 +122,30 @@ func (s *session) handle(binary bool, data []byte) bool {
 	case frameUnnumbered:
 		return s.deliver(Message{Data: f.payload, Binary: binary})
 	case frameNumbered:
+		// Only this goroutine moves the position, so prev is still current when restored.
 		c.mu.Lock()
-		dup := f.seq <= c.pos.seq
+		prev := c.pos
+		dup := f.seq <= prev.seq
+		if !dup {
+			c.pos.seq, c.pos.known = f.seq, true
+		}
 		c.mu.Unlock()
 		if dup {
 			return true // the replay after a resume overlapped what had already arrived
 		}
 		if !s.deliver(Message{Seq: f.seq, Data: f.payload, Binary: binary}) {
+			c.mu.Lock()
+			c.pos = prev // never received: neither Last nor the final ack may count it
+			c.mu.Unlock()
 			return false
 		}
-		s.advance(func(p *position) { p.seq = f.seq })
+		s.advance(func(p *position) { p.delivered = f.seq })
 	case frameGap:
 		c.emit(Event{Type: EventGap, From: f.from, To: f.to})
-		s.advance(func(p *position) { p.seq = max(p.seq, f.to) })
+		s.advance(func(p *position) { p.seq = max(p.seq, f.to); p.delivered = p.seq })
 	case frameReset:
 		c.emit(Event{Type: EventReset, Latest: f.latest})
-		s.advance(func(p *position) { p.seq, p.gen = 0, p.gen+1 })
+		s.advance(func(p *position) { p.seq, p.delivered, p.gen = 0, 0, p.gen+1 })
 	}
 	return true
 }
@@ -232,12 +240,12 @@ func (s *session) ackIfDue(now time.Time, final bool) (time.Time, error) {
 	c.mu.Lock()
 	pos := c.pos
 	c.mu.Unlock()
-	pending := pos.seq - a.seq
+	pending := pos.delivered - a.seq
 	if pos.gen != a.gen {
-		pending = pos.seq // numbering started again after a reset
+		pending = pos.delivered // numbering started again after a reset
 	}
 	if pending <= 0 {
-		a.seq, a.gen, a.waiting = pos.seq, pos.gen, time.Time{}
+		a.seq, a.gen, a.waiting = pos.delivered, pos.gen, time.Time{}
 		return time.Time{}, nil
 	}
 	if a.waiting.IsZero() {
@@ -251,10 +259,10 @@ func (s *session) ackIfDue(now time.Time, final bool) (time.Time, error) {
 	if !final && now.Before(due) {
 		return due, nil
 	}
-	if err := s.send("ack " + strconv.FormatInt(pos.seq, 10)); err != nil {
+	if err := s.send("ack " + strconv.FormatInt(pos.delivered, 10)); err != nil {
 		return time.Time{}, err
 	}
-	a.seq, a.gen, a.sentAt, a.waiting = pos.seq, pos.gen, now, time.Time{}
+	a.seq, a.gen, a.sentAt, a.waiting = pos.delivered, pos.gen, now, time.Time{}
 	return time.Time{}, nil
 }
 
