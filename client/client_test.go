@@ -241,6 +241,7 @@ func TestFallsBackToRawWhenTheSubprotocolIsNotSelected(t *testing.T) {
 func TestMalformedFramesAreSkipped(t *testing.T) {
 	g, rec := newFake(t), &recorder{}
 	c := start(t, fastOptions(g, rec))
+	g.conn(0)
 	g.set(func(g *fakeGateway) {
 		for _, fc := range g.liveLocked() {
 			fc.write([]byte("what is this"))

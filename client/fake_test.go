@@ -14,6 +14,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
 
 // fakeGateway is a small stand-in for the gateway's /ws endpoint that speaks wsgateway.v1 (and
@@ -298,7 +300,11 @@ func (g *fakeGateway) numConns() int {
 	return len(g.conns)
 }
 
+// conn returns the i-th connection, waiting for it: the client may see the handshake's
+// answer before the fake's handler has recorded the connection.
 func (g *fakeGateway) conn(i int) *fakeConn {
+	g.t.Helper()
+	wait.For(g.t, patience, func() bool { return g.numConns() > i }, "connection %d", i)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.conns[i]

@@ -22,6 +22,7 @@ func TestCloseCodesThatStopTheClient(t *testing.T) {
 		t.Run(strconv.Itoa(code), func(t *testing.T) {
 			g, rec := newFake(t), &recorder{}
 			c := start(t, fastOptions(g, rec))
+			g.conn(0) // recorded by the fake, so that closeAll finds it
 			g.closeAll(code)
 			waitClosed(t, c)
 			var ce *websocket.CloseError
@@ -151,8 +152,9 @@ func TestSilentConnectionIsDroppedAndResumed(t *testing.T) {
 		t.Fatalf("disconnected event %+v, want ErrSilent with 1006", d)
 	}
 	expect(t, c, "2 b") // the resume from 1 brings it
-	g.set(func(g *fakeGateway) {
-		if g.conns[0].pings == 0 {
+	first := g.conn(0)
+	g.set(func(*fakeGateway) {
+		if first.pings == 0 {
 			t.Errorf("the client never pinged the silent connection before giving up")
 		}
 	})
@@ -164,9 +166,10 @@ func TestPingKeepsAQuietConnectionAlive(t *testing.T) {
 	opts.SilenceTimeout = 3 * time.Second // a ping a second
 	c := start(t, opts)
 	// Four pings span more than SilenceTimeout: only the pongs kept the connection.
+	first := g.conn(0)
 	wait.For(t, patience, func() bool {
 		var n int
-		g.set(func(g *fakeGateway) { n = g.conns[0].pings })
+		g.set(func(*fakeGateway) { n = first.pings })
 		return n >= 4
 	}, "four pings on the first connection")
 	if n := g.numConns(); n != 1 {
@@ -191,14 +194,15 @@ func TestTokenIsRefreshedInBand(t *testing.T) {
 	}
 	start(t, opts)
 	var auths []string
+	first := g.conn(0)
 	wait.For(t, patience, func() bool {
-		g.set(func(g *fakeGateway) { auths = g.conns[0].auths })
+		g.set(func(*fakeGateway) { auths = first.auths })
 		return len(auths) >= 1
 	}, "an auth frame on the first connection")
-	first, _ := tokenExpiry(g.conn(0).token)
+	was, _ := tokenExpiry(first.token)
 	next, _ := tokenExpiry(auths[0])
-	if !next.After(first) {
-		t.Fatalf("the refresh carried exp %v, not later than %v", next, first)
+	if !next.After(was) {
+		t.Fatalf("the refresh carried exp %v, not later than %v", next, was)
 	}
 	if n, c := g.numConns(), calls.Load(); n != 1 || c != 2 {
 		t.Fatalf("%d connections and %d Token calls, want 1 and 2", n, c)
@@ -223,11 +227,12 @@ func TestExpiredTokenReconnectsWithANewOne(t *testing.T) {
 	if d := rec.of(EventDisconnected)[0]; d.Code != 4002 {
 		t.Fatalf("disconnected event %+v, want 4002", d)
 	}
-	g.set(func(g *fakeGateway) {
-		if len(g.conns[0].auths) != 0 {
-			t.Errorf("auth frames %d: an unchanged token was sent again", len(g.conns[0].auths))
+	first, second := g.conn(0), g.conn(1)
+	g.set(func(*fakeGateway) {
+		if len(first.auths) != 0 {
+			t.Errorf("auth frames %d: an unchanged token was sent again", len(first.auths))
 		}
-		if g.conns[1].token != long {
+		if second.token != long {
 			t.Errorf("the reconnect did not use a new token")
 		}
 	})
