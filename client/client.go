@@ -307,7 +307,7 @@ func (c *Client) stop(err error) {
 	c.mu.Lock()
 	c.err = err
 	c.mu.Unlock()
-	c.cfg.Logger.Info("wsgateway client stopped", "err", err)
+	c.cfg.Logger.Debug("wsgateway client stopped", "err", err) // the caller learns it from Err
 }
 
 // connect fetches a token and opens one connection. exp is the token's expiry, zero when

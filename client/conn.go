@@ -88,6 +88,9 @@ func (s *session) touch() {
 func (s *session) read() {
 	defer close(s.readDone)
 	for {
+		// Silence is counted from here, not from the last frame: the time the application
+		// took to receive the previous message says nothing about the connection.
+		_ = s.ws.SetReadDeadline(time.Now().Add(s.c.cfg.SilenceTimeout))
 		typ, data, err := s.ws.ReadMessage()
 		if err != nil {
 			s.readErr = err
@@ -152,7 +155,7 @@ func (s *session) handle(binary bool, data []byte) bool {
 
 // deliver hands m to the application, waiting as long as it takes: a slow reader slows the
 // connection down (the gateway then counts it as a slow consumer) rather than losing
-// messages. Time spent here is not silence, since the read deadline is set after it.
+// messages. Time spent here is not silence: the read deadline is set after it.
 func (s *session) deliver(m Message) bool {
 	select {
 	case s.c.msgs <- m:
@@ -204,7 +207,7 @@ func (s *session) write() error {
 			if s.raw {
 				s.pings.Add(1)
 			}
-			if err := s.send("ping"); err != nil {
+			if err := s.send("ping", writeWait); err != nil {
 				return err
 			}
 			lastPing, pingAt = now.UnixNano(), now.Add(silence/3)
@@ -259,7 +262,11 @@ func (s *session) ackIfDue(now time.Time, final bool) (time.Time, error) {
 	if !final && now.Before(due) {
 		return due, nil
 	}
-	if err := s.send("ack " + strconv.FormatInt(pos.delivered, 10)); err != nil {
+	wait := writeWait
+	if final {
+		wait = s.closeWait() // Close is waiting
+	}
+	if err := s.send("ack "+strconv.FormatInt(pos.delivered, 10), wait); err != nil {
 		return time.Time{}, err
 	}
 	a.seq, a.gen, a.sentAt, a.waiting = pos.delivered, pos.gen, now, time.Time{}
@@ -288,7 +295,7 @@ func (s *session) refresh(now time.Time) (time.Time, error) {
 		// sending it, and refreshing at a quarter of what is left would spin towards exp.
 		return retry, nil
 	}
-	if err := s.send("auth " + tok); err != nil {
+	if err := s.send("auth "+tok, writeWait); err != nil {
 		return time.Time{}, err
 	}
 	s.exp = exp // zero without exp: no further refreshes
@@ -301,7 +308,7 @@ func (s *session) goodbye() {
 	if !s.raw {
 		_, _ = s.ackIfDue(time.Now(), true)
 	}
-	wait := min(time.Second, s.c.cfg.SilenceTimeout)
+	wait := s.closeWait()
 	msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
 	if s.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(wait)) != nil {
 		return
@@ -314,8 +321,11 @@ func (s *session) goodbye() {
 	}
 }
 
-func (s *session) send(text string) error {
-	_ = s.ws.SetWriteDeadline(time.Now().Add(writeWait))
+// closeWait bounds each step of Close's goodbye, which a dead link must not stretch.
+func (s *session) closeWait() time.Duration { return min(time.Second, s.c.cfg.SilenceTimeout) }
+
+func (s *session) send(text string, wait time.Duration) error {
+	_ = s.ws.SetWriteDeadline(time.Now().Add(wait))
 	return s.ws.WriteMessage(websocket.TextMessage, []byte(text))
 }
 

@@ -160,6 +160,30 @@ func TestSilentConnectionIsDroppedAndResumed(t *testing.T) {
 	})
 }
 
+func TestSlowApplicationIsNotSilence(t *testing.T) {
+	g, rec := newFake(t), &recorder{}
+	opts := fastOptions(g, rec)
+	opts.SilenceTimeout = 600 * time.Millisecond
+	c := start(t, opts)
+	g.push("a")
+	g.push("b")
+	expect(t, c, "1 a")
+	// The application sits on "a" for longer than SilenceTimeout: three pings go out (one
+	// every 200ms) while the reader waits to hand over "b".
+	first := g.conn(0)
+	wait.For(t, patience, func() bool {
+		var n int
+		g.set(func(*fakeGateway) { n = first.pings })
+		return n >= 3
+	}, "three pings while the application is busy")
+	expect(t, c, "2 b")
+	g.push("c")
+	expect(t, c, "3 c")
+	if d := rec.of(EventDisconnected); len(d) != 0 {
+		t.Fatalf("disconnected %+v: a slow application was taken for a dead connection", d)
+	}
+}
+
 func TestPingKeepsAQuietConnectionAlive(t *testing.T) {
 	g, rec := newFake(t), &recorder{}
 	opts := fastOptions(g, rec)
