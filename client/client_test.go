@@ -229,6 +229,7 @@ func TestFallsBackToRawWhenTheSubprotocolIsNotSelected(t *testing.T) {
 	g, rec := newFake(t), &recorder{}
 	g.set(func(g *fakeGateway) { g.noV1 = true })
 	c := start(t, fastOptions(g, rec))
+	g.conn(0) // the fake replays nothing in raw mode: push once it holds the connection
 	g.push("17 looks numbered")
 	if m := recv(t, c); m.Seq != 0 || string(m.Data) != "17 looks numbered" {
 		t.Fatalf("got %+v: a raw frame must be delivered as it is", m)
