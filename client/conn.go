@@ -76,9 +76,9 @@ func (c *Client) serve(ws *websocket.Conn, exp time.Time) (int, error) {
 	return code, err
 }
 
-// touch records a frame: the connection is alive for another SilenceTimeout. Called only on
-// the reader goroutine (the ping and pong handlers run inside its reads), which owns the
-// read deadline.
+// touch records a frame: the connection is alive for another SilenceTimeout. Called on the
+// reader goroutine (the ping and pong handlers run inside its reads), which owns the read
+// deadline, and once by serve before the reader starts.
 func (s *session) touch() {
 	now := time.Now()
 	s.lastRecv.Store(now.UnixNano())
@@ -155,7 +155,8 @@ func (s *session) handle(binary bool, data []byte) bool {
 
 // deliver hands m to the application, waiting as long as it takes: a slow reader slows the
 // connection down (the gateway then counts it as a slow consumer) rather than losing
-// messages. Time spent here is not silence: the read deadline is set after it.
+// messages. Time spent here is not silence: the read deadline is set anew before the next
+// read.
 func (s *session) deliver(m Message) bool {
 	select {
 	case s.c.msgs <- m:
@@ -200,8 +201,9 @@ func (s *session) write() error {
 				next = minTime(next, due)
 			}
 		}
-		// Ping after a third of SilenceTimeout without traffic, and again each third: one
-		// lost pong does not end a live connection, and pings stay rare.
+		// Ping after a third of SilenceTimeout without traffic, and again each third: a live
+		// gateway gets three chances to answer before the connection counts as dead, and a
+		// busy connection sends no pings at all.
 		pingAt := time.Unix(0, max(s.lastRecv.Load(), lastPing)).Add(silence / 3)
 		if !now.Before(pingAt) {
 			if s.raw {
