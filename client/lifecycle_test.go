@@ -93,6 +93,37 @@ func TestBackoffIsBoundedAndJittered(t *testing.T) {
 	}
 }
 
+func TestBackoffStartsAgainAfterAStableConnection(t *testing.T) {
+	for _, tc := range []struct {
+		stableAfter time.Duration
+		fresh       bool
+	}{{time.Nanosecond, true}, {time.Hour, false}} {
+		t.Run(tc.stableAfter.String(), func(t *testing.T) {
+			g, rec := newFake(t), &recorder{}
+			g.set(func(g *fakeGateway) { g.refuse = http.StatusServiceUnavailable })
+			opts := fastOptions(g, rec)
+			opts.ReconnectMin, opts.ReconnectMax = time.Millisecond, time.Second
+			opts.StableAfter = tc.stableAfter
+			c, err := New(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			rec.waitFor(t, EventRetry, 3)
+			g.set(func(g *fakeGateway) { g.refuse = 0 })
+			rec.waitFor(t, EventConnected, 1)
+			failures := len(rec.of(EventRetry))
+			g.conn(0)
+			g.drop()
+			after := rec.waitFor(t, EventRetry, failures+1)[failures]
+			if fresh := after.Attempt == 0; fresh != tc.fresh {
+				t.Fatalf("after %d failures and a connection, Attempt %d: want a fresh start %v",
+					failures, after.Attempt, tc.fresh)
+			}
+		})
+	}
+}
+
 func TestBackoffNeverOverflows(t *testing.T) {
 	for _, attempt := range []int{0, 1, 40, 62, 63, 64, 1000} {
 		if d := backoff(attempt, time.Second, 30*time.Second); d < 0 || d >= 30*time.Second {
