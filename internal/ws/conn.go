@@ -178,10 +178,11 @@ func (c *Conn) enqueueBacklog(m Message) {
 	c.mu.Unlock()
 }
 
-// control queues a wsgateway.v1 control frame (gap, reset); raw clients get none.
-func (c *Conn) control(now time.Time, text string) {
+// control queues a wsgateway.v1 control frame (gap, reset); raw clients get none. pos is the
+// position the client has once it read the frame (a gap's end), which it may then ack.
+func (c *Conn) control(now time.Time, text string, pos int64) {
 	if c.v1 {
-		c.enqueueBacklog(Message{Data: []byte(text), Received: now, kind: kindControl})
+		c.enqueueBacklog(Message{Data: []byte(text), Seq: pos, Received: now, kind: kindControl})
 	}
 }
 

@@ -73,13 +73,13 @@ func (h *Hub) applyLocked(u *userEntry, c *Conn, b Backlog, after int64) (again 
 	default:
 		// The position is above the user's latest number: the state expired and numbering
 		// started again. The client forgets its position; what follows is what since=0 gives.
-		c.control(now, "reset "+strconv.FormatInt(b.Latest, 10))
+		c.control(now, "reset "+strconv.FormatInt(b.Latest, 10), 0)
 		c.pos = 0
 		u.maxSeen = b.Latest
 		c.pending = nil
 	}
 	if b.Start > c.pos+1 {
-		c.control(now, "gap "+strconv.FormatInt(c.pos+1, 10)+" "+strconv.FormatInt(b.Start-1, 10))
+		c.control(now, "gap "+strconv.FormatInt(c.pos+1, 10)+" "+strconv.FormatInt(b.Start-1, 10), b.Start-1)
 		c.pos = b.Start - 1
 	}
 	n := 0

@@ -129,7 +129,7 @@ func frames(h *Hub, c *Conn) string {
 	var out []string
 	for _, m := range c.queue {
 		switch {
-		case m.kind == kindControl:
+		case m.kind == kindControl: // before Seq: a gap carries its end there
 			out = append(out, string(m.Data))
 		case m.Seq > 0:
 			out = append(out, fmt.Sprintf("%d %s", m.Seq, m.Data))
