@@ -61,7 +61,7 @@ const (
 	maxTokenLen = 8 << 10
 )
 
-// Verifier checks client JWTs (SPEC §3) and returns the user id they carry.
+// Verifier checks client JWTs (docs/protocol.md, connecting) and returns the user id they carry.
 // It holds an HMAC secret, a public key, or both; each key accepts exactly one
 // algorithm (see the package documentation).
 //

@@ -80,7 +80,7 @@ type Config struct {
 	JWTPublicKeyPEM []byte
 }
 
-// Default returns the documented defaults (SPEC.md section 2) before flags and environment.
+// Default returns the documented defaults (the README's settings table) before flags and environment.
 func Default() Config {
 	return Config{
 		Addr:             ":8080",

@@ -36,7 +36,7 @@ func TestDefaults(t *testing.T) {
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("Parse with no settings:\n got %+v\nwant %+v", c, want)
 	}
-	// SPEC section 2's table.
+	// the README's settings table.
 	d := config.Default()
 	for _, x := range []struct {
 		name      string

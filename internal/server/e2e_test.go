@@ -1141,7 +1141,7 @@ func TestDisconnectReasons(t *testing.T) {
 // A client whose socket stalls reconnects on its own timer while the server still holds the
 // old connection, already condemned as a slow consumer but stuck in a write. What the old
 // connection had not written is older than anything pushed after the reconnect, so it must
-// reach the new connection first (SPEC: 1013 "reconnect and the backlog is waiting offline";
+// reach the new connection first (docs/protocol.md: 1013 "reconnect; what it did not get is still in the inbox";
 // order after a reconnect), and nothing may be left behind for a later connect.
 func TestReconnectWhileOldConnectionStalls(t *testing.T) {
 	cfg := devConfig()

@@ -359,7 +359,7 @@ func (s *Server) Run(ctx context.Context) error {
 	return s.Shutdown(sctx)
 }
 
-// Shutdown drains in the order SPEC section 6 asks: refuse new clients and turn /readyz 503
+// Shutdown drains in the order the README's "Rolling updates" promises: refuse new clients and turn /readyz 503
 // (while still answering it), close every client with 1001 and store what was queued, then
 // stop HTTP, then the bus, then Redis.
 func (s *Server) Shutdown(ctx context.Context) error {

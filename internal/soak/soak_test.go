@@ -125,7 +125,7 @@ func TestSoak(t *testing.T) {
 
 	// No connection is left, so no node may still be subscribed to any user's channel: a
 	// leftover subscription makes Redis count that node as a receiver, so a push is neither
-	// delivered nor stored (SPEC section 6: the subscription is freed with the last connection).
+	// delivered nor stored (the subscription is freed with the last connection).
 	leakedSubs := subscribed(t, rs, prefix, users)
 
 	// What the nodes counted, for the summary: what they dropped and why, reconnects, closes.

@@ -32,7 +32,7 @@ const (
 	ReasonError     = "error"             // write failure, internal error (1011)
 )
 
-// Close codes the server sends (SPEC section 3) beyond gorilla's named ones.
+// Close codes the server sends (docs/protocol.md) beyond gorilla's named ones.
 const (
 	CloseKicked = 4001
 	CloseSlow   = websocket.CloseTryAgainLater // 1013
@@ -427,7 +427,7 @@ func (c *Conn) serve() {
 }
 
 // readLoop reads until the peer goes away. Every frame, pong included, proves liveness and
-// moves the read deadline (SPEC section 3).
+// moves the read deadline (docs/protocol.md).
 func (c *Conn) readLoop() {
 	c.extendRead()
 	for {
