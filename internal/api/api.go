@@ -43,7 +43,11 @@ type PushResult struct {
 type Bus interface {
 	Broadcast(ctx context.Context, data []byte) error
 	Kick(ctx context.Context, user string) error
-	Online(ctx context.Context, user string) (bool, error)
+}
+
+// Presence counts a user's live connections across the deployment.
+type Presence interface {
+	Count(ctx context.Context, user string) (conns, nodes int, err error)
 }
 
 // Observer counts requests and offline stores, for metrics.
@@ -54,8 +58,9 @@ type Observer interface {
 
 // Options configure the API.
 type Options struct {
-	Pusher Pusher
-	Bus    Bus
+	Pusher   Pusher
+	Bus      Bus
+	Presence Presence
 	// CheckKey validates the Authorization header; nil leaves the API open (--dev).
 	CheckKey func(authorization string) bool
 	// ValidUser reports whether a user id is well-formed.
@@ -350,10 +355,10 @@ func (a *api) presence(c *gin.Context) {
 	if !ok {
 		return
 	}
-	online, err := a.Bus.Online(c.Request.Context(), id)
+	conns, nodes, err := a.Presence.Count(c.Request.Context(), id)
 	if err != nil {
 		a.fail(c, http.StatusServiceUnavailable, "redis unavailable")
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{"online": online})
+	c.JSON(http.StatusOK, gin.H{"online": conns > 0, "connections": conns, "nodes": nodes})
 }

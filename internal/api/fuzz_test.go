@@ -51,6 +51,11 @@ func (s *fzSink) Broadcast(data []byte) {
 func (s *fzSink) Kick(string) {}
 func (s *fzSink) Resync()     {}
 
+// fzPresence counts nobody.
+type fzPresence struct{}
+
+func (fzPresence) Count(context.Context, string) (int, int, error) { return 0, 0, nil }
+
 // fzPusher is the in-memory inbox as the API sees it (the server has the same adapter).
 type fzPusher struct{ *inbox.Memory }
 
@@ -87,7 +92,7 @@ func fzNew(tb testing.TB) *fzGateway {
 	store := inbox.NewMemory(mb.Publish, inbox.Options{Max: 1000, TTL: time.Hour}, nil)
 	r := gin.New() // no recovery middleware: a panic fails the fuzzer
 	api.Register(r, api.Options{
-		Pusher: fzPusher{store}, Bus: mb, ValidUser: auth.ValidUserID,
+		Pusher: fzPusher{store}, Bus: mb, Presence: fzPresence{}, ValidUser: auth.ValidUserID,
 		CheckKey: func(h string) bool { return h == "Bearer k" },
 	})
 	return &fzGateway{engine: r, sink: sink, store: store}

@@ -94,6 +94,9 @@ func (c *cluster) startNode(id string) *node {
 		ProbeInterval: 200 * time.Millisecond,
 		ProbeTimeout:  3 * time.Second,
 		CloseGrace:    300 * time.Millisecond,
+		// A dead node's connections stop counting within about 2.5 s.
+		PresenceHeartbeat: 200 * time.Millisecond,
+		PresenceDeadAfter: 2 * time.Second,
 	})
 	if err != nil {
 		c.t.Fatalf("node %s: %v", id, err)

@@ -5,6 +5,7 @@ import (
 
 	"github.com/wsgateway/wsgateway/internal/api"
 	"github.com/wsgateway/wsgateway/internal/inbox"
+	"github.com/wsgateway/wsgateway/internal/presence"
 	"github.com/wsgateway/wsgateway/internal/ws"
 )
 
@@ -50,10 +51,21 @@ func apiResult(r inbox.Result) api.PushResult {
 	return api.PushResult{Seq: r.Seq, Online: r.Receivers > 0, Duplicate: r.Duplicate, Err: r.Err}
 }
 
+// hubPresence is this node's count, the whole deployment's in in-memory mode.
+type hubPresence struct{ h *ws.Hub }
+
+func (p hubPresence) Count(_ context.Context, user string) (conns, nodes int, err error) {
+	n := p.h.UserConns(user)
+	return n, min(n, 1), nil
+}
+
 // Compile-time checks that the adapters fit their consumers.
 var (
-	_ ws.Inbox   = hubInbox{}
-	_ api.Pusher = apiPusher{}
-	_ store      = (*inbox.Redis)(nil)
-	_ store      = (*inbox.Memory)(nil)
+	_ ws.Inbox     = hubInbox{}
+	_ api.Pusher   = apiPusher{}
+	_ store        = (*inbox.Redis)(nil)
+	_ store        = (*inbox.Memory)(nil)
+	_ ws.Presence  = (*presence.Redis)(nil)
+	_ api.Presence = (*presence.Redis)(nil)
+	_ api.Presence = hubPresence{}
 )

@@ -24,6 +24,7 @@ import (
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/inbox"
 	"github.com/wsgateway/wsgateway/internal/metrics"
+	"github.com/wsgateway/wsgateway/internal/presence"
 	"github.com/wsgateway/wsgateway/internal/upstream"
 	"github.com/wsgateway/wsgateway/internal/web"
 	"github.com/wsgateway/wsgateway/internal/ws"
@@ -45,6 +46,9 @@ type Options struct {
 	// APIBodyTimeout bounds reading one whole request, body included (default 30s); a
 	// body that never ends gets 408 after it. Tests shrink it.
 	APIBodyTimeout time.Duration
+	// PresenceHeartbeat and PresenceDeadAfter tune how soon a dead node's connections stop
+	// counting (defaults 2s and 10s); tests shrink them.
+	PresenceHeartbeat, PresenceDeadAfter time.Duration
 	// UpstreamQueueLen bounds the client frames waiting for Redis (default 4096); tests
 	// shrink it to see the overflow.
 	UpstreamQueueLen int
@@ -68,6 +72,7 @@ type Server struct {
 	bus     fanout
 	store   store
 	up      *upstream.Queue // nil in in-memory mode and with --upstream=false
+	pres    *presence.Redis // nil in in-memory mode
 	http    *http.Server
 	ln      net.Listener
 	served  chan error
@@ -140,6 +145,10 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 			s.bus, startBus = b, b.Start
 		}
 		s.store = rstore
+		s.pres = presence.NewRedis(rdb, presence.Options{
+			Prefix: cfg.KeyPrefix, NodeID: cfg.NodeID, MaxConnsPerUser: cfg.MaxConnsPerUser, Sharded: cluster,
+			Heartbeat: opt.PresenceHeartbeat, DeadAfter: opt.PresenceDeadAfter, Logger: log,
+		})
 		if cfg.Upstream {
 			// Client frames reach Redis through this queue, off the connections' read path.
 			s.up = upstream.New(rdb, upstream.Options{
@@ -169,8 +178,12 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		MaxConnsPerIP:      cfg.MaxConnsPerIP,
 		CloseGrace:         opt.CloseGrace,
 		EnforceTokenExpiry: cfg.EnforceTokenExpiry,
-	}, ws.Deps{Bus: s.bus, Inbox: hubInbox{s.store}, Upstream: s.wsUpstream(), Observer: s.metrics, Logger: log})
+	}, ws.Deps{Bus: s.bus, Inbox: hubInbox{s.store}, Presence: s.wsPresence(), Upstream: s.wsUpstream(),
+		Observer: s.metrics, Logger: log})
 	startBus(s.hub)
+	if s.pres != nil {
+		s.pres.Start()
+	}
 
 	bodyTimeout := opt.APIBodyTimeout
 	if bodyTimeout <= 0 {
@@ -189,6 +202,22 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	return s, nil
+}
+
+// wsPresence is the hub's presence: deployment-wide on Redis, none (nil) in memory.
+func (s *Server) wsPresence() ws.Presence {
+	if s.pres == nil {
+		return nil
+	}
+	return s.pres
+}
+
+// apiPresence is what the API's presence call counts.
+func (s *Server) apiPresence() api.Presence {
+	if s.pres == nil {
+		return hubPresence{s.hub}
+	}
+	return s.pres
 }
 
 // wsUpstream is the hub's upstream: nil (frames dropped after the checks) unless a queue
@@ -225,7 +254,7 @@ func (s *Server) routes(verifier *auth.Verifier) http.Handler {
 		checkKey = auth.NewAPIKeys(s.cfg.APIKeys).CheckHeader
 	}
 	api.Register(r, api.Options{
-		Pusher: apiPusher{s.store}, Bus: s.bus, CheckKey: checkKey, ValidUser: auth.ValidUserID, Observer: s.metrics,
+		Pusher: apiPusher{s.store}, Bus: s.bus, Presence: s.apiPresence(), CheckKey: checkKey, ValidUser: auth.ValidUserID, Observer: s.metrics,
 	})
 	if s.cfg.ServeDemo() {
 		page := gin.WrapH(web.Handler())
@@ -397,6 +426,12 @@ func (s *Server) shutdown(ctx context.Context) error {
 func (s *Server) closeBackends() {
 	if s.up != nil {
 		_ = s.up.Close() // sends what clients sent last, before the client closes
+	}
+	if s.pres != nil {
+		// After the hub's drain, so this node's connections uncounted themselves first.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s.pres.Close(ctx)
+		cancel()
 	}
 	_ = s.bus.Close()
 	if rs, ok := s.store.(*inbox.Redis); ok {

@@ -37,6 +37,15 @@ type Backlog struct {
 	Msgs   [][]byte
 }
 
+// Presence counts connections across the deployment (internal/presence). Without it (nil, the
+// in-memory mode) max-conns-per-user is per node.
+type Presence interface {
+	// Connect counts connection conn of user; false: the user is at max-conns-per-user.
+	Connect(ctx context.Context, user string, conn uint64) (bool, error)
+	// Disconnect uncounts it; last: it was this node's last connection of the user.
+	Disconnect(ctx context.Context, user string, conn uint64, last bool) error
+}
+
 // Upstream receives what clients send (the README's ws:upstream). Nil drops it after the checks.
 // Append runs on the connection's read path: it must not block (upstream.Queue only queues).
 type Upstream interface {
@@ -98,6 +107,7 @@ type Hub struct {
 	cfg      Config
 	bus      Subscriber
 	inbox    Inbox
+	presence Presence
 	upstream Upstream
 	auth     Authenticator // set by NewHandler; checks "auth <jwt>" refreshes
 	obs      Observer
@@ -149,6 +159,7 @@ type userEntry struct {
 type Deps struct {
 	Bus      Subscriber
 	Inbox    Inbox
+	Presence Presence
 	Upstream Upstream
 	Observer Observer
 	Logger   *slog.Logger
@@ -169,7 +180,7 @@ func NewHub(cfg Config, d Deps) *Hub {
 		cfg.SubscribeTimeout = 5 * time.Second
 	}
 	h := &Hub{
-		cfg: cfg, bus: d.Bus, inbox: d.Inbox, upstream: d.Upstream,
+		cfg: cfg, bus: d.Bus, inbox: d.Inbox, presence: d.Presence, upstream: d.Upstream,
 		obs: d.Observer, log: d.Logger, now: d.Now, seed: maphash.MakeSeed(),
 		stopping: make(chan struct{}), born: time.Now(),
 	}
@@ -308,6 +319,39 @@ func (h *Hub) shardOf(user string) *shard {
 // waits until that unsubscribe is confirmed, so the two reach Redis in order. The new connection
 // starts catching up (filling): live messages wait for its initial read (Handler.ServeHTTP).
 func (h *Hub) register(ctx context.Context, c *Conn) error {
+	if h.presence == nil {
+		return h.registerLocal(ctx, c)
+	}
+	// Counted across the deployment first: the cap holds wherever the connection lands.
+	ok, err := h.presence.Connect(ctx, c.user, c.id)
+	switch {
+	case err != nil:
+		h.log.Warn("counting a connection failed", append(c.logAttrs(), "err", err)...)
+		return ErrUnavailable
+	case !ok:
+		return ErrTooManyConns
+	}
+	if err := h.registerLocal(ctx, c); err != nil {
+		h.uncount(c, false)
+		return err
+	}
+	return nil
+}
+
+// uncount takes c out of the deployment's count (release, a refused registration).
+func (h *Hub) uncount(c *Conn, last bool) {
+	if h.presence == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.SubscribeTimeout)
+	defer cancel()
+	if err := h.presence.Disconnect(ctx, c.user, c.id, last); err != nil {
+		h.log.Warn("uncounting a connection failed", append(c.logAttrs(), "err", err)...)
+	}
+}
+
+// registerLocal adds c to this node's registry (register).
+func (h *Hub) registerLocal(ctx context.Context, c *Conn) error {
 	sh := h.shardOf(c.user)
 	for {
 		sh.mu.Lock()
@@ -422,6 +466,7 @@ func (h *Hub) release(ctx context.Context, c *Conn) {
 	defer cancel()
 	// The client may reconnect elsewhere at once: its position must be in the inbox first.
 	h.acks.flushUser(ctx, c.user)
+	h.uncount(c, last)
 	if !last {
 		return
 	}
@@ -489,6 +534,17 @@ func (h *Hub) closeUser(user string, code int, text, reason string) {
 		}
 	}
 	sh.mu.Unlock()
+}
+
+// UserConns returns how many connections of user this node holds.
+func (h *Hub) UserConns(user string) int {
+	sh := h.shardOf(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if u := sh.users[user]; u != nil {
+		return len(u.conns)
+	}
+	return 0
 }
 
 // Online reports whether this node holds a connection of user.
