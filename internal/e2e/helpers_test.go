@@ -76,6 +76,12 @@ type node struct {
 // fails. The node is shut down in the test's cleanup unless the test did it already.
 func (c *cluster) startNode(id string) *node {
 	c.t.Helper()
+	return c.startNodeWith(id, func(*config.Config) {})
+}
+
+// startNodeWith is startNode with the settings changed by edit.
+func (c *cluster) startNodeWith(id string, edit func(*config.Config)) *node {
+	c.t.Helper()
 	cfg := config.Default()
 	cfg.Addr = "127.0.0.1:0"
 	cfg.RedisURL = c.redis.URL()
@@ -83,6 +89,7 @@ func (c *cluster) startNode(id string) *node {
 	cfg.Dev = true
 	cfg.NodeID = id
 	cfg.ShutdownGrace = shutdownWait
+	edit(&cfg)
 	if err := cfg.Validate(); err != nil {
 		c.t.Fatalf("config: %v", err)
 	}
