@@ -98,11 +98,11 @@ func NewRedis(rdb redis.UniversalClient, opt Options) *Redis {
 	return &Redis{
 		rdb: rdb, opt: opt, log: opt.Logger, batch: scripts.New(rdb), retry: make(map[leftConn]bool),
 		incarnation: strconv.FormatUint(rand.Uint64(), 36),
-		ev:         events.NewWriter(rdb, opt.Prefix+"events"),
-		connect:    withLib(connectLua),
-		disconnect: withLib(disconnectLua),
-		drop:       withLib(dropLua),
-		beat:       redis.NewScript(beatLua),
+		ev:          events.NewWriter(rdb, opt.Prefix+"events"),
+		connect:     withLib(connectLua),
+		disconnect:  withLib(disconnectLua),
+		drop:        withLib(dropLua),
+		beat:        redis.NewScript(beatLua),
 	}
 }
 

@@ -82,7 +82,7 @@ type Config struct {
 	// EnforceTokenExpiry closes a connection with 4002 when its token's exp passes, unless
 	// a wsgateway.v1 client refreshed it in-band ("auth <jwt>").
 	EnforceTokenExpiry bool
-	MaxConnsPerIP  int // connections per remote address, 0 = no cap; beyond → 429
+	MaxConnsPerIP      int // connections per remote address, 0 = no cap; beyond → 429
 	// CloseGrace is how long the writer waits for the client's answer to a close frame
 	// before it closes the socket. Default 1s.
 	CloseGrace time.Duration
