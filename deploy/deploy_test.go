@@ -324,7 +324,7 @@ func checkSettings(t *testing.T, where string, env map[string]string) config.Con
 			t.Errorf("%s: %s is not a gateway setting (see gateway --help)", where, k)
 		}
 		if (k == "GATEWAY_JWT_SECRET" || k == "GATEWAY_API_KEYS") && v == "" {
-			v = "test-placeholder"
+			v = "test-placeholder-of-32-bytes-or-more"
 		}
 		environ = append(environ, k+"="+v)
 	}

@@ -40,6 +40,9 @@ func TestBadSettingsExit(t *testing.T) {
 		{"bad env", []string{"--dev"}, []string{"GATEWAY_SEND_QUEUE=lots"}, "GATEWAY_SEND_QUEUE"},
 		{"bad redis url", []string{"--dev", "--redis-url", "http://x"}, nil, "redis-url"},
 		{"bad log format", []string{"--dev", "--log-format", "xml"}, nil, "log-format"},
+		{"brace in key prefix", []string{"--dev", "--key-prefix", "{ws}:"}, nil, "key-prefix"},
+		{"brace in node id", []string{"--dev"}, []string{"GATEWAY_NODE_ID=n{1}"}, "node-id"},
+		{"short jwt secret", []string{"--api-keys", "k"}, []string{"GATEWAY_JWT_SECRET=change-me"}, "jwt-secret"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -123,7 +123,7 @@ func parseFlags(args []string, out io.Writer) (*config, error) {
 	fs.StringVar(&sources, "source-addrs", "127.0.0.2-127.0.0.50", "client source addresses, a range a.b.c.d-a.b.c.e or a comma list; empty = kernel's choice")
 	fs.StringVar(&c.UserPrefix, "user-prefix", "u", "user ids are this prefix plus the connection index")
 	fs.BoolVar(&c.Dev, "dev", false, "the gateway runs with --dev: connect with ?user_id= instead of a token")
-	fs.StringVar(&c.JWTSecret, "jwt-secret", "x", "HS256 secret to sign client tokens with (unless --dev)")
+	fs.StringVar(&c.JWTSecret, "jwt-secret", "wsbench-secret-of-at-least-32-bytes", "HS256 secret to sign client tokens with (unless --dev; the gateway wants 32 bytes or more)")
 	fs.StringVar(&c.APIKey, "api-key", "k", "bearer key for /api/* (empty: send none)")
 	fs.StringVar(&c.KeyPrefix, "key-prefix", "ws:", "the gateway's Redis key prefix (for --via redis|fcall)")
 	fs.StringVar(&rate, "rate", "", "latency, cross-node: pushes per second (default 2000)")

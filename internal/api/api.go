@@ -1,6 +1,6 @@
-// Package api is the backend-facing HTTP API (SPEC section 4): push, broadcast, kick and
-// presence under /api/v1, behind bearer API keys. It declares what it needs from the rest of
-// the gateway (Pusher, Bus) and knows nothing of Redis or WebSockets.
+// Package api is the backend-facing HTTP API (README "HTTP API", docs/protocol.md): push,
+// broadcast, kick and presence under /api/v1, behind bearer API keys. It declares what it needs
+// from the rest of the gateway (Pusher, Bus) and knows nothing of Redis or WebSockets.
 package api
 
 import (
@@ -17,7 +17,7 @@ import (
 	"github.com/gin-gonic/gin"
 )
 
-// MaxBody is the largest request body accepted (SPEC section 4); larger → 413.
+// MaxBody is the largest request body accepted; larger → 413.
 const MaxBody = 1 << 20
 
 // MaxUsers is the most user ids one push may name.

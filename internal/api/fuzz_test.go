@@ -117,7 +117,7 @@ func fzCheckError(t *testing.T, w *httptest.ResponseRecorder, body []byte) {
 }
 
 // fzCheckData asserts that data is what `data` was in body: valid JSON, not null, and its
-// exact bytes (SPEC: "the JSON text of data, byte for byte as sent").
+// exact bytes (the API delivers "the JSON text of data, byte for byte as sent").
 func fzCheckData(t *testing.T, body, data []byte) {
 	t.Helper()
 	if len(data) == 0 || string(data) == "null" || !json.Valid(data) || !bytes.Contains(body, data) {
@@ -125,7 +125,7 @@ func fzCheckData(t *testing.T, body, data []byte) {
 	}
 }
 
-// fzSeeds are bodies from the README, the SPEC and the edges of the checks.
+// fzSeeds are bodies from the README, docs/protocol.md and the edges of the checks.
 var fzSeeds = []string{
 	`{"user_id":"alice","data":{"text":"hi"}}`,
 	`{"user_ids":["alice","bob"],"data":[1,2,3]}`,

@@ -7,7 +7,7 @@
 // codes, unmasked frames, reserved opcodes and RSV bits), ping and data floods, a 1 GiB
 // announced frame, a request body that never ends, oversized headers, a handshake dribbled
 // byte by byte, connection floods past max-conns and max-conns-per-ip, and malformed user
-// ids in every place one is accepted — and asserts two things: the answer SPEC.md gives
+// ids in every place one is accepted — and asserts two things: the answer docs/protocol.md and the README give
 // (the close code or the HTTP status, and the metric that counts it), and that a
 // well-behaved client connected throughout (the canary, from another loopback address)
 // went on receiving every push, in order, while and after the attack ran.

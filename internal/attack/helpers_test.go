@@ -41,7 +41,7 @@ const patience = 15 * time.Second
 
 // Credentials of the gateways under attack (no --dev).
 const (
-	testSecret = "attack-secret-0123456789abcdef"
+	testSecret = "attack-secret-0123456789abcdef-0123456789"
 	apiKey     = "attack-key-0123456789"
 )
 

@@ -6,7 +6,7 @@ import (
 	"strings"
 )
 
-// APIKeys is the set of bearer keys that may call /api/* (SPEC §4). Several
+// APIKeys is the set of bearer keys that may call /api/* (README, HTTP API). Several
 // keys are allowed at once so that a key can be rotated without downtime: add
 // the new one, move the backends over, then drop the old one.
 //

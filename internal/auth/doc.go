@@ -1,9 +1,9 @@
 // Package auth decides who a client is and whether a backend may call the API.
 //
-// Clients of GET /ws present a JWT (SPEC §3): [TokenFromRequest] finds it in the
+// Clients of GET /ws present a JWT (docs/protocol.md): [TokenFromRequest] finds it in the
 // `token` query parameter or an `Authorization: Bearer` header, and
 // [Verifier.Verify] checks it and returns its `sub` as the user id. Backends
-// calling /api/* present one of several API keys (SPEC §4), checked by
+// calling /api/* present one of several API keys (README, HTTP API), checked by
 // [APIKeys.CheckHeader] in constant time so that response timing says nothing
 // about how much of a guess was right.
 //

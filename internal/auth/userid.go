@@ -1,11 +1,11 @@
 package auth
 
-// maxUserIDLen is the longest user id, in bytes (SPEC §3). It bounds the Redis
+// maxUserIDLen is the longest user id, in bytes (docs/protocol.md). It bounds the Redis
 // key and channel names built from an id.
 const maxUserIDLen = 128
 
 // ValidUserID reports whether s is a valid user id: 1–128 bytes of
-// A–Z a–z 0–9 _ . : @ - (SPEC §3).
+// A–Z a–z 0–9 _ . : @ - (docs/protocol.md).
 //
 // The set is narrow on purpose: ids go into Redis key names inside a hash tag
 // (`ws:user:{<id>}`), into URL paths and into logs, and none of these characters

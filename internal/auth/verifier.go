@@ -39,6 +39,10 @@ var (
 	errNotYetValid  = fmt.Errorf("%w: not valid yet (nbf)", ErrInvalidToken)
 	errClaims       = fmt.Errorf("%w: invalid claims", ErrInvalidToken)
 	errNoSubject    = fmt.Errorf("%w: sub missing", ErrInvalidToken)
+	errNoAudience   = fmt.Errorf("%w: aud missing", ErrInvalidToken)
+	errAudience     = fmt.Errorf("%w: aud is not this gateway's audience", ErrInvalidToken)
+	errNoIssuer     = fmt.Errorf("%w: iss missing", ErrInvalidToken)
+	errIssuer       = fmt.Errorf("%w: iss is not the configured issuer", ErrInvalidToken)
 	errBadSubject   = fmt.Errorf("%w: sub is not a valid user id", ErrInvalidToken)
 	errNoKeysConfig = errors.New("auth: no JWT key configured: need an HMAC secret or a public key")
 )
@@ -57,7 +61,7 @@ const (
 	maxTokenLen = 8 << 10
 )
 
-// Verifier checks client JWTs (SPEC §3) and returns the user id they carry.
+// Verifier checks client JWTs (docs/protocol.md, connecting) and returns the user id they carry.
 // It holds an HMAC secret, a public key, or both; each key accepts exactly one
 // algorithm (see the package documentation).
 //
@@ -69,31 +73,50 @@ type Verifier struct {
 	publicMethod jwt.SigningMethod // RS256 for RSA, ES256 for EC, nil without a key
 
 	parser *jwt.Parser
+	// audience and issuer, when not empty, are required claims (see [WithAudience]).
+	audience, issuer string
 	// keyFunc is v.key bound once, so Verify does not allocate a method
 	// value per call.
 	keyFunc jwt.Keyfunc
 }
 
+// Option adds a claim check to a [Verifier].
+type Option func(*Verifier)
+
+// WithAudience makes the `aud` claim required: it must be aud, or a list that
+// holds aud. With an identity provider that signs tokens for several apps
+// with one key, this is what keeps a token issued for another app out. An
+// empty aud adds no check.
+func WithAudience(aud string) Option { return func(v *Verifier) { v.audience = aud } }
+
+// WithIssuer makes the `iss` claim required and equal to iss (compared
+// exactly, as RFC 7519 section 4.1.1 asks). An empty iss adds no check.
+func WithIssuer(iss string) Option { return func(v *Verifier) { v.issuer = iss } }
+
 // NewVerifier returns a Verifier for tokens signed with hmacSecret (HS256)
 // and/or the public key in publicKeyPEM: an RSA key enables RS256 only, an EC
-// P-256 key enables ES256 only. Either may be nil or empty, not both.
+// P-256 key enables ES256 only. Either may be nil or empty, not both. opts
+// add the audience and issuer checks.
 //
 // publicKeyPEM may hold a "PUBLIC KEY" (PKIX), an "RSA PUBLIC KEY" (PKCS #1)
 // or a "CERTIFICATE" block; the first of these is used and other blocks (such
 // as "EC PARAMETERS") are skipped. A private key is refused rather than
 // accepted: the gateway never needs one, so its presence means a mistake.
 // The error names the problem in one line.
-func NewVerifier(hmacSecret []byte, publicKeyPEM []byte) (*Verifier, error) {
-	return newVerifier(hmacSecret, publicKeyPEM, time.Now)
+func NewVerifier(hmacSecret []byte, publicKeyPEM []byte, opts ...Option) (*Verifier, error) {
+	return newVerifier(hmacSecret, publicKeyPEM, time.Now, opts...)
 }
 
 // newVerifier is NewVerifier with an injected clock, for tests of expiry and
 // clock skew.
-func newVerifier(hmacSecret, publicKeyPEM []byte, now func() time.Time) (*Verifier, error) {
+func newVerifier(hmacSecret, publicKeyPEM []byte, now func() time.Time, opts ...Option) (*Verifier, error) {
 	if len(hmacSecret) == 0 && len(bytes.TrimSpace(publicKeyPEM)) == 0 {
 		return nil, errNoKeysConfig
 	}
 	v := &Verifier{}
+	for _, o := range opts {
+		o(v)
+	}
 	if len(hmacSecret) > 0 {
 		// A copy, so a caller reusing its buffer cannot change our key.
 		v.hmacSecret = bytes.Clone(hmacSecret)
@@ -105,14 +128,23 @@ func newVerifier(hmacSecret, publicKeyPEM []byte, now func() time.Time) (*Verifi
 		}
 		v.publicKey, v.publicMethod = key, method
 	}
-	v.parser = jwt.NewParser(
+	popts := []jwt.ParserOption{
 		jwt.WithExpirationRequired(),
 		jwt.WithLeeway(clockSkew),
 		jwt.WithTimeFunc(now),
 		// Non-canonical base64 (stray trailing bits) would let several
 		// strings carry one signature; refuse them.
 		jwt.WithStrictDecoding(),
-	)
+	}
+	// golang-jwt checks these after the signature, and treats a missing
+	// claim as a failure once a value is expected.
+	if v.audience != "" {
+		popts = append(popts, jwt.WithAudience(v.audience))
+	}
+	if v.issuer != "" {
+		popts = append(popts, jwt.WithIssuer(v.issuer))
+	}
+	v.parser = jwt.NewParser(popts...)
 	v.keyFunc = v.key
 	return v, nil
 }
@@ -137,7 +169,9 @@ func (v *Verifier) key(t *jwt.Token) (any, error) {
 // It refuses, wrapping [ErrInvalidToken] with the reason: a token over 8 KiB,
 // one that does not parse, an algorithm the configured keys do not allow
 // (including "none"), a bad signature, a missing or passed `exp`, a future
-// `nbf`, and a `sub` that is missing or fails [ValidUserID]. exp and nbf are
+// `nbf`, an `aud` or `iss` that is missing or wrong when [WithAudience] or
+// [WithIssuer] asked for one, and a `sub` that is missing or fails
+// [ValidUserID]. exp and nbf are
 // checked with 5 s of leeway for clock skew; iat is not checked, since nbf is
 // the claim meant for "not before". An empty token gives [ErrNoToken].
 func (v *Verifier) Verify(token string) (userID string, err error) {
@@ -149,7 +183,7 @@ func (v *Verifier) Verify(token string) (userID string, err error) {
 	}
 	var claims jwt.RegisteredClaims
 	if _, err := v.parser.ParseWithClaims(token, &claims, v.keyFunc); err != nil {
-		return "", reason(err)
+		return "", v.reason(err, &claims)
 	}
 	switch {
 	case claims.Subject == "":
@@ -163,8 +197,9 @@ func (v *Verifier) Verify(token string) (userID string, err error) {
 // reason maps a jwt error to one of our fixed-text errors. The jwt error
 // itself is dropped: its text can quote the token's alg or pieces of its
 // JSON. The order matters where jwt joins several errors: the most specific
-// claim errors come before the generic "invalid claims".
-func reason(err error) error {
+// claim errors come before the generic "invalid claims". claims are what the
+// parser decoded, which tells which required claim was missing.
+func (v *Verifier) reason(err error, claims *jwt.RegisteredClaims) error {
 	switch {
 	case errors.Is(err, jwt.ErrTokenMalformed):
 		return errMalformed
@@ -174,11 +209,24 @@ func reason(err error) error {
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
 		return errSignature
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
-		return errNoExp // exp is the only claim the parser requires
+		// exp always, aud and iss when configured; jwt's error names the
+		// claim only in its text, so look at what was decoded.
+		switch {
+		case claims.ExpiresAt == nil:
+			return errNoExp
+		case v.audience != "" && (len(claims.Audience) == 0 || len(claims.Audience) == 1 && claims.Audience[0] == ""):
+			return errNoAudience
+		default:
+			return errNoIssuer
+		}
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return errExpired
 	case errors.Is(err, jwt.ErrTokenNotValidYet):
 		return errNotYetValid
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return errAudience
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		return errIssuer
 	default:
 		return errClaims
 	}

@@ -162,6 +162,7 @@ func mustVerifier(tb testing.TB, secret, pemBytes []byte) *Verifier {
 var knownReasons = []error{
 	ErrNoToken, errTooLong, errMalformed, errAlgorithm, errSignature, errNoExp,
 	errExpired, errNotYetValid, errClaims, errNoSubject, errBadSubject,
+	errNoAudience, errAudience, errNoIssuer, errIssuer,
 }
 
 func isKnownReason(err error) bool {

@@ -64,12 +64,23 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	PprofAddr        string
 
+	// JWTAudience and JWTIssuer, when set, must be the token's aud (one of them, for a list)
+	// and iss: a shared identity provider signs tokens for other apps with the same key.
+	JWTAudience string
+	JWTIssuer   string
+
+	// Upstream turns the client → backend stream on (with Redis; without it frames are
+	// always dropped after the checks).
+	Upstream bool
+	// UpstreamMaxBytes is each node's byte budget in the upstream stream.
+	UpstreamMaxBytes int64
+
 	// JWTPublicKeyPEM is the content of JWTPublicKeyFile, read by Parse so that an unreadable
 	// file is a start-up error, not a failure at the first connect.
 	JWTPublicKeyPEM []byte
 }
 
-// Default returns the documented defaults (SPEC.md section 2) before flags and environment.
+// Default returns the documented defaults (the README's settings table) before flags and environment.
 func Default() Config {
 	return Config{
 		Addr:             ":8080",
@@ -90,8 +101,13 @@ func Default() Config {
 		MaxInboundRate:   50,
 		RedisWaitTimeout: time.Second,
 		HandshakeTimeout: 10 * time.Second,
+		Upstream:         true,
+		UpstreamMaxBytes: 32 << 20,
 	}
 }
+
+// minJWTSecret is the shortest HS256 secret accepted outside --dev: SHA-256's output size.
+const minJWTSecret = 32
 
 // ErrHelp is returned by Parse when -h or --help was asked for; the usage is already printed.
 var ErrHelp = flag.ErrHelp
@@ -113,8 +129,10 @@ func Parse(args []string, environ []string, output io.Writer) (Config, error) {
 	fs.IntVar(&c.RedisWaitReplicas, "redis-wait-replicas", 0, "answer a push only after WAIT confirms this many replicas hold it (0 = off)")
 	fs.DurationVar(&c.RedisWaitTimeout, "redis-wait-timeout", c.RedisWaitTimeout, "how long a push waits for redis-wait-replicas before it answers 503")
 	fs.StringVar(&c.KeyPrefix, "key-prefix", c.KeyPrefix, "prefix of every Redis key and channel")
-	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 secret for client tokens")
+	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 secret for client tokens (at least 32 bytes outside --dev)")
 	fs.StringVar(&c.JWTPublicKeyFile, "jwt-public-key", "", "PEM file with an RSA or EC public key (RS256/ES256)")
+	fs.StringVar(&c.JWTAudience, "jwt-audience", "", "when set, tokens must carry this aud")
+	fs.StringVar(&c.JWTIssuer, "jwt-issuer", "", "when set, tokens must carry this iss")
 	fs.StringVar(&apiKeys, "api-keys", "", "comma-separated bearer keys for /api/* (several, for rotation)")
 	fs.BoolVar(&c.Dev, "dev", false, "local development: no tokens, ?user_id= accepted, API open, demo page on")
 	fs.BoolVar(&c.Demo, "demo", false, "serve the demo page at / outside --dev")
@@ -138,6 +156,8 @@ func Parse(args []string, environ []string, output io.Writer) (Config, error) {
 	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", 0, "connections per remote address per node; beyond it → HTTP 429 (0 = no cap)")
 	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", c.HandshakeTimeout, "the upgrade request must arrive whole within this (slow senders are cut off)")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "serve Go's pprof on this address (keep it private)")
+	fs.BoolVar(&c.Upstream, "upstream", c.Upstream, "append client frames to the Redis stream <key-prefix>upstream (a full queue to Redis drops the frame and counts it as upstream_overflow); false = drop them after the checks")
+	fs.Int64Var(&c.UpstreamMaxBytes, "upstream-max-bytes", c.UpstreamMaxBytes, "bytes of Redis memory each node's entries may take in the upstream stream (older ones are trimmed)")
 
 	// Environment first, flags after: the flag wins.
 	env := envMap(environ)
@@ -237,6 +257,16 @@ func (c *Config) Validate() error {
 	if c.KeyPrefix == "" {
 		return errors.New("key-prefix: must not be empty")
 	}
+	// A user's keys and channel share the hash tag {<user id>}, so that one Cluster slot
+	// holds them all. Redis takes the first {…} of a name as its tag: a brace in the prefix
+	// would make the prefix the tag (every user on one slot) or split a user's names across
+	// slots (CROSSSLOT on every push). The node id is part of names too (the probe channel).
+	if strings.ContainsAny(c.KeyPrefix, "{}") {
+		return fmt.Errorf("key-prefix: must not contain { or } (they would break the Redis Cluster hash tags), got %q", c.KeyPrefix)
+	}
+	if strings.ContainsAny(c.NodeID, "{}") {
+		return fmt.Errorf("node-id: must not contain { or } (they would break the Redis Cluster hash tags), got %q", c.NodeID)
+	}
 	positive := []struct {
 		name string
 		d    time.Duration
@@ -273,6 +303,9 @@ func (c *Config) Validate() error {
 		if p.n <= 0 {
 			return fmt.Errorf("%s: must be positive, got %d", p.name, p.n)
 		}
+	}
+	if c.UpstreamMaxBytes < c.MaxMessageBytes {
+		return fmt.Errorf("upstream-max-bytes: must be at least max-message-bytes (%d), got %d", c.MaxMessageBytes, c.UpstreamMaxBytes)
 	}
 	if !(c.MaxInboundRate > 0) { // also refuses NaN, which ParseFloat accepts
 		return fmt.Errorf("max-inbound-rate: must be positive, got %g", c.MaxInboundRate)
@@ -313,6 +346,11 @@ func (c *Config) Validate() error {
 		}
 		if len(c.APIKeys) == 0 {
 			return errors.New("api-keys: required without --dev")
+		}
+		// An HMAC key shorter than the hash's output (32 bytes for SHA-256, RFC 7518 section
+		// 3.2) can be guessed offline from a single token, and then any user's token forged.
+		if c.JWTSecret != "" && len(c.JWTSecret) < minJWTSecret {
+			return fmt.Errorf("jwt-secret: must be at least %d bytes outside --dev, got %d (e.g. openssl rand -base64 48)", minJWTSecret, len(c.JWTSecret))
 		}
 	}
 	return nil

@@ -14,7 +14,10 @@ import (
 )
 
 // prod are the settings without which a non-dev gateway refuses to start.
-var prod = []string{"--jwt-secret=s3cret", "--api-keys=k1"}
+var prod = []string{"--jwt-secret=" + secret32, "--api-keys=k1"}
+
+// secret32 is the shortest HS256 secret accepted outside --dev: 32 bytes, SHA-256's size.
+const secret32 = "0123456789abcdef0123456789abcdef"
 
 func parse(t *testing.T, args []string, env ...string) config.Config {
 	t.Helper()
@@ -28,12 +31,12 @@ func parse(t *testing.T, args []string, env ...string) config.Config {
 func TestDefaults(t *testing.T) {
 	c := parse(t, prod)
 	want := config.Default()
-	want.JWTSecret, want.APIKeys = "s3cret", []string{"k1"}
+	want.JWTSecret, want.APIKeys = secret32, []string{"k1"}
 	want.NodeID = c.NodeID
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("Parse with no settings:\n got %+v\nwant %+v", c, want)
 	}
-	// SPEC section 2's table.
+	// the README's settings table.
 	d := config.Default()
 	for _, x := range []struct {
 		name      string
@@ -60,6 +63,8 @@ func TestDefaults(t *testing.T) {
 		{"log-level", d.LogLevel, "info"},
 		{"dev", d.Dev, false},
 		{"demo", d.Demo, false},
+		{"upstream", d.Upstream, true},
+		{"upstream-max-bytes", d.UpstreamMaxBytes, int64(32 << 20)},
 	} {
 		if x.got != x.want {
 			t.Errorf("default %s = %v, want %v", x.name, x.got, x.want)
@@ -92,7 +97,9 @@ func TestFlagsAndEnvironment(t *testing.T) {
 		{"addr", "0.0.0.0:1", "127.0.0.1:2", func(c config.Config) any { return c.Addr }, "0.0.0.0:1", "127.0.0.1:2", nil},
 		{"redis-url", "redis://a:1/0", "rediss://b:2/1", func(c config.Config) any { return c.RedisURL }, "redis://a:1/0", "rediss://b:2/1", nil},
 		{"key-prefix", "e:", "f:", func(c config.Config) any { return c.KeyPrefix }, "e:", "f:", nil},
-		{"jwt-secret", "env-secret", "flag-secret", func(c config.Config) any { return c.JWTSecret }, "env-secret", "flag-secret", nil},
+		{"jwt-secret", "env-secret-" + secret32, "flag-secret-" + secret32, func(c config.Config) any { return c.JWTSecret }, "env-secret-" + secret32, "flag-secret-" + secret32, nil},
+		{"jwt-audience", "env-aud", "flag-aud", func(c config.Config) any { return c.JWTAudience }, "env-aud", "flag-aud", nil},
+		{"jwt-issuer", "https://env.example", "https://flag.example", func(c config.Config) any { return c.JWTIssuer }, "https://env.example", "https://flag.example", nil},
 		{"jwt-public-key", pemA, pemB, func(c config.Config) any { return string(c.JWTPublicKeyPEM) }, "content of a.pem", "content of b.pem", nil},
 		{"api-keys", "e1, e2", "f1,f2,,f3", func(c config.Config) any { return c.APIKeys }, []string{"e1", "e2"}, []string{"f1", "f2", "f3"}, nil},
 		{"dev", "true", "false", func(c config.Config) any { return c.Dev }, true, false, nil},
@@ -121,6 +128,8 @@ func TestFlagsAndEnvironment(t *testing.T) {
 		{"redis-password", "env-pw", "flag-pw", func(c config.Config) any { return c.RedisPassword }, "env-pw", "flag-pw", nil},
 		{"redis-wait-replicas", "1", "2", func(c config.Config) any { return c.RedisWaitReplicas }, 1, 2, nil},
 		{"redis-wait-timeout", "250ms", "2s", func(c config.Config) any { return c.RedisWaitTimeout }, 250 * time.Millisecond, 2 * time.Second, nil},
+		{"upstream", "false", "true", func(c config.Config) any { return c.Upstream }, false, true, nil},
+		{"upstream-max-bytes", "1048576", "65536", func(c config.Config) any { return c.UpstreamMaxBytes }, int64(1 << 20), int64(65536), nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.flag, func(t *testing.T) {
@@ -188,8 +197,8 @@ func TestParseErrors(t *testing.T) {
 	}{
 		{"no credentials", nil, nil, "jwt-secret"},
 		{"no jwt key", []string{"--api-keys=k"}, nil, "jwt-secret or jwt-public-key"},
-		{"no api keys", []string{"--jwt-secret=s"}, nil, "api-keys"},
-		{"api keys only separators", []string{"--jwt-secret=s", "--api-keys= , ,"}, nil, "api-keys"},
+		{"no api keys", []string{"--jwt-secret=" + secret32}, nil, "api-keys"},
+		{"api keys only separators", []string{"--jwt-secret=" + secret32, "--api-keys= , ,"}, nil, "api-keys"},
 		{"unreadable public key", []string{"--jwt-public-key=" + filepath.Join(dir, "missing.pem"), "--api-keys=k"}, nil, "jwt-public-key"},
 		{"public key is a directory", []string{"--jwt-public-key=" + dir, "--api-keys=k"}, nil, "jwt-public-key"},
 		{"addr without port", []string{"--dev", "--addr=localhost"}, nil, "addr"},
@@ -198,6 +207,18 @@ func TestParseErrors(t *testing.T) {
 		{"redis-url no host", []string{"--dev", "--redis-url=redis://"}, nil, "redis-url"},
 		{"redis-url garbage", []string{"--dev", "--redis-url=::"}, nil, "redis-url"},
 		{"empty key-prefix", []string{"--dev", "--key-prefix="}, nil, "key-prefix"},
+		// Braces would make the prefix (or node id) the hash tag of every key: all users on
+		// one Cluster slot, or a user's keys and channel on different slots.
+		{"key-prefix with {", []string{"--dev", "--key-prefix={ws}:"}, nil, "key-prefix"},
+		{"key-prefix with }", []string{"--dev", "--key-prefix=ws}"}, nil, "key-prefix"},
+		{"key-prefix with { from the environment", []string{"--dev"}, []string{"GATEWAY_KEY_PREFIX=ws{"}, "key-prefix"},
+		{"node-id with {", []string{"--dev", "--node-id=a{b"}, nil, "node-id"},
+		{"node-id with }", []string{"--dev", "--node-id=node}"}, nil, "node-id"},
+		{"node-id with braces from the environment", []string{"--dev"}, []string{"GATEWAY_NODE_ID={n1}"}, "node-id"},
+		// An HS256 key shorter than its hash can be brute-forced offline from one token.
+		{"short jwt-secret", []string{"--jwt-secret=" + secret32[1:], "--api-keys=k"}, nil, "jwt-secret"},
+		{"short jwt-secret from the environment", []string{"--api-keys=k"}, []string{"GATEWAY_JWT_SECRET=s3cret"}, "jwt-secret"},
+		{"short jwt-secret next to a public key", []string{"--jwt-secret=s3cret", "--jwt-public-key=" + filepath.Join(dir, "missing.pem"), "--api-keys=k"}, nil, "jwt-secret"},
 		{"zero ping-interval", []string{"--dev", "--ping-interval=0s"}, nil, "ping-interval"},
 		{"negative ping-interval", []string{"--dev", "--ping-interval=-1s"}, nil, "ping-interval"},
 		{"zero pong-timeout", []string{"--dev", "--pong-timeout=0"}, nil, "pong-timeout"},
@@ -224,6 +245,10 @@ func TestParseErrors(t *testing.T) {
 		{"redis-sentinel-master alone", []string{"--dev", "--redis-sentinel-master=m"}, nil, "redis-sentinel-master"},
 		{"negative redis-wait-replicas", []string{"--dev", "--redis-wait-replicas=-1"}, nil, "redis-wait-replicas"},
 		{"zero redis-wait-timeout", []string{"--dev", "--redis-wait-timeout=0s"}, nil, "redis-wait-timeout"},
+		{"zero upstream-max-bytes", []string{"--dev", "--upstream-max-bytes=0"}, nil, "upstream-max-bytes"},
+		{"negative upstream-max-bytes", []string{"--dev", "--upstream-max-bytes=-1"}, nil, "upstream-max-bytes"},
+		{"upstream-max-bytes below one frame", []string{"--dev", "--max-message-bytes=4096", "--upstream-max-bytes=4095"}, nil, "upstream-max-bytes"},
+		{"bad upstream", []string{"--dev", "--upstream=off"}, nil, "upstream"},
 		{"log-format", []string{"--dev", "--log-format=xml"}, nil, "log-format"},
 		{"log-level", []string{"--dev", "--log-level=trace"}, nil, "log-level"},
 		{"origin without scheme", []string{"--dev", "--allowed-origins=app.example.com"}, nil, "allowed-origins"},
@@ -330,12 +355,13 @@ func TestHelp(t *testing.T) {
 			"shutdown-grace", "node-id", "log-format", "log-level", "max-inbound-rate", "max-conns",
 			"max-conns-per-ip", "handshake-timeout", "pprof-addr", "redis-cluster", "redis-sentinel",
 			"redis-sentinel-master", "redis-password", "redis-wait-replicas", "redis-wait-timeout",
+			"jwt-audience", "jwt-issuer", "upstream", "upstream-max-bytes",
 		} {
 			if !strings.Contains(text, "-"+name+" ") && !strings.Contains(text, "-"+name+"\n") {
 				t.Errorf("%s output lacks -%s", arg, name)
 			}
 		}
-		for _, def := range []string{"25s", "10s", "65536", "256", "168h0m0s", "30s", `"ws:"`, `"json"`, `"info"`} {
+		for _, def := range []string{"25s", "10s", "65536", "256", "168h0m0s", "30s", `"ws:"`, `"json"`, `"info"`, "33554432"} {
 			if !strings.Contains(text, def) {
 				t.Errorf("%s output lacks the default %s", arg, def)
 			}

@@ -47,8 +47,8 @@ func New(nodeID, version string) *Metrics {
 	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wsgateway_refused_total", Help: "Upgrade requests refused before the upgrade, by HTTP status."}, []string{"status"})
 	m.delivered = prometheus.NewCounter(prometheus.CounterOpts{Name: "wsgateway_messages_delivered_total", Help: "Messages written to a client socket."})
 	m.dropped = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wsgateway_messages_dropped_total", Help: "Messages dropped, by reason."}, []string{"reason"})
-	m.offlineStored = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wsgateway_offline_stored_total", Help: "Messages stored offline: pushes with no live connection (push) and unsent messages of ended connections (requeue)."}, []string{"source"})
-	m.flushed = prometheus.NewCounter(prometheus.CounterOpts{Name: "wsgateway_offline_flushed_total", Help: "Offline messages taken from the store for a connection."})
+	m.offlineStored = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wsgateway_offline_stored_total", Help: "Pushes that no node took live: they wait in the user's inbox (source push)."}, []string{"source"})
+	m.flushed = prometheus.NewCounter(prometheus.CounterOpts{Name: "wsgateway_offline_flushed_total", Help: "Messages connections read from the inbox (their start, catch-ups after a jump or an outage)."})
 	m.slow = prometheus.NewCounter(prometheus.CounterOpts{Name: "wsgateway_slow_consumers_total", Help: "Connections closed with 1013 because their send queue was full."})
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wsgateway_api_requests_total", Help: "HTTP API requests, by route and status."}, []string{"route", "status"})
 	m.latency = prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -66,11 +66,14 @@ func New(nodeID, version string) *Metrics {
 	m.inbound = prometheus.NewCounter(prometheus.CounterOpts{Name: "wsgateway_inbound_messages_total", Help: "Data frames received from clients."})
 	m.inboundBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "wsgateway_inbound_bytes_total", Help: "Bytes of data frames received from clients."})
 	// Create the known series at 0, so dashboards and alerts see them before the first event.
-	for _, src := range []string{"push", "requeue"} {
-		m.offlineStored.WithLabelValues(src)
-	}
+	m.offlineStored.WithLabelValues("push")
 	for _, r := range []string{"normal", "heartbeat_timeout", "slow_consumer", "kicked", "shutdown", "protocol", "rate_limited", "error"} {
 		m.disconnects.WithLabelValues(r)
+	}
+	// Client frames the upstream queue dropped: an alert on overflow should see 0 before
+	// the first one.
+	for _, r := range []string{"upstream_overflow", "upstream_error"} {
+		m.dropped.WithLabelValues(r)
 	}
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "wsgateway_build_info", Help: "Always 1; labels name the node and version."}, []string{"node_id", "version"})
 	info.WithLabelValues(nodeID, version).Set(1)
@@ -122,15 +125,12 @@ func (m *Metrics) SlowConsumer() { m.slow.Inc() }
 // QueueDepth records the send-queue length at an enqueue.
 func (m *Metrics) QueueDepth(n int) { m.queueDepth.Observe(float64(n)) }
 
-// FlushedOffline counts messages taken from the offline store for a connection.
+// FlushedOffline counts messages a connection read from the inbox (its start, a catch-up).
 func (m *Metrics) FlushedOffline(n int) {
 	if n > 0 {
 		m.flushed.Add(float64(n))
 	}
 }
-
-// Requeued counts unsent messages of an ended connection stored offline.
-func (m *Metrics) Requeued(n int) { m.offlineStored.WithLabelValues("requeue").Add(float64(n)) }
 
 // StoredOffline counts pushes that found no live connection and were stored.
 func (m *Metrics) StoredOffline(n int) { m.offlineStored.WithLabelValues("push").Add(float64(n)) }

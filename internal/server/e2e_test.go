@@ -326,8 +326,8 @@ func TestOrderAcrossReconnects(t *testing.T) {
 	c := g.dial(t, "alice")
 	g.push(t, "alice", `{"seq":"end"}`)
 	expectNext(t, c, `{"seq":"end"}`)
-	t.Logf("%d connections (%d closed by the server); pushes: %d live, %d stored offline; %v sent back to the store",
-		conns, serverClosed, online, queued, g.metric(t, "wsgateway_offline_stored_total", "source", "requeue"))
+	t.Logf("%d connections (%d closed by the server); pushes: %d live, %d waited in the inbox",
+		conns, serverClosed, online, queued)
 }
 
 func TestHeartbeat(t *testing.T) {
@@ -1141,7 +1141,7 @@ func TestDisconnectReasons(t *testing.T) {
 // A client whose socket stalls reconnects on its own timer while the server still holds the
 // old connection, already condemned as a slow consumer but stuck in a write. What the old
 // connection had not written is older than anything pushed after the reconnect, so it must
-// reach the new connection first (SPEC: 1013 "reconnect and the backlog is waiting offline";
+// reach the new connection first (docs/protocol.md: 1013 "reconnect; what it did not get is still in the inbox";
 // order after a reconnect), and nothing may be left behind for a later connect.
 func TestReconnectWhileOldConnectionStalls(t *testing.T) {
 	cfg := devConfig()

@@ -24,6 +24,7 @@ import (
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/inbox"
 	"github.com/wsgateway/wsgateway/internal/metrics"
+	"github.com/wsgateway/wsgateway/internal/upstream"
 	"github.com/wsgateway/wsgateway/internal/web"
 	"github.com/wsgateway/wsgateway/internal/ws"
 )
@@ -44,6 +45,9 @@ type Options struct {
 	// APIBodyTimeout bounds reading one whole request, body included (default 30s); a
 	// body that never ends gets 408 after it. Tests shrink it.
 	APIBodyTimeout time.Duration
+	// UpstreamQueueLen bounds the client frames waiting for Redis (default 4096); tests
+	// shrink it to see the overflow.
+	UpstreamQueueLen int
 }
 
 // fanout is what the server needs from either bus.
@@ -63,6 +67,7 @@ type Server struct {
 	hub     *ws.Hub
 	bus     fanout
 	store   store
+	up      *upstream.Queue // nil in in-memory mode and with --upstream=false
 	http    *http.Server
 	ln      net.Listener
 	served  chan error
@@ -77,10 +82,13 @@ var (
 	_ fanout      = (*bus.Memory)(nil)
 	_ fanout      = (*bus.Redis)(nil)
 	_ fanout      = (*bus.Cluster)(nil)
-	_ ws.Upstream = (*bus.Cluster)(nil)
 	_ bus.Handler = (*ws.Hub)(nil)
 	_ ws.Observer = (*metrics.Metrics)(nil)
-	_ ws.Upstream = (*bus.Redis)(nil)
+)
+
+var (
+	_ ws.Upstream       = (*upstream.Queue)(nil)
+	_ upstream.Observer = (*metrics.Metrics)(nil)
 )
 
 // New builds a server from a validated config. Nothing listens until Listen.
@@ -94,14 +102,14 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 
 	var verifier *auth.Verifier
 	if cfg.JWTSecret != "" || len(cfg.JWTPublicKeyPEM) > 0 {
-		v, err := auth.NewVerifier([]byte(cfg.JWTSecret), cfg.JWTPublicKeyPEM)
+		v, err := auth.NewVerifier([]byte(cfg.JWTSecret), cfg.JWTPublicKeyPEM,
+			auth.WithAudience(cfg.JWTAudience), auth.WithIssuer(cfg.JWTIssuer))
 		if err != nil {
 			return nil, fmt.Errorf("jwt: %w", err)
 		}
 		verifier = v
 	}
 
-	var upstream ws.Upstream
 	var startBus func(bus.Handler)
 	if cfg.UsesRedis() {
 		rdb, err := newRedisClient(cfg)
@@ -126,12 +134,19 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		}
 		if cc, ok := rdb.(*redis.ClusterClient); ok {
 			b := bus.NewCluster(cc, bopt)
-			s.bus, upstream, startBus = b, b, b.Start
+			s.bus, startBus = b, b.Start
 		} else {
 			b := bus.NewRedis(rdb, bopt)
-			s.bus, upstream, startBus = b, b, b.Start
+			s.bus, startBus = b, b.Start
 		}
 		s.store = rstore
+		if cfg.Upstream {
+			// Client frames reach Redis through this queue, off the connections' read path.
+			s.up = upstream.New(rdb, upstream.Options{
+				Stream: cfg.KeyPrefix + "upstream", NodeID: cfg.NodeID, MaxBytes: cfg.UpstreamMaxBytes,
+				QueueLen: opt.UpstreamQueueLen, Observer: s.metrics, Logger: log,
+			})
+		}
 	} else {
 		b := bus.NewMemory()
 		s.bus, startBus = b, b.Start
@@ -153,7 +168,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		MaxConns:        cfg.MaxConns,
 		MaxConnsPerIP:   cfg.MaxConnsPerIP,
 		CloseGrace:      opt.CloseGrace,
-	}, ws.Deps{Bus: s.bus, Inbox: hubInbox{s.store}, Upstream: upstream, Observer: s.metrics, Logger: log})
+	}, ws.Deps{Bus: s.bus, Inbox: hubInbox{s.store}, Upstream: s.wsUpstream(), Observer: s.metrics, Logger: log})
 	startBus(s.hub)
 
 	bodyTimeout := opt.APIBodyTimeout
@@ -173,6 +188,15 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	return s, nil
+}
+
+// wsUpstream is the hub's upstream: nil (frames dropped after the checks) unless a queue
+// runs — never a nil *Queue in a non-nil interface.
+func (s *Server) wsUpstream() ws.Upstream {
+	if s.up == nil {
+		return nil
+	}
+	return s.up
 }
 
 func (s *Server) routes(verifier *auth.Verifier) http.Handler {
@@ -335,7 +359,7 @@ func (s *Server) Run(ctx context.Context) error {
 	return s.Shutdown(sctx)
 }
 
-// Shutdown drains in the order SPEC section 6 asks: refuse new clients and turn /readyz 503
+// Shutdown drains in the order the README's "Rolling updates" promises: refuse new clients and turn /readyz 503
 // (while still answering it), close every client with 1001 and store what was queued, then
 // stop HTTP, then the bus, then Redis.
 func (s *Server) Shutdown(ctx context.Context) error {
@@ -365,6 +389,9 @@ func (s *Server) shutdown(ctx context.Context) error {
 }
 
 func (s *Server) closeBackends() {
+	if s.up != nil {
+		_ = s.up.Close() // sends what clients sent last, before the client closes
+	}
 	_ = s.bus.Close()
 	if rs, ok := s.store.(*inbox.Redis); ok {
 		rs.Close() // its batch workers, which use the client closed next

@@ -29,7 +29,7 @@ const patience = 20 * time.Second
 
 // Credentials of the non-dev servers. Two API keys, as during a rotation.
 const (
-	testSecret = "e2e-secret-0123456789abcdef"
+	testSecret = "e2e-secret-0123456789abcdef-0123456789"
 	testKey1   = "key-one-0123456789"
 	testKey2   = "key-two-0123456789"
 )

@@ -37,7 +37,7 @@ const (
 	defaultRate     = 1000 // pushes per second, over all users
 	pushers         = 16
 
-	secret = "soak-secret-0123456789abcdef"
+	secret = "soak-secret-0123456789abcdef-0123456789"
 	apiKey = "soak-key-0123456789"
 
 	// Tolerances of the leak check: what is left after everything closed, over the baseline
@@ -125,7 +125,7 @@ func TestSoak(t *testing.T) {
 
 	// No connection is left, so no node may still be subscribed to any user's channel: a
 	// leftover subscription makes Redis count that node as a receiver, so a push is neither
-	// delivered nor stored (SPEC section 6: the subscription is freed with the last connection).
+	// delivered nor stored (the subscription is freed with the last connection).
 	leakedSubs := subscribed(t, rs, prefix, users)
 
 	// What the nodes counted, for the summary: what they dropped and why, reconnects, closes.
@@ -392,8 +392,8 @@ func (u *user) collectTail(addrs []string, st *stats) {
 // --- pushers ---
 
 // pushLoop pushes the next sequence number to users p, p+pushers, … in turn, alternating the
-// nodes, at rate per second. A 503 (Redis away: nothing was accepted) is retried until 200;
-// only 200s count. It stops between pushes when ctx ends.
+// nodes, at rate per second. A 503 (Redis away) is retried, with the same id, until 200; only
+// 200s count. It stops between pushes when ctx ends.
 func pushLoop(ctx context.Context, client *http.Client, addrs []string, users []*user, p int, rate float64, st *stats) {
 	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
 	defer tick.Stop()
@@ -410,7 +410,9 @@ func pushLoop(ctx context.Context, client *http.Client, addrs []string, users []
 		u.mu.Lock()
 		seq := u.accepted + 1
 		u.mu.Unlock()
-		body := fmt.Sprintf(`{"user_id":%q,"data":%d}`, u.id, seq)
+		// The id makes a retry safe: a push whose answer was lost (503 after Redis ran it, a
+		// broken connection) is not stored twice.
+		body := fmt.Sprintf(`{"user_id":%q,"data":%d,"id":"%s-%d"}`, u.id, seq, u.id, seq)
 		for attempt := 0; ; attempt++ {
 			status, err := push(client, addrs[(n+attempt)%len(addrs)], body)
 			if err == nil && status == http.StatusOK {

@@ -596,7 +596,7 @@ func TestKickStopsThePage(t *testing.T) {
 // TestPageWithTokenAndAPIKey: outside --dev (with --demo), the page connects with the JWT typed
 // into its token field, and its push form authenticates with the API key field as a Bearer.
 func TestPageWithTokenAndAPIKey(t *testing.T) {
-	const secret, apiKey = "browser-test-secret-0123456789", "browser-test-key-0123456789"
+	const secret, apiKey = "browser-test-secret-0123456789-0123456789", "browser-test-key-0123456789"
 	cfg := devConfig()
 	cfg.Dev, cfg.Demo = false, true
 	cfg.JWTSecret = secret

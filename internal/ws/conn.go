@@ -32,7 +32,7 @@ const (
 	ReasonError     = "error"             // write failure, internal error (1011)
 )
 
-// Close codes the server sends (SPEC section 3) beyond gorilla's named ones.
+// Close codes the server sends (docs/protocol.md) beyond gorilla's named ones.
 const (
 	CloseKicked = 4001
 	CloseSlow   = websocket.CloseTryAgainLater // 1013
@@ -64,9 +64,10 @@ type Conn struct {
 
 	// Guarded by the hub's shard lock of user (fill.go): pos is the highest number given to
 	// this connection; while filling, it is catching up from the inbox and live messages wait
-	// in pending.
+	// in pending; refill asks the catch-up under way to read once more.
 	pos     int64
 	filling bool
+	refill  bool
 	pending []Message
 
 	// written is the highest number the writer sent (set by the writer, read by the reader
@@ -177,10 +178,11 @@ func (c *Conn) enqueueBacklog(m Message) {
 	c.mu.Unlock()
 }
 
-// control queues a wsgateway.v1 control frame (gap, reset); raw clients get none.
-func (c *Conn) control(now time.Time, text string) {
+// control queues a wsgateway.v1 control frame (gap, reset); raw clients get none. pos is the
+// position the client has once it read the frame (a gap's end), which it may then ack.
+func (c *Conn) control(now time.Time, text string, pos int64) {
 	if c.v1 {
-		c.enqueueBacklog(Message{Data: []byte(text), Received: now, kind: kindControl})
+		c.enqueueBacklog(Message{Data: []byte(text), Seq: pos, Received: now, kind: kindControl})
 	}
 }
 
@@ -425,7 +427,7 @@ func (c *Conn) serve() {
 }
 
 // readLoop reads until the peer goes away. Every frame, pong included, proves liveness and
-// moves the read deadline (SPEC section 3).
+// moves the read deadline (docs/protocol.md).
 func (c *Conn) readLoop() {
 	c.extendRead()
 	for {

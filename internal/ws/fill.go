@@ -46,9 +46,12 @@ func (h *Hub) pendLocked(c *Conn, m Message) {
 	}
 }
 
-// fillLocked starts a catch-up of c on one of the hub's fillers, unless one is under way.
+// fillLocked starts a catch-up of c on one of the hub's fillers. When one is under way, its
+// read may predate what this call is about (a second outage during a catch-up: messages that
+// were neither in that read nor delivered live), so it reads once more when it is done.
 func (h *Hub) fillLocked(c *Conn) {
 	if c.filling {
+		c.refill = true
 		return
 	}
 	c.filling = true
@@ -56,24 +59,27 @@ func (h *Hub) fillLocked(c *Conn) {
 }
 
 // applyLocked gives c what a read of the inbox after position after found (after -1: its first
-// read, without since), then the live messages that waited, and ends the catch-up. It returns
-// true, with the catch-up still on, when messages newer than the read arrived meanwhile and
-// did not all wait in pending: the caller reads again. Called with c's shard lock held.
+// read, without since), then the live messages that waited. It returns true when the catch-up
+// must read again: messages newer than the read arrived meanwhile and did not all wait in
+// pending, or a fill was asked for during the read (fillLocked). The caller then keeps c
+// filling, else ends it. Called with c's shard lock held.
 func (h *Hub) applyLocked(u *userEntry, c *Conn, b Backlog, after int64) (again bool) {
 	now := h.now()
 	switch {
 	case after < 0:
 		c.pos = b.Acked
-	case after > b.Latest:
+	case after <= b.Latest:
+		c.pos = after // a start with since; a catch-up read after c.pos, which stood still
+	default:
 		// The position is above the user's latest number: the state expired and numbering
 		// started again. The client forgets its position; what follows is what since=0 gives.
-		c.control(now, "reset "+strconv.FormatInt(b.Latest, 10))
+		c.control(now, "reset "+strconv.FormatInt(b.Latest, 10), 0)
 		c.pos = 0
 		u.maxSeen = b.Latest
 		c.pending = nil
 	}
 	if b.Start > c.pos+1 {
-		c.control(now, "gap "+strconv.FormatInt(c.pos+1, 10)+" "+strconv.FormatInt(b.Start-1, 10))
+		c.control(now, "gap "+strconv.FormatInt(c.pos+1, 10)+" "+strconv.FormatInt(b.Start-1, 10), b.Start-1)
 		c.pos = b.Start - 1
 	}
 	n := 0
@@ -94,7 +100,9 @@ func (h *Hub) applyLocked(u *userEntry, c *Conn, b Backlog, after int64) (again 
 	}
 	c.pending = nil
 	h.obs.FlushedOffline(n)
-	return u.maxSeen > c.pos
+	again = u.maxSeen > c.pos || c.refill
+	c.refill = false
+	return again
 }
 
 // maxFillers bounds the goroutines that run catch-ups at once. After an outage every
@@ -167,7 +175,12 @@ func (h *Hub) fill(c *Conn) {
 				c.closeWith(1011, "inbox unavailable, reconnect", ReasonError)
 				return
 			}
-			time.Sleep(backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-h.stopping:
+			}
+			t.Stop()
 			backoff = min(2*backoff, time.Second)
 			continue
 		}

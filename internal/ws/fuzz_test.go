@@ -175,7 +175,7 @@ func FuzzInboundFrames(f *testing.F) {
 }
 
 // FuzzUpgradeRequest: arbitrary bytes as the HTTP request. The answer, if any, must be HTTP
-// and never a 500: the refusals of SPEC section 3 are 4xx.
+// and never a 500: the refusals before the upgrade are 4xx.
 func FuzzUpgradeRequest(f *testing.F) {
 	g := fzStart(f)
 	host := g.addr
@@ -325,7 +325,7 @@ func fzValidCloseCode(c int) bool {
 // --- what the gateway should send ---
 
 // fzModel predicts the gateway's answer to the client bytes in, followed by the client's
-// FIN, from RFC 6455 as gorilla implements it and SPEC section 3: 1002 for a protocol
+// FIN, from RFC 6455 as gorilla implements it and docs/protocol.md: 1002 for a protocol
 // violation, 1009 for a message over max-message-bytes (decided from the frame header),
 // 1007 for a text message that is not UTF-8, the peer's own code echoed for a valid close,
 // pongs for pings (control and the text "ping"), and no close frame when the input ends

@@ -37,7 +37,8 @@ type Backlog struct {
 	Msgs   [][]byte
 }
 
-// Upstream receives what clients send (SPEC section 7). Nil drops it after the checks.
+// Upstream receives what clients send (the README's ws:upstream). Nil drops it after the checks.
+// Append runs on the connection's read path: it must not block (upstream.Queue only queues).
 type Upstream interface {
 	Append(ctx context.Context, user string, data []byte) error
 }
@@ -55,7 +56,7 @@ type Observer interface {
 	Inbound(bytes int)
 }
 
-// Config holds the hub's settings; see SPEC section 2 for their meaning.
+// Config holds the hub's settings; see the README's settings table for their meaning.
 type Config struct {
 	PingInterval    time.Duration
 	PongTimeout     time.Duration

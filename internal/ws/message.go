@@ -21,8 +21,8 @@ const (
 // one Message is shared by every connection of a user and by every receiver of a broadcast.
 type Message struct {
 	Data     []byte
-	Seq      int64     // the number in the user's inbox; 0: unnumbered
-	Binary   bool      // the payload is not valid UTF-8: sent as a binary frame (SPEC section 3)
+	Seq      int64     // the number in the user's inbox (0: unnumbered); for a gap, its end
+	Binary   bool      // the payload is not valid UTF-8: sent as a binary frame (docs/protocol.md)
 	Received time.Time // when this node got it; the latency metric measures from here
 	kind     kind
 	// prepared is the frame encoded once for many connections (multi-device users and
