@@ -15,8 +15,9 @@
 //   message, sooner after ackEvery messages, never more than 20 acks a second), resumes every
 //   reconnect with ?since=<last seq> so that it gets exactly what it missed, drops a number it
 //   already has, and reports the gateway's "gap" (messages no longer kept) and "reset" (the
-//   user's numbering started again) as events. With protocol "raw", or against a gateway that
-//   does not select wsgateway.v1, frames are the payloads as they are, with no numbers.
+//   user's numbering started again) as events. With protocol "raw" frames are the payloads as
+//   they are, with no numbers; that is also the way to talk to a gateway that predates
+//   wsgateway.v1 (Chromium fails a handshake in which the server selects no subprotocol).
 // - Reconnects with exponential backoff and full jitter: the n-th retry in a row waits a random
 //   time in [0, min(backoff.max, backoff.initial * 2^n)), n counted from 0. The count starts
 //   again when a connection that had stayed open for stableAfter ends.
@@ -295,7 +296,9 @@ export class GatewayClient extends EventTarget {
 
   #handleOpen(ws) {
     if (ws !== this.#ws) return;
-    // A gateway that predates wsgateway.v1 selects no subprotocol: the connection is raw then.
+    // A gateway that predates wsgateway.v1 selects no subprotocol. Chromium fails such a
+    // handshake (an attempt that failed, as far as this client can tell); where a browser
+    // lets it through, the connection is raw.
     this.#v1 = ws.protocol === V1;
     this.#ackDue = this.#acked = this.#unacked = 0;
     this.#openedAt = performance.now();
@@ -331,9 +334,16 @@ export class GatewayClient extends EventTarget {
     const sp = data.indexOf(" ");
     const head = sp < 0 ? data : data.slice(0, sp);
     if (head === "gap") {
-      const [from, to] = numbers(data.slice(sp + 1), 2);
+      let [from, to] = numbers(data.slice(sp + 1), 2);
       if (from === undefined || to < from) return;
-      if (this.#lastSeq === null || to > this.#lastSeq) this.#setPosition(to);
+      // The gateway counts the gap's end as sent, so acking it moves the user's acknowledged
+      // position past what is lost.
+      if (to > this.#ackDue) this.#ackDue = to;
+      this.#planAck();
+      // Only what this client does not have is lost to it.
+      if (this.#lastSeq !== null) from = Math.max(from, this.#lastSeq + 1);
+      if (from > to) return;
+      this.#setPosition(to);
       this.dispatchEvent(event("gap", { from, to }));
     } else if (head === "reset") {
       const [latest] = numbers(data.slice(sp + 1), 1);
