@@ -635,7 +635,7 @@ func TestClientV1Frames(t *testing.T) {
 		t.Errorf("frames: lastSeq %d, want 3", n)
 	}
 
-	wait.For(t, patience, func() bool { return h.fake.count("resume") >= 3 }, "resume: reconnected twice")
+	wait.For(t, patience, func() bool { return len(ofType(h.events("resume"), "open")) >= 3 }, "resume: reconnected twice")
 	if q := h.fake.query("resume", 0); strings.Contains(q, "since") {
 		t.Errorf("resume: first query %q, want no since (no position known yet)", q)
 	}
@@ -711,7 +711,9 @@ func TestClientAcks(t *testing.T) {
 
 	waitAck("burst", "ack 200")
 	got := acks("burst")
-	if len(got) > 5 {
+	// Three after 64 messages each at most, and one per 100 ms while the burst arrives: on a
+	// busy machine that can take a while, so the bound only tells batching from one per message.
+	if len(got) > 20 {
 		t.Errorf("burst: %d acks %v, want a few (cumulative, batched)", len(got), got)
 	}
 	last := 0
@@ -725,17 +727,21 @@ func TestClientAcks(t *testing.T) {
 	}
 
 	waitAck("one", "ack 1")
-	if d := h.fake.frames("one")[0].at.Sub(h.fake.times("one")[0]); d < 100*time.Millisecond {
+	if d := h.fake.frames("one")[0].at.Sub(h.fake.times("one")[0]); d < 95*time.Millisecond { // 5 ms for clock granularity
 		t.Errorf("one: acked %v after the connection arrived, want at least ackInterval (100ms)", d)
 	}
 
 	waitAck("pace", "ack 100")
 	var times []float64
 	for _, sock := range h.sockets("case=pace") {
-		times = append(times, sock.SentAt...)
+		for i, f := range sock.Sent {
+			if f != "ping" {
+				times = append(times, sock.SentAt[i])
+			}
+		}
 	}
 	for i := 1; i < len(times); i++ {
-		if d := times[i] - times[i-1]; d < 50 {
+		if d := times[i] - times[i-1]; d < 49 { // 1 ms for timer coarsening
 			t.Errorf("pace: acks sent %.1f ms apart (at %v), want at least 50 ms", d, times)
 		}
 	}
@@ -770,6 +776,11 @@ func kick(t *testing.T, gw *gateway, user string) {
 // withoutPongs drops the "pong" frames from what a socket received.
 func withoutPongs(frames []string) []string {
 	return slices.DeleteFunc(slices.Clone(frames), func(f string) bool { return f == "pong" })
+}
+
+// withoutPings drops the "ping" frames from what a socket sent.
+func withoutPings(frames []string) []string {
+	return slices.DeleteFunc(slices.Clone(frames), func(f string) bool { return f == "ping" })
 }
 
 // TestClientResume: a client kicked by the API (4001: stopped) and connected again resumes
@@ -877,7 +888,7 @@ func TestClientAcksReachGateway(t *testing.T) {
 	if old := h.gw.unacked(t, "abe", false); len(old) != 0 {
 		t.Errorf("a raw connection got %q, want nothing old", old)
 	}
-	sent := h.sockets("user_id=abe")[0].Sent
+	sent := withoutPings(h.sockets("user_id=abe")[0].Sent)
 	if i := slices.Index(sent, "ack 3"); i < 0 || len(sent) > 3 {
 		t.Errorf("the client sent %q, want ack 3 among a few frames", sent)
 	}
@@ -1017,8 +1028,8 @@ func TestClientRawMode(t *testing.T) {
 	if len(socks) != 1 || socks[0].Offered != nil || socks[0].Protocol != "" || strings.Contains(socks[0].URL, "since") {
 		t.Fatalf("sockets %+v, want one offering no subprotocol, without since", socks)
 	}
-	if len(socks[0].Sent) != 0 {
-		t.Errorf("sent %q, want nothing (no acks in raw mode)", socks[0].Sent)
+	if sent := withoutPings(socks[0].Sent); len(sent) != 0 {
+		t.Errorf("sent %q, want nothing but pings (no acks in raw mode)", sent)
 	}
 	if got := mustEval[string](h.tab, `String(runs["w"].c.lastSeq) + "," + localStorage.getItem("seq:ray")`); got != "null,null" {
 		t.Errorf("lastSeq, stored = %s, want null,null", got)
