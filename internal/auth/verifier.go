@@ -175,23 +175,31 @@ func (v *Verifier) key(t *jwt.Token) (any, error) {
 // checked with 5 s of leeway for clock skew; iat is not checked, since nbf is
 // the claim meant for "not before". An empty token gives [ErrNoToken].
 func (v *Verifier) Verify(token string) (userID string, err error) {
+	userID, _, err = v.VerifyExpiry(token)
+	return userID, err
+}
+
+// VerifyExpiry is Verify that also returns the token's exp, when the session must end
+// (enforce-token-expiry).
+func (v *Verifier) VerifyExpiry(token string) (userID string, expires time.Time, err error) {
 	if token == "" {
-		return "", ErrNoToken
+		return "", time.Time{}, ErrNoToken
 	}
 	if len(token) > maxTokenLen {
-		return "", errTooLong
+		return "", time.Time{}, errTooLong
 	}
 	var claims jwt.RegisteredClaims
 	if _, err := v.parser.ParseWithClaims(token, &claims, v.keyFunc); err != nil {
-		return "", v.reason(err, &claims)
+		return "", time.Time{}, v.reason(err, &claims)
 	}
 	switch {
 	case claims.Subject == "":
-		return "", errNoSubject
+		return "", time.Time{}, errNoSubject
 	case !ValidUserID(claims.Subject):
-		return "", errBadSubject
+		return "", time.Time{}, errBadSubject
 	}
-	return claims.Subject, nil
+	// exp is required by the parser (WithExpirationRequired), so it is set here.
+	return claims.Subject, claims.ExpiresAt.Time, nil
 }
 
 // reason maps a jwt error to one of our fixed-text errors. The jwt error

@@ -52,6 +52,9 @@ type Config struct {
 	ResumeTTL  time.Duration
 	DedupTTL   time.Duration
 
+	// EnforceTokenExpiry closes a connection with 4002 when its JWT expires.
+	EnforceTokenExpiry bool
+
 	ShutdownGrace time.Duration
 	NodeID        string
 
@@ -83,26 +86,27 @@ type Config struct {
 // Default returns the documented defaults (the README's settings table) before flags and environment.
 func Default() Config {
 	return Config{
-		Addr:             ":8080",
-		KeyPrefix:        "ws:",
-		PingInterval:     25 * time.Second,
-		PongTimeout:      10 * time.Second,
-		WriteTimeout:     10 * time.Second,
-		MaxMessageBytes:  65536,
-		SendQueue:        256,
-		MaxConnsPerUser:  16,
-		OfflineMax:       1000,
-		OfflineTTL:       168 * time.Hour,
-		ResumeTTL:        5 * time.Minute,
-		DedupTTL:         10 * time.Minute,
-		ShutdownGrace:    30 * time.Second,
-		LogFormat:        "json",
-		LogLevel:         "info",
-		MaxInboundRate:   50,
-		RedisWaitTimeout: time.Second,
-		HandshakeTimeout: 10 * time.Second,
-		Upstream:         true,
-		UpstreamMaxBytes: 32 << 20,
+		Addr:               ":8080",
+		KeyPrefix:          "ws:",
+		PingInterval:       25 * time.Second,
+		PongTimeout:        10 * time.Second,
+		WriteTimeout:       10 * time.Second,
+		MaxMessageBytes:    65536,
+		SendQueue:          256,
+		MaxConnsPerUser:    16,
+		OfflineMax:         1000,
+		OfflineTTL:         168 * time.Hour,
+		ResumeTTL:          5 * time.Minute,
+		DedupTTL:           10 * time.Minute,
+		EnforceTokenExpiry: true,
+		ShutdownGrace:      30 * time.Second,
+		LogFormat:          "json",
+		LogLevel:           "info",
+		MaxInboundRate:     50,
+		RedisWaitTimeout:   time.Second,
+		HandshakeTimeout:   10 * time.Second,
+		Upstream:           true,
+		UpstreamMaxBytes:   32 << 20,
 	}
 }
 
@@ -147,6 +151,7 @@ func Parse(args []string, environ []string, output io.Writer) (Config, error) {
 	fs.DurationVar(&c.OfflineTTL, "offline-ttl", c.OfflineTTL, "a user's inbox expires this long after its last push")
 	fs.DurationVar(&c.ResumeTTL, "resume-ttl", c.ResumeTTL, "how long a message stays available to since= after it was acknowledged")
 	fs.DurationVar(&c.DedupTTL, "dedup-ttl", c.DedupTTL, "how long a push id is remembered for de-duplication")
+	fs.BoolVar(&c.EnforceTokenExpiry, "enforce-token-expiry", c.EnforceTokenExpiry, "close a connection with 4002 when its JWT expires, unless refreshed in-band (auth <jwt>)")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "how long SIGTERM drains before exiting")
 	fs.StringVar(&c.NodeID, "node-id", "", "shown in logs, metrics and /readyz (default hostname + random suffix)")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "json or text")

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
+	"github.com/wsgateway/wsgateway/internal/scripts"
 	"github.com/wsgateway/wsgateway/internal/testutil/redistest"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
@@ -88,7 +89,7 @@ func (e *batchEnv) pause(t *testing.T) (unpause func()) {
 
 // occupiers is how many calls occupy starts: the first one runs on its own goroutine (nothing
 // was in flight), then one per worker.
-const occupiers = 1 + batchWorkers
+const occupiers = 1 + scripts.Workers
 
 // occupy makes every batch worker wait on a paused Redis, one pushed call each (the next is
 // started only once the previous one is in flight, so each lands on a free worker). It
@@ -321,7 +322,7 @@ func TestBatchCallerContext(t *testing.T) {
 	}
 }
 
-// Close answers the calls still waiting for a worker with ErrClosed, lets the batches in flight
+// Close answers the calls still waiting for a worker with scripts.ErrClosed, lets the batches in flight
 // finish, and leaves no goroutine behind; calls after Close fail at once.
 func TestBatchClose(t *testing.T) {
 	srv := redistest.Start(t)
@@ -351,8 +352,8 @@ func TestBatchClose(t *testing.T) {
 	for range waiting {
 		select {
 		case err := <-waited:
-			if !errors.Is(err, ErrClosed) {
-				t.Errorf("waiting caller: %v; want ErrClosed", err)
+			if !errors.Is(err, scripts.ErrClosed) {
+				t.Errorf("waiting caller: %v; want scripts.ErrClosed", err)
 			}
 		case <-time.After(5 * time.Second):
 			t.Fatal("a waiting caller hangs after Close")
@@ -376,19 +377,19 @@ func TestBatchClose(t *testing.T) {
 	}
 	e.s.Close() // again: nothing happens
 
-	if _, err := pushOnline(e.s, ctx, "after", []byte("x")); !errors.Is(err, ErrClosed) {
-		t.Errorf("push after Close: %v; want ErrClosed", err)
+	if _, err := pushOnline(e.s, ctx, "after", []byte("x")); !errors.Is(err, scripts.ErrClosed) {
+		t.Errorf("push after Close: %v; want scripts.ErrClosed", err)
 	}
 	start := time.Now()
-	if _, err := drain(e.s, ctx, "after"); !errors.Is(err, ErrClosed) {
-		t.Errorf("drain after Close: %v; want ErrClosed", err)
+	if _, err := drain(e.s, ctx, "after"); !errors.Is(err, scripts.ErrClosed) {
+		t.Errorf("drain after Close: %v; want scripts.ErrClosed", err)
 	}
 	if took := time.Since(start); took > time.Second {
 		t.Errorf("drain after Close took %s; want no retries", took)
 	}
 	for i := range waiting {
 		if n, _ := pending(e.s, ctx, "waiting"+strconv.Itoa(i)); n != 0 {
-			t.Errorf("waiting%d: a call refused with ErrClosed was stored", i)
+			t.Errorf("waiting%d: a call refused with scripts.ErrClosed was stored", i)
 		}
 	}
 	_ = rdb.Close()
@@ -401,8 +402,8 @@ func TestBatchCloseUnused(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	s := NewRedis(rdb, Options{Max: 10})
 	s.Close()
-	if _, err := pushOnline(s, context.Background(), "alice", []byte("x")); !errors.Is(err, ErrClosed) {
-		t.Fatalf("push after Close: %v; want ErrClosed", err)
+	if _, err := pushOnline(s, context.Background(), "alice", []byte("x")); !errors.Is(err, scripts.ErrClosed) {
+		t.Fatalf("push after Close: %v; want scripts.ErrClosed", err)
 	}
 	_ = rdb.Close()
 	goleak.VerifyNone(t, leaks)

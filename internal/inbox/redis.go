@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/wsgateway/wsgateway/internal/scripts"
 )
 
 var (
@@ -42,7 +44,7 @@ type Redis struct {
 	push  *redis.Script
 	read  *redis.Script
 	ack   *redis.Script
-	batch *batcher // shares round trips between concurrent calls; Close stops it
+	batch *scripts.Batcher // shares round trips between concurrent calls; Close stops it
 }
 
 // Options configure the Redis inbox. Zero durations take the defaults of the gateway's flags.
@@ -96,7 +98,7 @@ func NewRedis(rdb redis.UniversalClient, opt Options) *Redis {
 		push:  redis.NewScript(pushLua + strings.Replace(scriptLua, "PUBLISH_COMMAND", "'"+publishCommand(opt.Sharded)+"'", 1)),
 		read:  redis.NewScript(readLua),
 		ack:   redis.NewScript(ackLua),
-		batch: newBatcher(rdb),
+		batch: scripts.New(rdb),
 	}
 }
 
@@ -109,7 +111,7 @@ func publishCommand(sharded bool) string {
 
 // Close stops the workers that batch concurrent calls, after the batches in flight; later
 // calls get ErrClosed. The Redis client is the caller's: close it afterwards.
-func (s *Redis) Close() { s.batch.close() }
+func (s *Redis) Close() { s.batch.Close() }
 
 // Channel returns the pub/sub channel of user.
 func (s *Redis) Channel(user string) string { return s.opt.Prefix + "user:{" + user + "}" }
@@ -158,7 +160,7 @@ func (s *Redis) Push(ctx context.Context, user string, data []byte, id string) (
 				return err
 			}
 		} else {
-			cmd = s.batch.run(ctx, s.push, keys, args...)
+			cmd = s.batch.Run(ctx, s.push, keys, args...)
 		}
 		var err error
 		res, err = parsePush(cmd)
@@ -256,7 +258,7 @@ func (s *Redis) pushWait(ctx context.Context, keys []string, args []any) (*redis
 func (s *Redis) Read(ctx context.Context, user string, after int64) (Range, error) {
 	var rng Range
 	err := retry(ctx, func() error {
-		vals, err := s.batch.run(ctx, s.read, []string{s.Key(user)}, after, 0).Slice()
+		vals, err := s.batch.Run(ctx, s.read, []string{s.Key(user)}, after, 0).Slice()
 		if err != nil {
 			return err
 		}
@@ -303,7 +305,7 @@ func parseRead(vals []any, after int64) (Range, error) {
 
 // Ack moves user's acknowledged position to seq (never backwards, never above the latest).
 func (s *Redis) Ack(ctx context.Context, user string, seq int64) error {
-	err := s.batch.run(ctx, s.ack, []string{s.Key(user)}, seq, s.opt.ResumeTTL.Milliseconds()).Err()
+	err := s.batch.Run(ctx, s.ack, []string{s.Key(user)}, seq, s.opt.ResumeTTL.Milliseconds()).Err()
 	if err != nil {
 		return fmt.Errorf("inbox: ack %s: %w", user, err)
 	}
@@ -390,7 +392,7 @@ func notSent(err error) bool {
 // retryable reports whether err is a connection problem (the command may not have run, or its
 // reply was lost), as opposed to an error reply from Redis.
 func retryable(err error) bool {
-	if errors.Is(err, ErrClosed) || errors.Is(err, ErrNotReplicated) || errors.Is(err, context.Canceled) ||
+	if errors.Is(err, scripts.ErrClosed) || errors.Is(err, ErrNotReplicated) || errors.Is(err, context.Canceled) ||
 		errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}

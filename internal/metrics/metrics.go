@@ -67,7 +67,7 @@ func New(nodeID, version string) *Metrics {
 	m.inboundBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "wsgateway_inbound_bytes_total", Help: "Bytes of data frames received from clients."})
 	// Create the known series at 0, so dashboards and alerts see them before the first event.
 	m.offlineStored.WithLabelValues("push")
-	for _, r := range []string{"normal", "heartbeat_timeout", "slow_consumer", "kicked", "shutdown", "protocol", "rate_limited", "error"} {
+	for _, r := range []string{"normal", "heartbeat_timeout", "slow_consumer", "kicked", "shutdown", "protocol", "rate_limited", "error", "token_expired", "auth_refused"} {
 		m.disconnects.WithLabelValues(r)
 	}
 	// Client frames the upstream queue dropped: an alert on overflow should see 0 before

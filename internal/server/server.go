@@ -156,18 +156,19 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	}
 
 	s.hub = ws.NewHub(ws.Config{
-		PingInterval:    cfg.PingInterval,
-		PongTimeout:     cfg.PongTimeout,
-		WriteTimeout:    cfg.WriteTimeout,
-		MaxMessageBytes: cfg.MaxMessageBytes,
-		SendQueue:       cfg.SendQueue,
-		MaxConnsPerUser: cfg.MaxConnsPerUser,
-		OfflineMax:      cfg.OfflineMax,
-		AllowedOrigins:  cfg.AllowedOrigins,
-		MaxInboundRate:  cfg.MaxInboundRate,
-		MaxConns:        cfg.MaxConns,
-		MaxConnsPerIP:   cfg.MaxConnsPerIP,
-		CloseGrace:      opt.CloseGrace,
+		PingInterval:       cfg.PingInterval,
+		PongTimeout:        cfg.PongTimeout,
+		WriteTimeout:       cfg.WriteTimeout,
+		MaxMessageBytes:    cfg.MaxMessageBytes,
+		SendQueue:          cfg.SendQueue,
+		MaxConnsPerUser:    cfg.MaxConnsPerUser,
+		OfflineMax:         cfg.OfflineMax,
+		AllowedOrigins:     cfg.AllowedOrigins,
+		MaxInboundRate:     cfg.MaxInboundRate,
+		MaxConns:           cfg.MaxConns,
+		MaxConnsPerIP:      cfg.MaxConnsPerIP,
+		CloseGrace:         opt.CloseGrace,
+		EnforceTokenExpiry: cfg.EnforceTokenExpiry,
 	}, ws.Deps{Bus: s.bus, Inbox: hubInbox{s.store}, Upstream: s.wsUpstream(), Observer: s.metrics, Logger: log})
 	startBus(s.hub)
 
@@ -255,26 +256,31 @@ type clientAuth struct {
 	verifier *auth.Verifier
 }
 
-func (a clientAuth) Authenticate(r *http.Request) (string, error) {
+func (a clientAuth) Authenticate(r *http.Request) (ws.Identity, error) {
 	tok := auth.TokenFromRequest(r)
 	if tok == "" && a.dev {
 		user := r.URL.Query().Get("user_id")
 		if !auth.ValidUserID(user) {
-			return "", errors.New("user_id must be 1-128 bytes of A-Z a-z 0-9 _ . : @ -")
+			return ws.Identity{}, errors.New("user_id must be 1-128 bytes of A-Z a-z 0-9 _ . : @ -")
 		}
-		return user, nil
+		return ws.Identity{User: user}, nil
 	}
 	if tok == "" {
-		return "", errors.New("token required")
+		return ws.Identity{}, errors.New("token required")
 	}
+	return a.Refresh(tok)
+}
+
+// Refresh verifies a token (at connect, and sent in-band with "auth <jwt>").
+func (a clientAuth) Refresh(tok string) (ws.Identity, error) {
 	if a.verifier == nil {
-		return "", errors.New("tokens are not configured on this node")
+		return ws.Identity{}, errors.New("tokens are not configured on this node")
 	}
-	user, err := a.verifier.Verify(tok)
+	user, exp, err := a.verifier.VerifyExpiry(tok)
 	if err != nil {
-		return "", err
+		return ws.Identity{}, err
 	}
-	return user, nil
+	return ws.Identity{User: user, Expires: exp}, nil
 }
 
 // newRedisClient builds the one Redis client of the process for the configured mode: a plain

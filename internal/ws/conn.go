@@ -30,12 +30,15 @@ const (
 	ReasonProtocol  = "protocol"          // 1002, 1007 or 1009 from the client's frames
 	ReasonRate      = "rate_limited"      // over max-inbound-rate (1008)
 	ReasonError     = "error"             // write failure, internal error (1011)
+	ReasonExpired   = "token_expired"     // the token's exp passed without a refresh (4002)
+	ReasonAuth      = "auth_refused"      // an in-band "auth <jwt>" was invalid or for another user (1008)
 )
 
 // Close codes the server sends (docs/protocol.md) beyond gorilla's named ones.
 const (
-	CloseKicked = 4001
-	CloseSlow   = websocket.CloseTryAgainLater // 1013
+	CloseKicked  = 4001
+	CloseExpired = 4002
+	CloseSlow    = websocket.CloseTryAgainLater // 1013
 )
 
 // Conn is one client WebSocket. Ownership of the read side: on Linux an idle connection has
@@ -100,8 +103,11 @@ type Conn struct {
 	// is timed by idle instead, reset by every inbound frame (extendRead); seen is the
 	// time of the last one (Hub.clock). pollShut is set, under the poller's lock, once the
 	// write side closed the socket: the poller must not arm it again (poller.ctl).
-	idle      *time.Timer
-	seen      atomic.Int64
+	idle *time.Timer
+	seen atomic.Int64
+	// expiry closes the connection with 4002 at its token's exp (nil: no expiry). A timer
+	// without a goroutine: the runtime runs its function only when it fires.
+	expiry    *time.Timer
 	pollShut  bool
 	readDone  chan struct{} // closed by end when the read loop returned
 	writeDone chan struct{} // closed by the writer that took the end of the connection
@@ -525,6 +531,9 @@ func (c *Conn) end() {
 	if c.idle != nil {
 		c.idle.Stop()
 	}
+	if c.expiry != nil {
+		c.expiry.Stop()
+	}
 	close(c.readDone)
 	c.mu.Lock()
 	idle := !c.writing
@@ -668,6 +677,9 @@ func (c *Conn) onFrame(typ int, data []byte, err error) bool {
 			c.enqueue(Message{Data: pongPayload, kind: kindPong})
 			return true
 		}
+		if token, ok := bytes.CutPrefix(data, []byte("auth ")); ok && c.v1 {
+			return c.refresh(string(token))
+		}
 		if seq, ok := parseAck(data); ok && c.v1 {
 			// Above what was sent, the client cannot have it; the inbox ignores an ack above
 			// the latest number anyway.
@@ -687,6 +699,38 @@ func (c *Conn) onFrame(typ int, data []byte, err error) bool {
 }
 
 var pongPayload = []byte("pong")
+
+// expireAt arms the expiry timer for exp (zero: none), before the connection's loops start.
+func (c *Conn) expireAt(exp time.Time) {
+	if exp.IsZero() || !c.hub.cfg.EnforceTokenExpiry {
+		return
+	}
+	c.expiry = time.AfterFunc(exp.Sub(c.hub.now()), func() {
+		c.closeWith(CloseExpired, "token expired", ReasonExpired)
+	})
+}
+
+// refresh handles "auth <jwt>": a valid token for the same user moves the expiry to its exp;
+// anything else closes with 1008. False ends the read loop.
+func (c *Conn) refresh(token string) bool {
+	var id Identity
+	err := errors.New("no authenticator")
+	if c.hub.auth != nil {
+		id, err = c.hub.auth.Refresh(token)
+	}
+	switch {
+	case err != nil:
+		c.closeWith(websocket.ClosePolicyViolation, "token refresh refused: "+err.Error(), ReasonAuth)
+		return false
+	case id.User != c.user:
+		c.closeWith(websocket.ClosePolicyViolation, "token refresh refused: the token is for another user", ReasonAuth)
+		return false
+	}
+	if c.expiry != nil && !id.Expires.IsZero() {
+		c.expiry.Reset(id.Expires.Sub(c.hub.now()))
+	}
+	return true
+}
 
 // parseAck reads a wsgateway.v1 "ack <seq>" frame.
 func parseAck(data []byte) (int64, bool) {

@@ -20,10 +20,19 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// Authenticator turns an upgrade request into a user id. Any error means 401; its text is
+// Authenticator turns an upgrade request into an identity. Any error means 401; its text is
 // shown to the client, so it must never contain the token.
 type Authenticator interface {
-	Authenticate(r *http.Request) (user string, err error)
+	Authenticate(r *http.Request) (Identity, error)
+	// Refresh checks a token a wsgateway.v1 client sent in-band ("auth <jwt>").
+	Refresh(token string) (Identity, error)
+}
+
+// Identity is who a connection is, and until when: Expires is the token's exp, zero for a
+// session that does not expire (--dev with ?user_id=).
+type Identity struct {
+	User    string
+	Expires time.Time
 }
 
 // Handler serves GET /ws: it refuses with plain HTTP before the upgrade, subscribes, upgrades,
@@ -38,6 +47,7 @@ type Handler struct {
 // NewHandler returns the /ws handler of hub.
 func NewHandler(hub *Hub, auth Authenticator) *Handler {
 	s := &Handler{hub: hub, auth: auth}
+	hub.auth = auth // for in-band refreshes
 	s.upgrader = websocket.Upgrader{
 		// Read buffer size 0: gorilla reads through the bufio.Reader the hijack returns,
 		// which /ws makes itself (ownReader): small, since most connections are idle, and a
@@ -69,11 +79,12 @@ func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, http.StatusForbidden, "origin not allowed")
 		return
 	}
-	user, err := s.auth.Authenticate(r)
+	id, err := s.auth.Authenticate(r)
 	if err != nil {
 		s.refuse(w, http.StatusUnauthorized, err.Error())
 		return
 	}
+	user := id.User
 	v1 := slices.Contains(websocket.Subprotocols(r), Subprotocol)
 	after := int64(-1) // without since: after the acknowledged position
 	if q := r.URL.Query(); v1 && q.Has("since") {
@@ -124,6 +135,7 @@ func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// request's context: the connection is hijacked and outlives the request.
 	h.startFill(c, after)
 	c.setupRead()
+	c.expireAt(id.Expires)
 	parked := h.prepark(c)
 	c.start()
 	// Return from ServeHTTP: net/http then frees its 4 KB reader and writer, the request and

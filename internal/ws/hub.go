@@ -70,6 +70,9 @@ type Config struct {
 	// that); over it the connection is closed with 1008. 0 = no limit.
 	MaxInboundRate float64
 	MaxConns       int // connections per node, 0 = no cap; beyond → 503
+	// EnforceTokenExpiry closes a connection with 4002 when its token's exp passes, unless
+	// a wsgateway.v1 client refreshed it in-band ("auth <jwt>").
+	EnforceTokenExpiry bool
 	MaxConnsPerIP  int // connections per remote address, 0 = no cap; beyond → 429
 	// CloseGrace is how long the writer waits for the client's answer to a close frame
 	// before it closes the socket. Default 1s.
@@ -96,6 +99,7 @@ type Hub struct {
 	bus      Subscriber
 	inbox    Inbox
 	upstream Upstream
+	auth     Authenticator // set by NewHandler; checks "auth <jwt>" refreshes
 	obs      Observer
 	log      *slog.Logger
 	now      func() time.Time

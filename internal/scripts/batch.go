@@ -1,4 +1,6 @@
-package inbox
+// Package scripts runs Lua scripts of concurrent callers in shared Redis pipelines: one write
+// and one read for many calls instead of one each, without waiting for a batch to fill.
+package scripts
 
 import (
 	"context"
@@ -10,17 +12,16 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// ErrClosed is returned by the calls that go through the batcher (Push without
-// RequireReplicas, Drain) once Close has begun.
-var ErrClosed = errors.New("inbox: closed")
+// ErrClosed is returned by Run once Close has begun.
+var ErrClosed = errors.New("scripts: closed")
 
 const (
-	// batchWorkers is how many batches may be in flight at once. Each worker takes one call,
+	// Workers is how many batches may be in flight at once. Each worker takes one call,
 	// then whatever else is already waiting: concurrent calls share a round trip, and a
 	// lone call goes out at once.
-	batchWorkers = 3
-	// maxBatch bounds one pipeline.
-	maxBatch = 128
+	Workers = 3
+	// MaxBatch bounds one pipeline.
+	MaxBatch = 128
 )
 
 // scriptCall is one script run waiting for a batch.
@@ -34,12 +35,12 @@ type scriptCall struct {
 	reply chan *redis.Cmd
 }
 
-// batcher runs the scripts of concurrent calls in shared pipelines (one write and one read
+// Batcher runs the scripts of concurrent calls in shared pipelines (one write and one read
 // for many calls instead of one each). It never waits for a batch to fill: a call made while
 // nothing is in flight runs at once on its caller's goroutine; one made while others are in
 // flight goes to a worker, which takes it and whatever else is waiting. The workers start
 // with the first such call and stop at close.
-type batcher struct {
+type Batcher struct {
 	rdb       redis.UniversalClient
 	calls     chan *scriptCall // unbuffered: a call is either taken by a worker or not at all
 	stop      chan struct{}
@@ -54,19 +55,20 @@ type batcher struct {
 	closed bool
 }
 
-func newBatcher(rdb redis.UniversalClient) *batcher {
-	return &batcher{rdb: rdb, calls: make(chan *scriptCall), stop: make(chan struct{})}
+func New(rdb redis.UniversalClient) *Batcher {
+	return &Batcher{rdb: rdb, calls: make(chan *scriptCall), stop: make(chan struct{})}
 }
 
-func (b *batcher) start() {
-	b.wg.Add(batchWorkers)
-	for range batchWorkers {
+func (b *Batcher) start() {
+	b.wg.Add(Workers)
+	for range Workers {
 		go b.work()
 	}
 }
 
-// close stops the workers after the batches in flight; calls not yet taken get ErrClosed.
-func (b *batcher) close() {
+// Close stops the workers after the batches in flight; calls not yet taken get ErrClosed. The
+// Redis client is the caller's: close it afterwards.
+func (b *Batcher) Close() {
 	b.stopOnce.Do(func() {
 		b.startOnce.Do(func() {}) // no workers start after this
 		close(b.stop)             // first: the callers waiting for a worker get ErrClosed now
@@ -77,13 +79,13 @@ func (b *batcher) close() {
 	b.wg.Wait()
 }
 
-// run runs script like script.Run, in a batch with whatever other calls are waiting.
+// Run runs script like script.Run, in a batch with whatever other calls are waiting.
 //
 // A call whose ctx ends before a worker took it returns ctx.Err() and its script never runs.
 // Once taken, it waits for its own answer, which go-redis's timeouts bound, as they bound a
 // direct call: an error then still means "not run" (or a lost reply), never "ran, but the
-// caller had left" — a drain that returned an error must not have taken the messages.
-func (b *batcher) run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
+// caller had left".
+func (b *Batcher) Run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
 	c := &scriptCall{ctx: ctx, script: script, keys: keys, args: args, reply: make(chan *redis.Cmd, 1)}
 	if b.active.Load() == 0 {
 		// Nothing in flight, so nothing to share a round trip with: run it here. The hand-off
@@ -116,9 +118,9 @@ func errCmd(ctx context.Context, err error) *redis.Cmd {
 	return cmd
 }
 
-func (b *batcher) work() {
+func (b *Batcher) work() {
 	defer b.wg.Done()
-	batch := make([]*scriptCall, 0, maxBatch)
+	batch := make([]*scriptCall, 0, MaxBatch)
 	for {
 		select {
 		case c := <-b.calls:
@@ -128,7 +130,7 @@ func (b *batcher) work() {
 			return
 		}
 	more: // take what is already waiting, without waiting for more
-		for len(batch) < maxBatch {
+		for len(batch) < MaxBatch {
 			select {
 			case c := <-b.calls:
 				batch = append(batch, c)
@@ -145,8 +147,8 @@ func (b *batcher) work() {
 
 // exec runs batch as one pipeline and answers every call. A NOSCRIPT (Redis restarted or its
 // script cache was flushed) means that script did not run: it is loaded and the calls that
-// failed so are run once more, as PushMany does.
-func (b *batcher) exec(batch []*scriptCall) {
+// failed so are run once more.
+func (b *Batcher) exec(batch []*scriptCall) {
 	// Callers that gave up before a worker took them never get here (run's select); those
 	// that gave up while the batch formed are answered without running.
 	pending := batch[:0]
