@@ -393,6 +393,12 @@ func (d demo) waitState(want string) {
 // jsMessages lists the payloads on the page, newest first.
 const jsMessages = `[...document.querySelectorAll("#messages li.msg .data")].map((e) => e.textContent)`
 
+// jsSeqs lists the numbers shown next to the messages ("#3", or "–" for none), newest first.
+const jsSeqs = `[...document.querySelectorAll("#messages li.msg .seq")].map((e) => e.textContent)`
+
+// jsEvents lists the page's event lines as "tag: text", newest first.
+const jsEvents = `[...document.querySelectorAll("#messages li.event")].map((e) => e.querySelector(".tag").textContent + ": " + e.querySelector(".data").textContent)`
+
 // waitMessages waits until the list holds exactly want (newest first).
 func (d demo) waitMessages(want ...string) {
 	d.t.Helper()
@@ -436,7 +442,8 @@ func (d demo) click(id string) {
 
 // TestPageShowsPushedMessages: the page connects as the user picked in its form and shows what
 // is pushed to that user — from Go through the API, and from its own push and broadcast forms —
-// with an arrival time, byte for byte, and none of it counted as offline.
+// with an arrival time, byte for byte, with its number (a broadcast has none), and none of it
+// counted as offline.
 func TestPageShowsPushedMessages(t *testing.T) {
 	gw := startGateway(t, devConfig())
 	page := openDemo(t, newTab(t, startBrowser(t), true), gw.base, "alice")
@@ -482,6 +489,12 @@ func TestPageShowsPushedMessages(t *testing.T) {
 	}
 	if got := mustEval[string](page.tab, `document.getElementById("count").textContent`); got != "4" {
 		t.Errorf("#count = %s, want 4", got)
+	}
+	if got, want := mustEval[[]string](page.tab, jsSeqs), []string{"–", "#3", "#2", "#1"}; !slices.Equal(got, want) {
+		t.Errorf("numbers shown %q, want %q", got, want)
+	}
+	if got := mustEval[string](page.tab, `document.getElementById("last-seq").textContent`); got != "3" {
+		t.Errorf("#last-seq = %s, want 3", got)
 	}
 }
 
@@ -565,6 +578,75 @@ func TestPageReconnectsAfterRestart(t *testing.T) {
 	if want := []string{"live", "offline", "offline", "live"}; !slices.Equal(tags, want) {
 		t.Errorf("message tags %v, want %v", tags, want)
 	}
+	if got, want := mustEval[[]string](page.tab, jsSeqs), []string{"#4", "#3", "#2", "#1"}; !slices.Equal(got, want) {
+		t.Errorf("numbers shown %q, want %q", got, want)
+	}
+	// The page resumed after what it had: the second open line says so.
+	page.waitJS(`[...document.querySelectorAll("#messages li.event .data")].some((e) => e.textContent.includes("resuming after #1"))`,
+		jsEvents, "the reconnect shown as resuming after #1")
+}
+
+// TestPageShowsGap: the gateway keeps 2 messages per user (offline-max). The page had #1, is
+// disconnected with its button while 5 more are pushed, and connects again: it resumes after
+// #1 (the position is remembered per user), shows the gap #2–#4 as a line of its own and counts
+// it, then #5 and #6. A reload resumes after #6 and shows nothing again; in raw mode (the
+// protocol field) messages come without numbers.
+func TestPageShowsGap(t *testing.T) {
+	cfg := devConfig()
+	cfg.OfflineMax = 2
+	gw := startGateway(t, cfg)
+	tb := newTab(t, startBrowser(t), true)
+	page := openDemo(t, tb, gw.base, "gus")
+	page.waitOfflineWindowClosed()
+	gw.push(t, "gus", `"one"`)
+	page.waitMessages(`"one"`)
+
+	page.click("disconnect")
+	page.waitState("closed")
+	wait.For(t, patience, func() bool { return !gw.online(t, "gus") }, "gus offline")
+	for i := 2; i <= 6; i++ {
+		gw.push(t, "gus", fmt.Sprintf(`"m%d"`, i))
+	}
+	page.click("connect")
+	page.waitMessages(`"m6"`, `"m5"`, `"one"`)
+	if got, want := mustEval[[]string](page.tab, jsSeqs), []string{"#6", "#5", "#1"}; !slices.Equal(got, want) {
+		t.Errorf("numbers shown %q, want %q", got, want)
+	}
+	page.waitJS(`document.getElementById("gap-count").textContent === "1"`, `document.getElementById("gap-count").textContent`, "#gap-count = 1")
+	events := mustEval[[]string](page.tab, jsEvents)
+	gap := slices.IndexFunc(events, func(e string) bool { return strings.HasPrefix(e, "gap: messages #2–#4 were no longer kept") })
+	resumed := slices.IndexFunc(events, func(e string) bool { return strings.HasPrefix(e, "open:") && strings.Contains(e, "resuming after #1") })
+	if gap < 0 || resumed < 0 || resumed < gap {
+		t.Errorf("event lines %q, want an open resuming after #1, then the gap #2–#4", events)
+	}
+	if got := mustEval[string](page.tab, `document.getElementById("last-seq").textContent`); got != "6" {
+		t.Errorf("#last-seq = %s, want 6", got)
+	}
+
+	page = openDemo(t, tb, gw.base, "gus") // a reload
+	page.waitJS(`[...document.querySelectorAll("#messages li.event .data")].some((e) => e.textContent.includes("resuming after #6"))`,
+		jsEvents, "the reload resumes after #6")
+	page.waitOfflineWindowClosed()
+	gw.push(t, "gus", `"seven"`)
+	page.waitMessages(`"seven"`) // only: nothing old came again
+	if got := mustEval[[]string](page.tab, jsSeqs); !slices.Equal(got, []string{"#7"}) {
+		t.Errorf("numbers shown after the reload %q, want [#7]", got)
+	}
+
+	// Raw mode starts with what the user has not acknowledged: the page's close() acked #7
+	// before its close frame, so once the gateway saw the connection end, nothing is due.
+	page.click("disconnect")
+	wait.For(t, patience, func() bool { return !gw.online(t, "gus") }, "gus offline")
+	page.do(chromedp.SetValue(chromedp.ID("protocol"), "raw"))
+	page.click("connect")
+	page.waitJS(`[...document.querySelectorAll("#messages li.event .data")].some((e) => e.textContent.endsWith("· raw"))`,
+		jsEvents, "connected in raw mode")
+	page.waitOfflineWindowClosed()
+	gw.push(t, "gus", `"raw"`)
+	page.waitMessages(`"raw"`, `"seven"`)
+	if got := mustEval[[]string](page.tab, jsSeqs); !slices.Equal(got, []string{"–", "#7"}) {
+		t.Errorf("numbers shown %q, want a raw message without one", got)
+	}
 }
 
 // TestKickStopsThePage: DELETE /api/v1/users/{id}/connections closes the page with 4001; it
@@ -635,26 +717,32 @@ func TestPageWithTokenAndAPIKey(t *testing.T) {
 }
 
 // TestScreenshots writes the page at desktop and phone width to test-artifacts/ (at the
-// repository root) with a few messages in it, one of them stored while the user was away.
+// repository root) with a few messages in it: two stored while the user was away, after a gap
+// (a third was dropped by offline-max), then live ones and a broadcast.
 func TestScreenshots(t *testing.T) {
 	dir := filepath.Join(repoRoot(t), "test-artifacts")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	gw := startGateway(t, devConfig())
-	if r := gw.push(t, "alice", `{"text": "sent while alice was away"}`); !r.Queued {
-		t.Fatalf("push before connect: %+v, want stored offline", r)
+	cfg := devConfig()
+	cfg.OfflineMax = 2 // so that one of the three stored while away is gone: a gap line
+	gw := startGateway(t, cfg)
+	for _, data := range []string{`"dropped: offline-max is 2"`, `{"text": "sent while alice was away"}`, `{"text": "also while away"}`} {
+		if r := gw.push(t, "alice", data); !r.Queued {
+			t.Fatalf("push before connect: %+v, want stored offline", r)
+		}
 	}
 	tb := newTab(t, startBrowser(t), true)
 	tb.do(chromedp.EmulateViewport(1280, 800))
 	page := openDemo(t, tb, gw.base, "alice")
-	page.waitMessages(`{"text": "sent while alice was away"}`)
+	page.waitMessages(`{"text": "also while away"}`, `{"text": "sent while alice was away"}`)
 	page.waitOfflineWindowClosed()
 	gw.push(t, "alice", `{"text": "hello", "n": 1}`)
 	gw.push(t, "alice", `"a JSON string with a longer text, to show how the list wraps on a narrow screen"`)
 	page.fill("broadcast-data", `{"notice": "maintenance at noon"}`)
 	page.click("broadcast")
-	page.waitJS(`document.querySelectorAll("#messages li.msg").length === 4`, jsMessages, "4 messages")
+	page.waitJS(`document.querySelectorAll("#messages li.msg").length === 5`, jsMessages, "5 messages")
+	page.waitJS(`document.querySelectorAll("#messages li.gap").length === 1`, jsEvents, "the gap #1 shown")
 	page.waitJS(`document.getElementById("broadcast-result").textContent.startsWith("200")`,
 		`document.getElementById("broadcast-result").textContent`, "broadcast result")
 

@@ -1,11 +1,16 @@
-// The demo page: connects through wsgateway.js, shows what arrives, pushes and broadcasts
-// through the HTTP API. Paths are relative, so the page also works behind a proxy prefix.
-import { GatewayClient } from "./wsgateway.js";
+// The demo page: connects through wsgateway.js, shows what arrives with its number (seq), the
+// gaps the gateway reports, pushes and broadcasts through the HTTP API. Paths are relative, so
+// the page also works behind a proxy prefix.
+import { GatewayClient, V1 } from "./wsgateway.js";
 
 const $ = (id) => document.getElementById(id);
 
 // The list keeps the newest entries only; the counters count everything.
 const MAX_ENTRIES = 200;
+
+// The position is kept in localStorage under this prefix and the user id (with "Remember the
+// position" ticked), so a reload resumes where the last page stopped.
+const STORAGE_PREFIX = "wsgateway-demo:seq:";
 
 // Offline counter. Nothing on the wire marks a message as stored-while-away, so the page infers
 // it from the gateway's ordering guarantee: right after every (re)connect, the gateway writes the
@@ -35,6 +40,7 @@ let client = null;
 let connectedUser = "";
 let received = 0;
 let offline = 0;
+let gaps = 0;
 let offlineTimer = null;
 let lastClose = null;
 
@@ -49,7 +55,9 @@ function clock() {
   return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
 }
 
-function addEntry(className, tag, text) {
+// addEntry puts a line at the top of the list: a message (className "msg …", with its seq:
+// "#17", or "–" for a message without a number) or an event (className "event …", seq null).
+function addEntry(className, tag, text, seq = null) {
   const li = document.createElement("li");
   li.className = className;
   const time = document.createElement("time");
@@ -60,7 +68,14 @@ function addEntry(className, tag, text) {
   const body = document.createElement(className.startsWith("msg") ? "code" : "span");
   body.className = "data";
   body.textContent = text;
-  li.append(time, label, body);
+  li.append(time, label);
+  if (seq !== null) {
+    const num = document.createElement("span");
+    num.className = "seq";
+    num.textContent = seq;
+    li.append(num);
+  }
+  li.append(body);
   const list = $("messages");
   list.prepend(li);
   while (list.children.length > MAX_ENTRIES) list.lastElementChild.remove();
@@ -91,7 +106,13 @@ function onMessage(e) {
   $("empty").hidden = true;
   const binary = typeof e.data !== "string";
   const tag = (isOffline ? "offline" : "live") + (binary ? " · binary" : "");
-  addEntry(isOffline ? "msg offline" : "msg", tag, binary ? describeBinary(e.data) : e.data);
+  // Numbered messages show "#seq"; broadcasts (and every message in raw mode) have no number.
+  addEntry(isOffline ? "msg offline" : "msg", tag, binary ? describeBinary(e.data) : e.data, e.seq === null ? "–" : `#${e.seq}`);
+  showPosition();
+}
+
+function showPosition() {
+  $("last-seq").textContent = client?.lastSeq ?? "–";
 }
 
 function showState(state, detail) {
@@ -115,22 +136,41 @@ function connect() {
   if (!token) {
     const url = new URL(location.href);
     url.searchParams.set("user", user);
+    if ($("protocol").value === "raw") url.searchParams.set("protocol", "raw");
+    else url.searchParams.delete("protocol");
     history.replaceState(null, "", url);
     updateCurlHint(user);
   }
 
-  const c = new GatewayClient({ url: new URL("ws", document.baseURI), token: token || undefined, userId: user });
+  const protocol = $("protocol").value;
+  // The position belongs to one user: remembered per user id, and only when the page knows it.
+  const storageKey = $("remember").checked && connectedUser ? STORAGE_PREFIX + connectedUser : undefined;
+  if (!$("remember").checked && connectedUser) forget(connectedUser);
+  const c = new GatewayClient({ url: new URL("ws", document.baseURI), token: token || undefined, userId: user, protocol, storageKey });
   client = c;
+  showPosition();
   lastClose = null;
   // Events of a client that was replaced are ignored.
   const mine = (fn) => (e) => {
     if (client === c) fn(e);
   };
-  c.addEventListener("open", mine(() => {
+  c.addEventListener("open", mine((e) => {
     setOfflineWindow(true);
-    addEntry("event", "open", `connected as ${connectedUser || "the token's user"}`);
+    const how = e.protocol !== V1 ? "raw" : e.since === null ? `${V1}, unacknowledged messages first` : `${V1}, resuming after #${e.since}`;
+    addEntry("event", "open", `connected as ${connectedUser || "the token's user"} · ${how}`);
   }));
   c.addEventListener("message", mine(onMessage));
+  c.addEventListener("gap", mine((e) => {
+    gaps++;
+    $("gap-count").textContent = gaps;
+    const which = e.from === e.to ? `message #${e.from} was` : `messages #${e.from}–#${e.to} were`;
+    addEntry("event gap", "gap", `${which} no longer kept by the gateway (offline-max or a TTL): lost`);
+    showPosition();
+  }));
+  c.addEventListener("reset", mine((e) => {
+    addEntry("event reset", "reset", `the gateway's numbering for this user started again (latest #${e.latest}): position forgotten`);
+    showPosition();
+  }));
   c.addEventListener("close", mine((e) => {
     lastClose = e;
     setOfflineWindow(false);
@@ -157,6 +197,15 @@ function connect() {
     }
   }));
   c.connect();
+}
+
+// forget removes the remembered position of user.
+function forget(user) {
+  try {
+    localStorage.removeItem(STORAGE_PREFIX + user);
+  } catch {
+    // no storage
+  }
 }
 
 // tokenSubject reads the user id (sub) from a JWT for display only; the gateway verifies it.
@@ -224,6 +273,7 @@ function init() {
     $("user").value = user;
     $("push-user").value = user;
   }
+  if (params.get("protocol") === "raw") $("protocol").value = "raw";
   updateCurlHint($("user").value);
 
   $("connect-form").addEventListener("submit", (e) => {

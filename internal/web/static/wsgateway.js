@@ -3,21 +3,30 @@
 // One file, no dependencies, no build step: copy it into your app and import it as an ES module.
 //
 //   import { GatewayClient } from "./wsgateway.js";
-//   const gw = new GatewayClient({ token: myJWT });       // or, with --dev: { userId: "alice" }
-//   gw.addEventListener("message", (e) => console.log(e.data));
-//   gw.addEventListener("statechange", (e) => console.log(e.state));
+//   const gw = new GatewayClient({ token: myJWT, storageKey: "push-seq:" + me }); // --dev: { userId: "alice" }
+//   gw.addEventListener("message", (e) => console.log(e.seq, e.data));
+//   gw.addEventListener("gap", (e) => console.warn(`messages ${e.from}..${e.to} are lost`));
 //   gw.connect();
 //
 // What it does for you (README.md, "Browser client", has the full reference):
+// - Speaks the wsgateway.v1 subprotocol by default: every stored message carries its per-user
+//   number (seq). The client remembers the last one (optionally in localStorage, across page
+//   loads), acknowledges cumulatively ("ack <seq>", batched: at most ackInterval after a
+//   message, sooner after ackEvery messages, never more than 20 acks a second), resumes every
+//   reconnect with ?since=<last seq> so that it gets exactly what it missed, drops a number it
+//   already has, and reports the gateway's "gap" (messages no longer kept) and "reset" (the
+//   user's numbering started again) as events. With protocol "raw" frames are the payloads as
+//   they are, with no numbers; that is also the way to talk to a gateway that predates
+//   wsgateway.v1 (Chromium fails a handshake in which the server selects no subprotocol).
 // - Reconnects with exponential backoff and full jitter: the n-th retry in a row waits a random
 //   time in [0, min(backoff.max, backoff.initial * 2^n)), n counted from 0. The count starts
 //   again when a connection that had stayed open for stableAfter ends.
-// - Close codes: 1001 (node shutting down) and 1013 (slow consumer; the backlog waits offline)
-//   reconnect at once, after a random [0, backoff.initial) so that a drained node's clients do
-//   not all arrive in the same millisecond. 4001 (disconnected by the API) stops for good, and
-//   so do 1007, 1008 and 1009: they mean this client sent something the server refuses
-//   (invalid UTF-8, a policy breach such as too many messages, a frame too big), and sending it
-//   again would only loop. Every other close, and every failed attempt, backs off.
+// - Close codes: 1001 (node shutting down) and 1013 (slow consumer; the backlog waits in the
+//   inbox) reconnect at once, after a random [0, backoff.initial) so that a drained node's
+//   clients do not all arrive in the same millisecond. 4001 (disconnected by the API) stops
+//   for good, and so do 1007, 1008 and 1009: they mean this client sent something the server
+//   refuses (invalid UTF-8, a policy breach such as too many messages, a frame too big), and
+//   sending it again would only loop. Every other close, and every failed attempt, backs off.
 // - Liveness: browsers hide WebSocket ping frames from JavaScript, so the client sends the text
 //   frame "ping" every pingInterval and the gateway answers "pong". When nothing at all (no
 //   message, no pong) arrives within pongTimeout after a ping — at most pingInterval +
@@ -34,6 +43,11 @@ export const State = Object.freeze({
   CLOSED: "closed", // before connect(), and after close()
 });
 
+/** The subprotocol of numbered messages, resume and acks; the value of the protocol option. */
+export const V1 = "wsgateway.v1";
+/** The protocol option's value for raw frames: payloads as they are, no numbers, no acks. */
+export const RAW = "raw";
+
 // Close codes that end the client instead of reconnecting (see the header comment).
 const STOP_CODES = new Set([4001, 1007, 1008, 1009]);
 // Close codes after which the gateway expects the client back right away.
@@ -43,20 +57,38 @@ const QUICK_CODES = new Set([1001, 1013]);
 // which is what 1006 means in the browser's CloseEvent.
 const ABNORMAL = 1006;
 
+// Acks count toward the gateway's max-inbound-rate (50 frames a second by default, close 1008
+// beyond): two acks are never closer than this, whatever ackInterval and ackEvery say, which
+// keeps them at 20 a second at most and leaves the rest to pings and the application.
+const MIN_ACK_GAP = 50; // ms
+
 const DEFAULTS = {
   url: "/ws",
+  protocol: V1,
   pingInterval: 20000, // ms; with pongTimeout, a dead link is noticed within 30 s
   pongTimeout: 10000, // ms
   stableAfter: 10000, // ms a connection must stay open before the backoff starts again from backoff.initial
   backoff: { initial: 500, max: 30000 }, // ms
+  ackInterval: 100, // ms from a message to the ack that covers it
+  ackEvery: 64, // unacknowledged messages that call for an ack at once
 };
 
 /**
- * A connection to a wsgateway /ws endpoint that keeps itself alive.
+ * A connection to a wsgateway /ws endpoint that keeps itself alive and, with wsgateway.v1,
+ * resumes where it left off.
  *
  * Events (it is an EventTarget; listen with addEventListener):
- * - "open": a connection is established.
- * - "message": e.data is a string (text frame) or an ArrayBuffer (binary frame).
+ * - "open": a connection is established. e.protocol is "wsgateway.v1" or "raw" (what this
+ *   connection speaks); e.since the position it resumed from (null: none was known, the
+ *   gateway sent what the user had not acknowledged).
+ * - "message": e.data is a string (text frame) or an ArrayBuffer (binary frame): the pushed
+ *   bytes, without the number. e.seq is the message's number, or null for a message without
+ *   one (a broadcast, a raw Redis PUBLISH, and every message in raw mode).
+ * - "gap": e.from, e.to: messages from..to were asked for but the gateway no longer keeps them
+ *   (its offline-max cap or a TTL dropped them). They will never arrive.
+ * - "reset": e.latest: the position this client resumed from is above the user's latest number
+ *   (the user's state expired on the gateway and numbering started again). The client forgot
+ *   its position; the messages that follow are numbered from the start again.
  * - "statechange": e.state is the new state (see State); e.previous the old one.
  * - "close": a connection ended; e.code, e.reason, e.wasClean as in a WebSocket CloseEvent.
  * - "retry": a reconnect is scheduled; e.delay (ms) until it, e.attempt the failures in a row
@@ -68,13 +100,18 @@ export class GatewayClient extends EventTarget {
   #url;
   #token;
   #userId;
+  #protocol;
+  #storageKey;
   #pingInterval;
   #pongTimeout;
   #stableAfter;
   #backoff;
+  #ackInterval;
+  #ackEvery;
 
   #state = State.CLOSED;
   #ws = null;
+  #v1 = false; // the current connection speaks wsgateway.v1
   #attempt = 0; // failures in a row; decides the backoff window
   #generation = 0; // bumps on connect()/close(), so a late token promise of an old run is ignored
 
@@ -83,8 +120,22 @@ export class GatewayClient extends EventTarget {
   #pongTimer = null;
   #openedAt = 0; // performance.now() of the current connection's open
   #silentSince = 0; // performance.now() of the first ping since the last frame received; 0: none
-  #pendingPongs = 0; // pings sent and not yet answered: only that many "pong" frames are swallowed
+  #pendingPongs = 0; // pings sent and not yet answered: in raw mode only that many "pong" frames are swallowed
+
+  // The position: the highest number received (or skipped by a gap); null while unknown. It
+  // outlives connections, close() and stops, so that any later connect resumes from it.
+  #lastSeq = null;
+  #since = null; // the position the current connection resumed from
+  // Acks of the current connection. The gateway takes an ack only for a number it wrote on the
+  // same connection, so what was due on an earlier one is not carried over.
+  #ackDue = 0; // the highest number received on this connection
+  #acked = 0; // the highest number acknowledged on it
+  #unacked = 0; // messages received since the last ack
+  #lastAckAt = -Infinity; // performance.now() of the last ack sent
+  #ackTimer = null;
+
   #onOnline = () => this.#retryNow();
+  #onPageHide = () => this.#sendAck(); // a reload or a closed tab: say what arrived before it goes
 
   /**
    * @param {object} [options]
@@ -93,10 +144,20 @@ export class GatewayClient extends EventTarget {
    * @param {string|(() => string|Promise<string>)} [options.token] a JWT, sent as ?token=; or a
    *   function called before every attempt, so an expired token can be refreshed.
    * @param {string} [options.userId] with a --dev gateway only, sent as ?user_id= when there is no token.
+   * @param {"wsgateway.v1"|"raw"} [options.protocol="wsgateway.v1"] numbered messages, resume and
+   *   acks; or raw frames (the payloads as they are, what the gateway offers every client).
+   * @param {string} [options.storageKey] keep the position in localStorage under this key, so a
+   *   page load resumes where the last one stopped. One key per user: a position is a number in
+   *   that user's sequence.
+   * @param {number} [options.since] the position to resume from on the first connect (it wins
+   *   over a stored one); for applications that keep it themselves.
    * @param {number} [options.pingInterval=20000] ms between text "ping" frames.
    * @param {number} [options.pongTimeout=10000] ms to wait for anything after a ping before giving up.
    * @param {{initial?: number, max?: number}} [options.backoff] ms; defaults 500 and 30000.
    * @param {number} [options.stableAfter=10000] ms open after which the backoff is reset.
+   * @param {number} [options.ackInterval=100] ms from a message to the ack that covers it.
+   * @param {number} [options.ackEvery=64] unacknowledged messages after which the ack goes at
+   *   once (still at most one ack per 50 ms).
    */
   constructor(options = {}) {
     super();
@@ -104,13 +165,30 @@ export class GatewayClient extends EventTarget {
     this.#url = o.url;
     this.#token = o.token;
     this.#userId = o.userId;
+    if (o.protocol !== V1 && o.protocol !== RAW) {
+      throw new RangeError(`wsgateway: protocol must be "${V1}" or "${RAW}"`);
+    }
+    this.#protocol = o.protocol;
+    this.#storageKey = o.storageKey;
     this.#pingInterval = positive(o.pingInterval, "pingInterval");
     this.#pongTimeout = positive(o.pongTimeout, "pongTimeout");
     this.#stableAfter = positive(o.stableAfter, "stableAfter");
+    this.#ackInterval = positive(o.ackInterval, "ackInterval");
+    this.#ackEvery = positive(o.ackEvery, "ackEvery");
     const b = { ...DEFAULTS.backoff, ...options.backoff };
     this.#backoff = { initial: positive(b.initial, "backoff.initial"), max: positive(b.max, "backoff.max") };
     if (this.#backoff.max < this.#backoff.initial) {
       throw new RangeError("wsgateway: backoff.max must not be below backoff.initial");
+    }
+    if (this.#protocol === RAW) {
+      // raw frames carry no numbers: no position to resume from
+    } else if (o.since !== undefined && o.since !== null) {
+      if (!Number.isSafeInteger(o.since) || o.since < 0) {
+        throw new RangeError("wsgateway: since must be a whole number of 0 or more");
+      }
+      this.#lastSeq = o.since;
+    } else if (this.#storageKey !== undefined) {
+      this.#lastSeq = this.#load();
     }
     this.#endpoint(""); // throws now on a URL that cannot work, not at the first attempt
   }
@@ -121,27 +199,38 @@ export class GatewayClient extends EventTarget {
   }
 
   /**
+   * The position: the number of the last message received (or the end of the last gap), which
+   * the next connection resumes from; null while none is known (raw mode, or nothing numbered
+   * has arrived yet and none was stored or given).
+   */
+  get lastSeq() {
+    return this.#lastSeq;
+  }
+
+  /**
    * Starts connecting. Does nothing while connecting or open; after close() or a stop it starts
-   * afresh, with the backoff reset.
+   * afresh, with the backoff reset, and resumes from the position it had.
    */
   connect() {
     if (this.#state !== State.CLOSED && this.#state !== State.STOPPED) return;
     this.#generation++;
     this.#attempt = 0;
     globalThis.addEventListener?.("online", this.#onOnline);
+    globalThis.addEventListener?.("pagehide", this.#onPageHide);
     this.#setState(State.CONNECTING);
     this.#dial();
   }
 
   /**
-   * Closes the connection for good: no reconnect until connect() is called again. The "close"
-   * event of the open connection still follows.
+   * Closes the connection for good: no reconnect until connect() is called again. What arrived
+   * is acknowledged first. The "close" event of the open connection still follows.
    * @param {number} [code=1000]
    * @param {string} [reason=""]
    */
   close(code = 1000, reason = "") {
     if (this.#state === State.CLOSED) return;
     this.#generation++;
+    this.#sendAck();
     this.#stopLiveness();
     this.#halt(State.CLOSED);
     const ws = this.#ws;
@@ -149,8 +238,9 @@ export class GatewayClient extends EventTarget {
   }
 
   /**
-   * Sends a frame to the gateway (SPEC section 7: forwarded upstream). Returns false, and
-   * sends nothing, when not open.
+   * Sends a frame to the gateway, which forwards it upstream to the backends. Returns false,
+   * and sends nothing, when not open. With wsgateway.v1 the text frames "ping", "ack <n>" and
+   * "auth <token>" are the protocol's own and are not forwarded.
    * @param {string|ArrayBuffer|ArrayBufferView|Blob} data
    */
   send(data) {
@@ -175,8 +265,9 @@ export class GatewayClient extends EventTarget {
     }
 
     let ws;
+    const v1 = this.#protocol === V1;
     try {
-      ws = new WebSocket(this.#endpoint(token));
+      ws = v1 ? new WebSocket(this.#endpoint(token), V1) : new WebSocket(this.#endpoint(token));
     } catch (error) {
       // A URL the browser refuses (bad scheme, blocked port) will not get better by retrying.
       this.dispatchEvent(event("error", { error }));
@@ -185,6 +276,7 @@ export class GatewayClient extends EventTarget {
     }
     ws.binaryType = "arraybuffer";
     this.#ws = ws;
+    this.#since = v1 ? this.#lastSeq : null;
     ws.onopen = () => this.#handleOpen(ws);
     ws.onmessage = (e) => this.#handleMessage(ws, e.data);
     ws.onclose = (e) => this.#handleClose(ws, e.code, e.reason, e.wasClean);
@@ -198,25 +290,141 @@ export class GatewayClient extends EventTarget {
     else if (u.protocol === "https:") u.protocol = "wss:";
     if (token) u.searchParams.set("token", token);
     else if (this.#userId) u.searchParams.set("user_id", this.#userId);
+    if (this.#protocol === V1 && this.#lastSeq !== null) u.searchParams.set("since", String(this.#lastSeq));
     return u.href;
   }
 
   #handleOpen(ws) {
     if (ws !== this.#ws) return;
+    // A gateway that predates wsgateway.v1 selects no subprotocol. Chromium fails such a
+    // handshake (an attempt that failed, as far as this client can tell); where a browser
+    // lets it through, the connection is raw.
+    this.#v1 = ws.protocol === V1;
+    this.#ackDue = this.#acked = this.#unacked = 0;
     this.#openedAt = performance.now();
     this.#startLiveness(ws);
     this.#setState(State.OPEN);
-    this.dispatchEvent(event("open"));
+    this.dispatchEvent(event("open", { protocol: this.#v1 ? V1 : RAW, since: this.#v1 ? this.#since : null }));
   }
 
   #handleMessage(ws, data) {
     if (ws !== this.#ws) return;
     this.#silentSince = 0;
-    if (data === "pong" && this.#pendingPongs > 0) {
-      this.#pendingPongs--;
+    if (!this.#v1) {
+      if (data === "pong" && this.#pendingPongs > 0) {
+        this.#pendingPongs--;
+        return;
+      }
+      this.dispatchEvent(event("message", { data, seq: null }));
       return;
     }
-    this.dispatchEvent(event("message", { data }));
+    if (typeof data !== "string") {
+      // A binary frame: an ASCII header ("<seq>" or "-"), a space, the pushed bytes.
+      const bytes = new Uint8Array(data);
+      const sp = bytes.indexOf(0x20);
+      if (sp < 0) return; // not a frame of this protocol
+      this.#numbered(String.fromCharCode(...bytes.subarray(0, sp)), data.slice(sp + 1));
+      return;
+    }
+    if (data === "pong") {
+      // Every data frame of wsgateway.v1 has a header, so a bare "pong" is always the answer.
+      this.#pendingPongs = Math.max(0, this.#pendingPongs - 1);
+      return;
+    }
+    const sp = data.indexOf(" ");
+    const head = sp < 0 ? data : data.slice(0, sp);
+    if (head === "gap") {
+      let [from, to] = numbers(data.slice(sp + 1), 2);
+      if (from === undefined || to < from) return;
+      // The gateway counts the gap's end as sent, so acking it moves the user's acknowledged
+      // position past what is lost.
+      if (to > this.#ackDue) this.#ackDue = to;
+      this.#planAck();
+      // Only what this client does not have is lost to it.
+      if (this.#lastSeq !== null) from = Math.max(from, this.#lastSeq + 1);
+      if (from > to) return;
+      this.#setPosition(to);
+      this.dispatchEvent(event("gap", { from, to }));
+    } else if (head === "reset") {
+      const [latest] = numbers(data.slice(sp + 1), 1);
+      if (latest === undefined) return;
+      // What follows is numbered from the start again: what is due from before is void.
+      clearTimeout(this.#ackTimer);
+      this.#ackTimer = null;
+      this.#ackDue = this.#acked = this.#unacked = 0;
+      this.#setPosition(0);
+      this.dispatchEvent(event("reset", { latest }));
+    } else if (sp > 0) {
+      this.#numbered(head, data.slice(sp + 1));
+    }
+    // Anything else is a frame of a newer gateway that this client does not know: ignored.
+  }
+
+  // A message of wsgateway.v1: head is its number, or "-" for one without.
+  #numbered(head, data) {
+    if (head === "-") {
+      this.dispatchEvent(event("message", { data, seq: null }));
+      return;
+    }
+    const [seq] = numbers(head, 1);
+    if (seq === undefined) return;
+    // A number at or below the position was had already (a duplicate): not delivered again,
+    // but acknowledged like the rest, so the gateway learns that it arrived.
+    // Counted before the listeners run, so that a close() from one of them acknowledges it.
+    if (seq > this.#ackDue) this.#ackDue = seq;
+    this.#unacked++;
+    if (this.#lastSeq === null || seq > this.#lastSeq) {
+      this.#setPosition(seq);
+      this.dispatchEvent(event("message", { data, seq }));
+    }
+    this.#planAck();
+  }
+
+  #setPosition(seq) {
+    this.#lastSeq = seq;
+    if (this.#storageKey === undefined) return;
+    try {
+      globalThis.localStorage.setItem(this.#storageKey, String(seq));
+    } catch {
+      // No storage (disabled, full, a private window): the position lives in memory only.
+    }
+  }
+
+  #load() {
+    try {
+      const v = globalThis.localStorage.getItem(this.#storageKey);
+      if (v !== null && /^\d{1,15}$/.test(v)) return Number(v);
+    } catch {
+      // no storage: nothing stored
+    }
+    return null;
+  }
+
+  // An ack goes ackInterval after the first message it covers, or at once when ackEvery are
+  // waiting; either way not within MIN_ACK_GAP of the previous one.
+  #planAck() {
+    const now = performance.now();
+    const early = this.#lastAckAt + MIN_ACK_GAP - now;
+    if (this.#unacked >= this.#ackEvery && early <= 0) {
+      this.#sendAck();
+      return;
+    }
+    if (this.#ackTimer !== null) return;
+    this.#ackTimer = setTimeout(() => {
+      this.#ackTimer = null;
+      this.#sendAck();
+    }, Math.max(this.#ackInterval, early));
+  }
+
+  #sendAck() {
+    clearTimeout(this.#ackTimer);
+    this.#ackTimer = null;
+    const ws = this.#ws;
+    if (!this.#v1 || this.#ackDue <= this.#acked || !ws || ws.readyState !== WebSocket.OPEN) return;
+    ws.send(`ack ${this.#ackDue}`);
+    this.#acked = this.#ackDue;
+    this.#unacked = 0;
+    this.#lastAckAt = performance.now();
   }
 
   #handleClose(ws, code, reason, wasClean) {
@@ -255,6 +463,8 @@ export class GatewayClient extends EventTarget {
   // the backoff afresh. Judged here rather than by a timer, which a background tab may delay.
   #ended() {
     this.#stopLiveness();
+    clearTimeout(this.#ackTimer);
+    this.#ackTimer = null;
     if (this.#openedAt > 0 && performance.now() - this.#openedAt >= this.#stableAfter) this.#attempt = 0;
     this.#openedAt = 0;
   }
@@ -289,6 +499,7 @@ export class GatewayClient extends EventTarget {
   #halt(state) {
     this.#clearRetry();
     globalThis.removeEventListener?.("online", this.#onOnline);
+    globalThis.removeEventListener?.("pagehide", this.#onPageHide);
     this.#setState(state);
   }
 
@@ -345,7 +556,14 @@ function event(type, props) {
 
 function positive(v, name) {
   if (typeof v !== "number" || !(v > 0)) {
-    throw new RangeError(`wsgateway: ${name} must be a positive number of milliseconds`);
+    throw new RangeError(`wsgateway: ${name} must be a positive number`);
   }
   return v;
+}
+
+// numbers parses exactly n space-separated decimal numbers; [] when text is anything else.
+function numbers(text, n) {
+  const parts = text.split(" ");
+  if (parts.length !== n || !parts.every((p) => /^\d{1,16}$/.test(p))) return [];
+  return parts.map(Number);
 }
