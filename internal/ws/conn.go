@@ -293,13 +293,13 @@ func (c *Conn) writeLoop() {
 				c.fail(err)
 				return
 			}
-			sent = max(sent, batch[i].Seq)
-		}
-		if sent > 0 {
-			c.written.Store(sent)
-			if !c.v1 {
-				c.hub.acks.note(c.user, sent) // a raw client cannot ack: written counts as received
+			if s := batch[i].Seq; s > sent {
+				sent = s
+				c.written.Store(s) // per message: the client may ack it before the batch ends
 			}
+		}
+		if sent > 0 && !c.v1 {
+			c.hub.acks.note(c.user, sent) // a raw client cannot ack: written counts as received
 		}
 		clear(batch)
 		spare = batch

@@ -75,6 +75,7 @@ func (h *Hub) applyLocked(u *userEntry, c *Conn, b Backlog, after int64) (again 
 		// started again. The client forgets its position; what follows is what since=0 gives.
 		c.control(now, "reset "+strconv.FormatInt(b.Latest, 10), 0)
 		c.pos = 0
+		c.written.Store(0) // acks of the old numbering must not acknowledge the new one
 		u.maxSeen = b.Latest
 		c.pending = nil
 	}

@@ -153,6 +153,11 @@ const Subprotocol = "wsgateway.v1"
 // position) and queues it. On failure c is closed with 1011: the client reconnects and starts
 // again from its position, so nothing is lost.
 func (h *Hub) startFill(c *Conn, after int64) {
+	if after > 0 {
+		// The client had everything up to since, so it may ack up to there (its last acks
+		// of the previous connection may have been lost with it).
+		c.written.Store(after)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.SubscribeTimeout)
 	// What this node's other connections of the user sent is acknowledged first: a client
 	// that reconnects while its old connection is still open here (stuck in a write, not yet
