@@ -24,11 +24,18 @@ const MaxBody = 1 << 20
 const MaxUsers = 1000
 
 // Pusher numbers a message for each user, keeps it in the user's inbox and delivers it live
-// where the user is connected. id, when not empty, makes the push idempotent per user.
+// where the user is connected.
 type Pusher interface {
-	Push(ctx context.Context, user string, data []byte, id string) (PushResult, error)
+	Push(ctx context.Context, user string, data []byte, o PushOptions) (PushResult, error)
 	// PushMany answers each user on its own: a user whose push failed gets Err.
-	PushMany(ctx context.Context, users []string, data []byte, id string) []PushResult
+	PushMany(ctx context.Context, users []string, data []byte, o PushOptions) []PushResult
+}
+
+// PushOptions are a push's "id" (idempotent per user when not empty) and "receipt" (a
+// delivered event at the first acknowledgement).
+type PushOptions struct {
+	ID      string
+	Receipt bool
 }
 
 // PushResult is the outcome of a push to one user.
@@ -104,6 +111,7 @@ type pushRequest struct {
 	UserIDs []string        `json:"user_ids"`
 	Data    json.RawMessage `json:"data"`
 	ID      string          `json:"id"`
+	Receipt bool            `json:"receipt"`
 }
 
 // bodyPool holds the buffers request bodies are read into. Nothing decoded from a body
@@ -202,11 +210,11 @@ func (a *api) push(c *gin.Context) {
 	data := []byte(req.Data)
 	var results []PushResult
 	if len(users) == 1 {
-		r, err := a.Pusher.Push(c.Request.Context(), users[0], data, req.ID)
+		r, err := a.Pusher.Push(c.Request.Context(), users[0], data, PushOptions{ID: req.ID, Receipt: req.Receipt})
 		r.Err = err
 		results = []PushResult{r}
 	} else {
-		results = a.Pusher.PushMany(c.Request.Context(), users, data, req.ID)
+		results = a.Pusher.PushMany(c.Request.Context(), users, data, PushOptions{ID: req.ID, Receipt: req.Receipt})
 	}
 	accepted, queued := 0, 0
 	for _, r := range results {

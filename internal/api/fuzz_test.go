@@ -59,15 +59,15 @@ func (fzPresence) Count(context.Context, string) (int, int, error) { return 0, 0
 // fzPusher is the in-memory inbox as the API sees it (the server has the same adapter).
 type fzPusher struct{ *inbox.Memory }
 
-func (p fzPusher) Push(ctx context.Context, user string, data []byte, id string) (api.PushResult, error) {
-	r, err := p.Memory.Push(ctx, user, data, id)
+func (p fzPusher) Push(ctx context.Context, user string, data []byte, o api.PushOptions) (api.PushResult, error) {
+	r, err := p.Memory.Push(ctx, user, data, inbox.PushOptions(o))
 	return api.PushResult{Seq: r.Seq, Online: r.Receivers > 0, Duplicate: r.Duplicate}, err
 }
 
-func (p fzPusher) PushMany(ctx context.Context, users []string, data []byte, id string) []api.PushResult {
+func (p fzPusher) PushMany(ctx context.Context, users []string, data []byte, o api.PushOptions) []api.PushResult {
 	out := make([]api.PushResult, len(users))
 	for i, u := range users {
-		out[i], out[i].Err = p.Push(ctx, u, data, id)
+		out[i], out[i].Err = p.Push(ctx, u, data, o)
 	}
 	return out
 }

@@ -31,10 +31,10 @@ const benchKey = "bench-key-0123456789"
 // onlinePusher accepts every push and reports every user online: the handler's own cost.
 type onlinePusher struct{}
 
-func (onlinePusher) Push(context.Context, string, []byte, string) (api.PushResult, error) {
+func (onlinePusher) Push(context.Context, string, []byte, api.PushOptions) (api.PushResult, error) {
 	return api.PushResult{Seq: 1, Online: true}, nil
 }
-func (onlinePusher) PushMany(_ context.Context, users []string, _ []byte, _ string) []api.PushResult {
+func (onlinePusher) PushMany(_ context.Context, users []string, _ []byte, _ api.PushOptions) []api.PushResult {
 	out := make([]api.PushResult, len(users))
 	for i := range out {
 		out[i] = api.PushResult{Seq: 1, Online: true}

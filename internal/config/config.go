@@ -54,6 +54,9 @@ type Config struct {
 
 	// EnforceTokenExpiry closes a connection with 4002 when its JWT expires.
 	EnforceTokenExpiry bool
+	// UndeliveredAfter > 0 emits an undelivered event for a message still unacknowledged
+	// this long after its push.
+	UndeliveredAfter time.Duration
 
 	ShutdownGrace time.Duration
 	NodeID        string
@@ -151,6 +154,7 @@ func Parse(args []string, environ []string, output io.Writer) (Config, error) {
 	fs.DurationVar(&c.OfflineTTL, "offline-ttl", c.OfflineTTL, "a user's inbox expires this long after its last push")
 	fs.DurationVar(&c.ResumeTTL, "resume-ttl", c.ResumeTTL, "how long a message stays available to since= after it was acknowledged")
 	fs.DurationVar(&c.DedupTTL, "dedup-ttl", c.DedupTTL, "how long a push id is remembered for de-duplication")
+	fs.DurationVar(&c.UndeliveredAfter, "undelivered-after", 0, "a message not acknowledged this long after its push emits an undelivered event (0 = off)")
 	fs.BoolVar(&c.EnforceTokenExpiry, "enforce-token-expiry", c.EnforceTokenExpiry, "close a connection with 4002 when its JWT expires, unless refreshed in-band (auth <jwt>)")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "how long SIGTERM drains before exiting")
 	fs.StringVar(&c.NodeID, "node-id", "", "shown in logs, metrics and /readyz (default hostname + random suffix)")
@@ -285,6 +289,9 @@ func (c *Config) Validate() error {
 		if p.d <= 0 {
 			return fmt.Errorf("%s: must be positive, got %s", p.name, p.d)
 		}
+	}
+	if c.UndeliveredAfter < 0 {
+		return fmt.Errorf("undelivered-after: must not be negative, got %s", c.UndeliveredAfter)
 	}
 	if c.ShutdownGrace < 0 {
 		return fmt.Errorf("shutdown-grace: must not be negative, got %s", c.ShutdownGrace)

@@ -411,7 +411,7 @@ func TestBatchCloseUnused(t *testing.T) {
 
 // pushOnline pushes with no id and reports whether a node took it live.
 func pushOnline(s *Redis, ctx context.Context, user string, data []byte) (bool, error) {
-	r, err := s.Push(ctx, user, data, "")
+	r, err := s.Push(ctx, user, data, PushOptions{})
 	return r.Receivers > 0, err
 }
 

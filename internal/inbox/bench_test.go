@@ -31,7 +31,7 @@ func BenchmarkRedisPush(b *testing.B) {
 		ctx := context.Background()
 		for pb.Next() {
 			// 1000 users: the lists stay short (offline-max 100).
-			if _, err := s.Push(ctx, "u"+strconv.FormatInt(next.Add(1)%1000, 10), data, ""); err != nil {
+			if _, err := s.Push(ctx, "u"+strconv.FormatInt(next.Add(1)%1000, 10), data, inbox.PushOptions{}); err != nil {
 				b.Error(err)
 				return
 			}
@@ -65,7 +65,7 @@ func BenchmarkRedisPushSerial(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		if _, err := s.Push(ctx, "u"+strconv.Itoa(i%1000), data, ""); err != nil {
+		if _, err := s.Push(ctx, "u"+strconv.Itoa(i%1000), data, inbox.PushOptions{}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -19,6 +19,7 @@ type Result struct {
 	Receivers int64 // nodes that took it live; 0: it waits in the inbox
 	Duplicate bool  // the push id was seen before: nothing was stored or sent, Seq is the first push's
 	Err       error // PushMany only: this user's push failed (the others may have succeeded)
+	deadline  int64 // when it counts as undelivered (ms, Redis time); 0: never
 }
 
 // Range is what Read found: the user's numbers and the kept messages after the position read.

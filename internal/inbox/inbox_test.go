@@ -20,8 +20,8 @@ import (
 
 // store is what both implementations share, so each behaviour is tested on both.
 type store interface {
-	Push(ctx context.Context, user string, data []byte, id string) (inbox.Result, error)
-	PushMany(ctx context.Context, users []string, data []byte, id string) []inbox.Result
+	Push(ctx context.Context, user string, data []byte, o inbox.PushOptions) (inbox.Result, error)
+	PushMany(ctx context.Context, users []string, data []byte, o inbox.PushOptions) []inbox.Result
 	Read(ctx context.Context, user string, after int64) (inbox.Range, error)
 	Ack(ctx context.Context, user string, seq int64) error
 }
@@ -122,12 +122,12 @@ func TestPushNumbersAndReads(t *testing.T) {
 		t.Run(im.name, func(t *testing.T) {
 			s := im.new(t, inbox.Options{Max: 3})
 			for i := 1; i <= 5; i++ {
-				r, err := s.Push(ctx, "alice", []byte(fmt.Sprint("m", i)), "")
+				r, err := s.Push(ctx, "alice", []byte(fmt.Sprint("m", i)), inbox.PushOptions{})
 				if err != nil || r.Seq != int64(i) || r.Duplicate {
 					t.Fatalf("push %d = %+v, %v", i, r, err)
 				}
 			}
-			if r, _ := s.Push(ctx, "bob", []byte("b"), ""); r.Seq != 1 {
+			if r, _ := s.Push(ctx, "bob", []byte("b"), inbox.PushOptions{}); r.Seq != 1 {
 				t.Fatalf("bob's first push got seq %d; numbers are per user", r.Seq)
 			}
 			wait.For(t, 5*time.Second, func() bool { return len(im.published("alice")) == 5 }, "not all published")
@@ -163,7 +163,7 @@ func TestAck(t *testing.T) {
 		t.Run(im.name, func(t *testing.T) {
 			s := im.new(t, inbox.Options{Max: 10})
 			for i := 1; i <= 4; i++ {
-				_, _ = s.Push(ctx, "alice", []byte(fmt.Sprint("m", i)), "")
+				_, _ = s.Push(ctx, "alice", []byte(fmt.Sprint("m", i)), inbox.PushOptions{})
 			}
 			for _, a := range []int64{2, 1, 9} { // backwards and above latest: ignored
 				if err := s.Ack(ctx, "alice", a); err != nil {
@@ -194,7 +194,7 @@ func TestResumeTTL(t *testing.T) {
 		t.Run(im.name, func(t *testing.T) {
 			s := im.new(t, inbox.Options{Max: 10, ResumeTTL: resume})
 			for i := 1; i <= 4; i++ {
-				_, _ = s.Push(ctx, "alice", []byte(fmt.Sprint("m", i)), "")
+				_, _ = s.Push(ctx, "alice", []byte(fmt.Sprint("m", i)), inbox.PushOptions{})
 			}
 			_ = s.Ack(ctx, "alice", 2)
 			_ = s.Ack(ctx, "alice", 3) // within resume-ttl of the first: trims nothing
@@ -218,19 +218,19 @@ func TestDedup(t *testing.T) {
 	for _, im := range impls(t) {
 		t.Run(im.name, func(t *testing.T) {
 			s := im.new(t, inbox.Options{Max: 10})
-			first, err := s.Push(ctx, "alice", []byte("a"), "order-1")
+			first, err := s.Push(ctx, "alice", []byte("a"), inbox.PushOptions{ID: "order-1"})
 			if err != nil || first.Seq != 1 || first.Duplicate {
 				t.Fatalf("first = %+v, %v", first, err)
 			}
-			again, err := s.Push(ctx, "alice", []byte("a"), "order-1")
+			again, err := s.Push(ctx, "alice", []byte("a"), inbox.PushOptions{ID: "order-1"})
 			if err != nil || again.Seq != 1 || !again.Duplicate {
 				t.Fatalf("repeat = %+v, %v; want seq 1, duplicate", again, err)
 			}
-			other, _ := s.Push(ctx, "bob", []byte("a"), "order-1") // ids are per user
+			other, _ := s.Push(ctx, "bob", []byte("a"), inbox.PushOptions{ID: "order-1"}) // ids are per user
 			if other.Seq != 1 || other.Duplicate {
 				t.Fatalf("same id for another user = %+v", other)
 			}
-			res := s.PushMany(ctx, []string{"alice", "carol"}, []byte("a"), "order-1")
+			res := s.PushMany(ctx, []string{"alice", "carol"}, []byte("a"), inbox.PushOptions{ID: "order-1"})
 			if !res[0].Duplicate || res[0].Seq != 1 || res[1].Duplicate || res[1].Seq != 1 {
 				t.Fatalf("PushMany = %+v", res)
 			}
@@ -260,7 +260,7 @@ func TestRedisLostReplyIsNotDuplicated(t *testing.T) {
 		t.Fatal(err)
 	}
 	hook.on.Store(true)
-	r, err := s.Push(ctx, "alice", []byte("once"), "")
+	r, err := s.Push(ctx, "alice", []byte("once"), inbox.PushOptions{})
 	if err != nil || r.Seq != 1 || !r.Duplicate {
 		t.Fatalf("push = %+v, %v; want seq 1, answered from the id's record", r, err)
 	}
@@ -307,7 +307,7 @@ func TestRedisPushManyPerUser(t *testing.T) {
 	if err := rdb.Set(ctx, prefix+"inbox:{bob}:state", "x", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	res := s.PushMany(ctx, []string{"alice", "bob", "carol"}, []byte("m"), "")
+	res := s.PushMany(ctx, []string{"alice", "bob", "carol"}, []byte("m"), inbox.PushOptions{})
 	if res[0].Err != nil || res[0].Seq != 1 || res[2].Err != nil || res[2].Seq != 1 {
 		t.Fatalf("alice and carol must be accepted: %+v", res)
 	}
@@ -394,7 +394,7 @@ func TestRedisTTL(t *testing.T) {
 	ctx := context.Background()
 	s := inbox.NewRedis(rdb, inbox.Options{Prefix: prefix, Max: 10, TTL: 90 * time.Second, ResumeTTL: time.Hour})
 	t.Cleanup(s.Close)
-	if _, err := s.Push(ctx, "alice", []byte("a"), "id1"); err != nil {
+	if _, err := s.Push(ctx, "alice", []byte("a"), inbox.PushOptions{ID: "id1"}); err != nil {
 		t.Fatal(err)
 	}
 	for _, k := range []string{"inbox:{alice}", "inbox:{alice}:state"} {
@@ -415,7 +415,7 @@ func TestRedisTTL(t *testing.T) {
 	}
 	// A Redis that lost its script cache (restart, SCRIPT FLUSH) is handled on every path.
 	for _, call := range []func() error{
-		func() error { _, err := s.Push(ctx, "alice", []byte("b"), ""); return err },
+		func() error { _, err := s.Push(ctx, "alice", []byte("b"), inbox.PushOptions{}); return err },
 		func() error { _, err := s.Read(ctx, "alice", 0); return err },
 		func() error { return s.Ack(ctx, "alice", 2) },
 	} {
@@ -437,13 +437,13 @@ func TestRedisUnavailable(t *testing.T) {
 	defer s.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if _, err := s.Push(ctx, "alice", []byte("x"), ""); err == nil {
+	if _, err := s.Push(ctx, "alice", []byte("x"), inbox.PushOptions{}); err == nil {
 		t.Fatal("push succeeded without Redis")
 	}
 	if _, err := s.Read(ctx, "alice", -1); err == nil {
 		t.Fatal("read succeeded without Redis")
 	}
-	if res := s.PushMany(ctx, []string{"a", "b"}, []byte("x"), ""); res[0].Err == nil || res[1].Err == nil {
+	if res := s.PushMany(ctx, []string{"a", "b"}, []byte("x"), inbox.PushOptions{}); res[0].Err == nil || res[1].Err == nil {
 		t.Fatal("PushMany succeeded without Redis")
 	}
 }
@@ -453,12 +453,12 @@ func TestMemoryTTL(t *testing.T) {
 	clock := func() time.Time { return now }
 	s := inbox.NewMemory(func(string, int64, []byte) int { return 0 }, inbox.Options{Max: 10, TTL: time.Minute}, clock)
 	ctx := context.Background()
-	_, _ = s.Push(ctx, "alice", []byte("old"), "")
+	_, _ = s.Push(ctx, "alice", []byte("old"), inbox.PushOptions{})
 	now = now.Add(2 * time.Minute)
 	if got := rangeString(read(t, s, "alice", -1)); got != "latest=0 first=1 acked=0 start=1 msgs=[]" {
 		t.Fatalf("after the TTL: %s", got)
 	}
-	r, _ := s.Push(ctx, "alice", []byte("new"), "")
+	r, _ := s.Push(ctx, "alice", []byte("new"), inbox.PushOptions{})
 	if r.Seq != 1 {
 		t.Fatalf("seq after expiry %d; numbering starts again at 1", r.Seq)
 	}

@@ -46,7 +46,9 @@ func NewMemory(publish func(user string, seq int64, data []byte) int, opt Option
 }
 
 // Push numbers data, keeps it and publishes it; see Redis.Push.
-func (m *Memory) Push(_ context.Context, user string, data []byte, id string) (Result, error) {
+// Events (receipts, undelivered) exist only on Redis.
+func (m *Memory) Push(_ context.Context, user string, data []byte, o PushOptions) (Result, error) {
+	id := o.ID
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
@@ -72,10 +74,10 @@ func (m *Memory) Push(_ context.Context, user string, data []byte, id string) (R
 }
 
 // PushMany pushes data to each user; it cannot fail in memory.
-func (m *Memory) PushMany(ctx context.Context, users []string, data []byte, id string) []Result {
+func (m *Memory) PushMany(ctx context.Context, users []string, data []byte, o PushOptions) []Result {
 	out := make([]Result, len(users))
 	for i, u := range users {
-		out[i], _ = m.Push(ctx, u, data, id)
+		out[i], _ = m.Push(ctx, u, data, o)
 	}
 	return out
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/wsgateway/wsgateway/internal/events"
 	"github.com/wsgateway/wsgateway/internal/scripts"
 )
 
@@ -28,6 +29,12 @@ var (
 	readLua string
 	//go:embed lua/ack.lua
 	ackLua string
+	//go:embed lua/due.lua
+	dueLua string
+	//go:embed lua/claim.lua
+	claimLua string
+	//go:embed lua/release.lua
+	releaseLua string
 )
 
 // FunctionName is the Redis Function redis-cli users call for the same push the API does:
@@ -45,6 +52,8 @@ type Redis struct {
 	read  *redis.Script
 	ack   *redis.Script
 	batch *scripts.Batcher // shares round trips between concurrent calls; Close stops it
+	ev    *events.Writer
+	due   dueRunner // the undelivered schedule (due.go)
 }
 
 // Options configure the Redis inbox. Zero durations take the defaults of the gateway's flags.
@@ -62,6 +71,20 @@ type Options struct {
 	// master that dies before replicating is gone after the failover.
 	WaitReplicas int
 	WaitTimeout  time.Duration
+	// NodeID names this node in the events it emits.
+	NodeID string
+	// UndeliveredAfter > 0: a message still unacknowledged this long after its push emits an
+	// undelivered event (StartDue runs the schedule).
+	UndeliveredAfter time.Duration
+}
+
+// PushOptions are a push's own settings.
+type PushOptions struct {
+	// ID makes the push idempotent for dedup-ttl: a repeat answers the first push's number
+	// with Duplicate set, storing and sending nothing.
+	ID string
+	// Receipt asks for a delivered event at the message's first acknowledgement.
+	Receipt bool
 }
 
 func (o *Options) defaults() {
@@ -92,14 +115,45 @@ var ErrNotReplicated = errors.New("inbox: not confirmed by enough replicas in ti
 // NewRedis returns the inbox on rdb.
 func NewRedis(rdb redis.UniversalClient, opt Options) *Redis {
 	opt.defaults()
-	return &Redis{
+	withEvents := func(body string) *redis.Script {
+		return redis.NewScript(events.Lua + strings.ReplaceAll(body, "EVENTS_MAXLEN", strconv.Itoa(events.MaxLen)))
+	}
+	s := &Redis{
 		rdb:   rdb,
 		opt:   opt,
 		push:  redis.NewScript(pushLua + strings.Replace(scriptLua, "PUBLISH_COMMAND", "'"+publishCommand(opt.Sharded)+"'", 1)),
 		read:  redis.NewScript(readLua),
-		ack:   redis.NewScript(ackLua),
+		ack:   withEvents(ackLua),
 		batch: scripts.New(rdb),
+		ev:    events.NewWriter(rdb, opt.Prefix+"events"),
 	}
+	s.due = dueRunner{s: s, check: withEvents(dueLua), claim: redis.NewScript(claimLua), release: redis.NewScript(releaseLua)}
+	return s
+}
+
+// withEvents are keys of a user's script plus, in single-node Redis, the events stream, which
+// the script then appends to itself (in a Cluster it lives in another slot: the caller
+// appends what the script returns).
+func (s *Redis) withEvents(keys ...string) []string {
+	if s.opt.Sharded {
+		return keys
+	}
+	return append(keys, s.ev.Stream())
+}
+
+// dueKey is the global undelivered schedule: user → its earliest deadline.
+func (s *Redis) dueKey() string { return s.opt.Prefix + "due" }
+
+// appendEvents appends the events a script returned instead of emitting them (Cluster).
+func (s *Redis) appendEvents(ctx context.Context, vals []any) error {
+	if len(vals) == 0 {
+		return nil
+	}
+	evs, err := events.Parse(vals)
+	if err != nil {
+		return err
+	}
+	return s.ev.Append(ctx, evs)
 }
 
 func publishCommand(sharded bool) string {
@@ -109,9 +163,13 @@ func publishCommand(sharded bool) string {
 	return "PUBLISH"
 }
 
-// Close stops the workers that batch concurrent calls, after the batches in flight; later
-// calls get ErrClosed. The Redis client is the caller's: close it afterwards.
-func (s *Redis) Close() { s.batch.Close() }
+// Close stops the undelivered schedule and the workers that batch concurrent calls, after the
+// batches in flight; later calls get ErrClosed. The Redis client is the caller's: close it
+// afterwards.
+func (s *Redis) Close() {
+	s.due.stop()
+	s.batch.Close()
+}
 
 // Channel returns the pub/sub channel of user.
 func (s *Redis) Channel(user string) string { return s.opt.Prefix + "user:{" + user + "}" }
@@ -136,21 +194,27 @@ func NewID() string {
 	return "g" + base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-func (s *Redis) pushArgs(data []byte, id string) []any {
-	ttl := s.opt.DedupTTL
+func (s *Redis) pushArgs(user string, data []byte, o PushOptions) []any {
+	id, ttl := o.ID, s.opt.DedupTTL
 	if id == "" {
 		id, ttl = NewID(), internalIDTTL
 	}
-	return []any{data, id, s.opt.Max, seconds(s.opt.TTL), seconds(ttl)}
+	receipt := 0
+	if o.Receipt {
+		receipt = 1
+	}
+	return []any{data, id, s.opt.Max, seconds(s.opt.TTL), seconds(ttl), receipt, s.opt.UndeliveredAfter.Milliseconds(), user}
 }
 
 func seconds(d time.Duration) int64 { return max(1, int64(d/time.Second)) }
 
-// Push stores data in user's inbox and publishes it. id, when not empty, makes the push
-// idempotent for dedup-ttl: a repeat answers the first push's number with Duplicate set.
-func (s *Redis) Push(ctx context.Context, user string, data []byte, id string) (Result, error) {
+// Push numbers data, stores it in user's inbox and publishes it.
+func (s *Redis) Push(ctx context.Context, user string, data []byte, o PushOptions) (Result, error) {
 	keys := []string{s.Channel(user), s.Key(user)}
-	args := s.pushArgs(data, id)
+	if !s.opt.Sharded && s.opt.UndeliveredAfter > 0 {
+		keys = append(keys, s.dueKey()) // the script schedules the user itself
+	}
+	args := s.pushArgs(user, data, o)
 	var res Result
 	err := retry(ctx, func() error {
 		var cmd *redis.Cmd
@@ -169,12 +233,19 @@ func (s *Redis) Push(ctx context.Context, user string, data []byte, id string) (
 	if err != nil {
 		return Result{}, fmt.Errorf("inbox: push %s: %w", user, err)
 	}
+	if res.deadline > 0 && s.opt.Sharded {
+		// In a Cluster the schedule lives in another slot than the user: added after the
+		// push, it is missed if this node dies in between (README, events).
+		if err := s.rdb.ZAddLT(ctx, s.dueKey(), redis.Z{Score: float64(res.deadline), Member: user}).Err(); err != nil {
+			return res, fmt.Errorf("inbox: schedule %s: %w", user, err)
+		}
+	}
 	return res, nil
 }
 
 // PushMany pushes data to every user and answers each user on its own: a user whose push
 // failed gets Err, the others succeed. The pushes share the batcher's pipelines.
-func (s *Redis) PushMany(ctx context.Context, users []string, data []byte, id string) []Result {
+func (s *Redis) PushMany(ctx context.Context, users []string, data []byte, o PushOptions) []Result {
 	out := make([]Result, len(users))
 	done := make(chan struct{}, len(users))
 	// One goroutine per user would be many for 1,000 users; a few callers keep the batcher's
@@ -188,7 +259,7 @@ func (s *Redis) PushMany(ctx context.Context, users []string, data []byte, id st
 	for range min(callers, len(users)) {
 		go func() {
 			for i := range next {
-				r, err := s.Push(ctx, users[i], data, id)
+				r, err := s.Push(ctx, users[i], data, o)
 				if err != nil {
 					r.Err = err
 				}
@@ -208,10 +279,10 @@ func parsePush(cmd *redis.Cmd) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	if len(v) < 3 {
+	if len(v) < 4 {
 		return Result{}, fmt.Errorf("unexpected push reply %v", v)
 	}
-	return Result{Seq: v[0], Receivers: v[1], Duplicate: v[2] == 1}, nil
+	return Result{Seq: v[0], Receivers: v[1], Duplicate: v[2] == 1, deadline: v[3]}, nil
 }
 
 // nodeFor returns where WAIT must run for key: WAIT covers the writes of its own connection,
@@ -303,9 +374,14 @@ func parseRead(vals []any, after int64) (Range, error) {
 	return r, nil
 }
 
-// Ack moves user's acknowledged position to seq (never backwards, never above the latest).
+// Ack moves user's acknowledged position to seq (never backwards, never above the latest),
+// and emits delivered for the messages pushed with a receipt up to it.
 func (s *Redis) Ack(ctx context.Context, user string, seq int64) error {
-	err := s.batch.Run(ctx, s.ack, []string{s.Key(user)}, seq, s.opt.ResumeTTL.Milliseconds()).Err()
+	vals, err := s.batch.Run(ctx, s.ack, s.withEvents(s.Key(user)), seq, s.opt.ResumeTTL.Milliseconds(),
+		user, s.opt.NodeID).Slice()
+	if err == nil && len(vals) > 1 {
+		err = s.appendEvents(ctx, vals[1:])
+	}
 	if err != nil {
 		return fmt.Errorf("inbox: ack %s: %w", user, err)
 	}
@@ -321,6 +397,8 @@ func (s *Redis) LoadFunction(ctx context.Context) error {
 		"PREFIX_PATTERN", luaQuote(patternEscape(s.opt.Prefix)),
 		"PREFIX", luaQuote(s.opt.Prefix),
 		"DEDUP_TTL", strconv.FormatInt(seconds(s.opt.DedupTTL), 10),
+		"UNDELIVERED_MS", strconv.FormatInt(s.functionUndelivered(), 10),
+		"DUE_KEY", s.functionDueKey(),
 		"MAX", strconv.Itoa(s.opt.Max),
 		"TTL", strconv.FormatInt(seconds(s.opt.TTL), 10),
 	).Replace(functionLua)
@@ -336,6 +414,22 @@ func (s *Redis) LoadFunction(ctx context.Context) error {
 		return fmt.Errorf("inbox: load function %s: %w", FunctionName, err)
 	}
 	return nil
+}
+
+// functionUndelivered is the Function's undelivered-after in ms: 0 in a Cluster, where the
+// Function cannot reach the schedule.
+func (s *Redis) functionUndelivered() int64 {
+	if s.opt.Sharded {
+		return 0
+	}
+	return s.opt.UndeliveredAfter.Milliseconds()
+}
+
+func (s *Redis) functionDueKey() string {
+	if s.opt.Sharded {
+		return "nil"
+	}
+	return luaQuote(s.dueKey())
 }
 
 // luaQuote makes s a Lua string literal.

@@ -12,8 +12,8 @@ import (
 // store is what the server needs from either inbox (inbox.Redis, inbox.Memory). The hub and
 // the API each declare what they need in their own types; the adapters below translate.
 type store interface {
-	Push(ctx context.Context, user string, data []byte, id string) (inbox.Result, error)
-	PushMany(ctx context.Context, users []string, data []byte, id string) []inbox.Result
+	Push(ctx context.Context, user string, data []byte, o inbox.PushOptions) (inbox.Result, error)
+	PushMany(ctx context.Context, users []string, data []byte, o inbox.PushOptions) []inbox.Result
 	Read(ctx context.Context, user string, after int64) (inbox.Range, error)
 	Ack(ctx context.Context, user string, seq int64) error
 }
@@ -33,13 +33,13 @@ func (h hubInbox) Ack(ctx context.Context, user string, seq int64) error {
 // apiPusher is a store as the API sees it.
 type apiPusher struct{ s store }
 
-func (p apiPusher) Push(ctx context.Context, user string, data []byte, id string) (api.PushResult, error) {
-	r, err := p.s.Push(ctx, user, data, id)
+func (p apiPusher) Push(ctx context.Context, user string, data []byte, o api.PushOptions) (api.PushResult, error) {
+	r, err := p.s.Push(ctx, user, data, inbox.PushOptions(o))
 	return apiResult(r), err
 }
 
-func (p apiPusher) PushMany(ctx context.Context, users []string, data []byte, id string) []api.PushResult {
-	rs := p.s.PushMany(ctx, users, data, id)
+func (p apiPusher) PushMany(ctx context.Context, users []string, data []byte, o api.PushOptions) []api.PushResult {
+	rs := p.s.PushMany(ctx, users, data, inbox.PushOptions(o))
 	out := make([]api.PushResult, len(rs))
 	for i, r := range rs {
 		out[i] = apiResult(r)

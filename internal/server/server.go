@@ -127,6 +127,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 			Prefix: cfg.KeyPrefix, Max: cfg.OfflineMax, TTL: cfg.OfflineTTL, ResumeTTL: cfg.ResumeTTL,
 			DedupTTL: cfg.DedupTTL, Sharded: cluster,
 			WaitReplicas: cfg.RedisWaitReplicas, WaitTimeout: cfg.RedisWaitTimeout,
+			NodeID: cfg.NodeID, UndeliveredAfter: cfg.UndeliveredAfter,
 		})
 		bopt := bus.RedisOptions{
 			Prefix: cfg.KeyPrefix, NodeID: cfg.NodeID, Logger: log, Observer: s.metrics,
@@ -183,6 +184,9 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	startBus(s.hub)
 	if s.pres != nil {
 		s.pres.Start()
+	}
+	if rs, ok := s.store.(*inbox.Redis); ok {
+		rs.StartDue()
 	}
 
 	bodyTimeout := opt.APIBodyTimeout
@@ -370,7 +374,7 @@ func (s *Server) Hub() *ws.Hub { return s.hub }
 // Push does what POST /api/v1/push does for one user, without HTTP (tests, tools); it returns
 // the message's number.
 func (s *Server) Push(ctx context.Context, user string, data []byte) (int64, error) {
-	r, err := s.store.Push(ctx, user, data, "")
+	r, err := s.store.Push(ctx, user, data, inbox.PushOptions{})
 	return r.Seq, err
 }
 

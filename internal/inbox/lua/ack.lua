@@ -1,6 +1,8 @@
--- ack: move the user's acknowledged position forward. KEYS[1]: the inbox; ARGV[1]: the
--- position; ARGV[2]: resume-ttl in ms. An ack at or below the position, or above the latest
--- number, changes nothing. Returns the position.
+-- ack: move the user's acknowledged position forward. KEYS[1]: the inbox [, KEYS[2]: the events
+-- stream, in single-node Redis]; ARGV: the position, resume-ttl in ms, user, node. An ack at or
+-- below the position, or above the latest number, changes nothing. Returns {position,
+-- events…}: a delivered event for each message pushed with a receipt up to the new position
+-- (appended here when the stream is a key of this script, else by the caller).
 --
 -- Acknowledged messages stay readable (for since=) at least resume-ttl. Instead of a time per
 -- message, the state keeps one mark: the position as it was at marktime. Once resume-ttl has
@@ -13,7 +15,7 @@ local s = redis.call('HMGET', state, 'seq', 'ack', 'mark', 'marktime')
 local seq, ack = tonumber(s[1]), tonumber(s[2]) or 0
 local want, resume = tonumber(ARGV[1]), tonumber(ARGV[2])
 if not seq or want > seq or want <= ack then
-  return ack
+  return {ack}
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -37,4 +39,10 @@ if redis.call('PTTL', state) < resume then
     redis.call('PEXPIRE', inbox, resume)
   end
 end
-return want
+local out = {want}
+local receipts = inbox .. ':receipts'
+for _, s in ipairs(redis.call('ZRANGEBYSCORE', receipts, '-inf', want)) do
+  report(KEYS[2] ~= nil, KEYS[2], EVENTS_MAXLEN, out, {'delivered', ARGV[3], ARGV[4], s})
+end
+redis.call('ZREMRANGEBYSCORE', receipts, '-inf', want)
+return out

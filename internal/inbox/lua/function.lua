@@ -1,7 +1,9 @@
 
 -- FCALL wsgateway_push 2 <prefix>user:{<id>} <prefix>inbox:{<id>} <payload> [<push id>]
 -- Everything is checked before anything is written: a bad call is an error reply and changes
--- nothing. Cap and TTLs are the gateway's settings, fixed when the gateway loaded the library.
+-- nothing. Cap, TTLs and undelivered-after are the gateway's settings, fixed when the gateway
+-- loaded the library. (In a Cluster the undelivered schedule lives in another slot: a push made
+-- here gets no undelivered event there.)
 local function valid_id(s)
   return #s >= 1 and #s <= 128 and not string.find(s, '[^A-Za-z0-9_.:@%-]')
 end
@@ -21,7 +23,8 @@ local function fcall_push(keys, args)
   if id ~= '' and not valid_id(id) then
     return redis.error_reply('ERR wsgateway_push id must be 1-128 bytes of A-Z a-z 0-9 _ . : @ -')
   end
-  local r = push(keys[1], keys[2], args[1], id, MAX, TTL, DEDUP_TTL, PUBLISH_COMMAND)
+  local r = push(keys[1], keys[2], args[1], id, MAX, TTL, DEDUP_TTL, PUBLISH_COMMAND, false,
+    UNDELIVERED_MS, DUE_KEY, user)
   return {r[1], r[2]}
 end
 

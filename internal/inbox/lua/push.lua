@@ -8,15 +8,21 @@
 -- The list holds the messages numbered seq-LLEN+1 .. seq: it is only ever trimmed from the
 -- head, so a message's number is its position, and no number is stored per message.
 --
--- Returns {seq, receivers, duplicate}: receivers is what PUBLISH counted (nodes that took it
--- live; 0: it waits in the inbox); duplicate is 1 when id was seen: nothing was stored or sent.
-local function push(chan, inbox, payload, id, max, ttl, dedupttl, publish)
+-- With receipt, the number goes to inbox..':receipts', for a delivered event at its first ack
+-- (ack.lua). With undelivered (ms) > 0 it goes to inbox..':due' with its deadline, for an
+-- undelivered event if it is still unacknowledged then (due.lua); the user joins the global
+-- schedule duekey when it is given (single-node Redis; in a Cluster the caller adds it).
+--
+-- Returns {seq, receivers, duplicate, deadline}: receivers is what PUBLISH counted (nodes that
+-- took it live; 0: it waits in the inbox); duplicate is 1 when id was seen: nothing was stored
+-- or sent; deadline (ms, Redis time) is when it counts as undelivered, 0 for never.
+local function push(chan, inbox, payload, id, max, ttl, dedupttl, publish, receipt, undelivered, duekey, user)
   local idkey
   if id ~= '' then
     idkey = inbox .. ':id:' .. id
     local seen = redis.call('GET', idkey)
     if seen then
-      return {tonumber(seen), 0, 1}
+      return {tonumber(seen), 0, 1, 0}
     end
   end
   local state = inbox .. ':state'
@@ -24,9 +30,24 @@ local function push(chan, inbox, payload, id, max, ttl, dedupttl, publish)
   if redis.call('RPUSH', inbox, payload) > max then
     redis.call('LTRIM', inbox, -max, -1)
   end
-  -- Both keys live at least ttl after the last push (an ack may have set a longer TTL, and a
+  local keys = {inbox, state}
+  if receipt then
+    redis.call('ZADD', inbox .. ':receipts', seq, seq)
+    keys[#keys + 1] = inbox .. ':receipts'
+  end
+  local deadline = 0
+  if undelivered > 0 then
+    local t = redis.call('TIME')
+    deadline = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + undelivered
+    redis.call('ZADD', inbox .. ':due', deadline, seq)
+    keys[#keys + 1] = inbox .. ':due'
+    if duekey then
+      redis.call('ZADD', duekey, 'LT', deadline, user)
+    end
+  end
+  -- Every key lives at least ttl after the last push (an ack may have set a longer TTL, and a
   -- fresh key has none: TTL -1).
-  for _, k in ipairs({inbox, state}) do
+  for _, k in ipairs(keys) do
     if redis.call('TTL', k) < ttl then
       redis.call('EXPIRE', k, ttl)
     end
@@ -37,5 +58,5 @@ local function push(chan, inbox, payload, id, max, ttl, dedupttl, publish)
   -- A NUL byte, the number and a space mark a numbered message: the gateway's nodes strip the
   -- header, and a plain PUBLISH (which cannot start with it by accident) stays unnumbered.
   local n = redis.call(publish, chan, '\0' .. seq .. ' ' .. payload)
-  return {seq, n, 0}
+  return {seq, n, 0, deadline}
 end
