@@ -3,19 +3,32 @@ GO       ?= go
 PKGS     ?= ./...
 STATICCHECK = $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build test test-short lint fmt vet staticcheck fuzz bench run clean
+.PHONY: all build test test-short lint fmt vet staticcheck fuzz bench run clean deps
 
 all: lint test
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/gateway ./cmd/gateway
 
-# Every test, race detector on, nothing cached. Needs redis-server and nginx on PATH (.ci/run
-# installs them); locally, tests that need them skip when missing, in CI they fail.
+# The programs the tests run for real (Debian packages). `make deps` installs them (as root);
+# .ci/run does the same.
+DEPS_BIN = redis-server redis-cli redis-sentinel nginx chromium docker-compose
+DEPS_PKG = redis-server redis-tools redis-sentinel nginx-light chromium docker-compose
+
+deps:
+	@missing=""; for b in $(DEPS_BIN); do command -v $$b >/dev/null || [ -x /usr/sbin/$$b ] || missing="$$missing $$b"; done; \
+	if [ -z "$$missing" ]; then echo "deps: all present"; exit 0; fi; \
+	echo "deps: installing for$$missing"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEPS_PKG) >/dev/null
+
+# Every test, race detector on, nothing cached. Needs the programs of DEPS_BIN (make deps);
+# locally, tests that need a missing one skip, and the last line says which; in CI they fail.
 test:
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 	# The portable connection path (a reader goroutine per connection, as off Linux).
 	WSGATEWAY_NO_EPOLL=1 $(GO) test -race -count=1 -timeout 10m ./internal/ws/ ./internal/server/ ./internal/attack/
+	@missing=""; for b in $(DEPS_BIN); do command -v $$b >/dev/null || [ -x /usr/sbin/$$b ] || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then echo "make test: passed, but the suites that need$$missing were SKIPPED; 'make deps' (as root) installs them"; fi
 
 lint: fmt vet staticcheck
 
