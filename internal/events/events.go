@@ -14,6 +14,7 @@ import (
 	_ "embed"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -39,6 +40,12 @@ const MaxLen = 1_000_000
 type Event struct {
 	Type, User, Node string
 	Seq              int64 // 0: none
+}
+
+// NewScript returns the Lua script body with the events snippet it calls (emit, report) in
+// front, and EVENTS_MAXLEN in it replaced by MaxLen.
+func NewScript(body string) *redis.Script {
+	return redis.NewScript(Lua + strings.ReplaceAll(body, "EVENTS_MAXLEN", strconv.Itoa(MaxLen)))
 }
 
 // Writer appends events a script returned (Cluster mode).
@@ -77,6 +84,18 @@ func Parse(vals []any) ([]Event, error) {
 		out = append(out, Event{Type: s[0], User: s[1], Node: s[2], Seq: seq})
 	}
 	return out, nil
+}
+
+// AppendReturned appends the events a script returned as a flat list (Parse), if any.
+func (w *Writer) AppendReturned(ctx context.Context, vals []any) error {
+	if len(vals) == 0 {
+		return nil
+	}
+	evs, err := Parse(vals)
+	if err != nil {
+		return err
+	}
+	return w.Append(ctx, evs)
 }
 
 // Append adds evs to the stream in one pipeline.

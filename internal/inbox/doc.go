@@ -30,3 +30,16 @@ type Range struct {
 	Start  int64 // the number of Msgs[0]
 	Msgs   [][]byte
 }
+
+// startAfter is the first number a read after position after returns (lua/read.lua): after -1
+// reads after the acknowledged position; a position above the latest number (the state expired
+// and numbering started again) reads from the start.
+func (r Range) startAfter(after int64) int64 {
+	switch {
+	case after < 0:
+		after = r.Acked
+	case after > r.Latest:
+		after = 0
+	}
+	return max(after+1, r.First)
+}

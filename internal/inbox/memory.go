@@ -91,14 +91,7 @@ func (m *Memory) Read(_ context.Context, user string, after int64) (Range, error
 		b = &memInbox{}
 	}
 	r := Range{Latest: b.seq, First: b.seq - int64(len(b.msgs)) + 1, Acked: b.ack}
-	start := after
-	switch {
-	case after < 0:
-		start = b.ack
-	case after > b.seq:
-		start = 0
-	}
-	r.Start = max(start+1, r.First)
+	r.Start = r.startAfter(after)
 	r.Msgs = append([][]byte(nil), b.msgs[r.Start-r.First:]...)
 	return r, nil
 }

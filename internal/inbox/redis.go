@@ -115,19 +115,16 @@ var ErrNotReplicated = errors.New("inbox: not confirmed by enough replicas in ti
 // NewRedis returns the inbox on rdb.
 func NewRedis(rdb redis.UniversalClient, opt Options) *Redis {
 	opt.defaults()
-	withEvents := func(body string) *redis.Script {
-		return redis.NewScript(events.Lua + strings.ReplaceAll(body, "EVENTS_MAXLEN", strconv.Itoa(events.MaxLen)))
-	}
 	s := &Redis{
 		rdb:   rdb,
 		opt:   opt,
 		push:  redis.NewScript(pushLua + strings.Replace(scriptLua, "PUBLISH_COMMAND", "'"+publishCommand(opt.Sharded)+"'", 1)),
 		read:  redis.NewScript(readLua),
-		ack:   withEvents(ackLua),
+		ack:   events.NewScript(ackLua),
 		batch: scripts.New(rdb),
 		ev:    events.NewWriter(rdb, opt.Prefix+"events"),
 	}
-	s.due = dueRunner{s: s, check: withEvents(dueLua), claim: redis.NewScript(claimLua), release: redis.NewScript(releaseLua)}
+	s.due = dueRunner{s: s, check: events.NewScript(dueLua), claim: redis.NewScript(claimLua), release: redis.NewScript(releaseLua)}
 	return s
 }
 
@@ -146,14 +143,7 @@ func (s *Redis) dueKey() string { return s.opt.Prefix + "due" }
 
 // appendEvents appends the events a script returned instead of emitting them (Cluster).
 func (s *Redis) appendEvents(ctx context.Context, vals []any) error {
-	if len(vals) == 0 {
-		return nil
-	}
-	evs, err := events.Parse(vals)
-	if err != nil {
-		return err
-	}
-	return s.ev.Append(ctx, evs)
+	return s.ev.AppendReturned(ctx, vals)
 }
 
 func publishCommand(sharded bool) string {
@@ -355,14 +345,7 @@ func parseRead(vals []any, after int64) (Range, error) {
 		n[i] = v
 	}
 	r := Range{Latest: n[0], First: n[1], Acked: n[2]}
-	start := after
-	switch {
-	case after < 0:
-		start = r.Acked
-	case after > r.Latest:
-		start = 0
-	}
-	r.Start = max(start+1, r.First)
+	r.Start = r.startAfter(after)
 	r.Msgs = make([][]byte, 0, len(vals)-3)
 	for _, v := range vals[3:] {
 		s, ok := v.(string)

@@ -92,16 +92,13 @@ func NewRedis(rdb redis.UniversalClient, opt Options) *Redis {
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
 	}
-	withLib := func(body string) *redis.Script {
-		return redis.NewScript(events.Lua + strings.ReplaceAll(body, "EVENTS_MAXLEN", strconv.Itoa(events.MaxLen)))
-	}
 	return &Redis{
 		rdb: rdb, opt: opt, log: opt.Logger, batch: scripts.New(rdb), retry: make(map[leftConn]bool),
 		incarnation: strconv.FormatUint(rand.Uint64(), 36),
 		ev:          events.NewWriter(rdb, opt.Prefix+"events"),
-		connect:     withLib(connectLua),
-		disconnect:  withLib(disconnectLua),
-		drop:        withLib(dropLua),
+		connect:     events.NewScript(connectLua),
+		disconnect:  events.NewScript(disconnectLua),
+		drop:        events.NewScript(dropLua),
 		beat:        redis.NewScript(beatLua),
 	}
 }
@@ -189,14 +186,7 @@ func (p *Redis) disconnectOnce(ctx context.Context, user string, conn uint64, la
 
 // appendEvents appends what a script returned instead of emitting it (Cluster mode).
 func (p *Redis) appendEvents(ctx context.Context, vals []any) error {
-	if len(vals) == 0 {
-		return nil
-	}
-	evs, err := events.Parse(vals)
-	if err != nil {
-		return err
-	}
-	return p.ev.Append(ctx, evs)
+	return p.ev.AppendReturned(ctx, vals)
 }
 
 // Count returns user's live connections across the deployment and on how many nodes.
