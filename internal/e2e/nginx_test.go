@@ -105,3 +105,62 @@ func pushViaLB(t *testing.T, c *cluster, lbURL, user, data string) pushResult {
 	t.Fatalf("push %s to %s through nginx: 502 three times", data, user)
 	return pushResult{}
 }
+
+// Presence and max-conns-per-user through the shipped deploy/nginx.conf in front of nodes A
+// and B: 16 connects of one user through nginx (least_conn spreads them over both nodes) are
+// counted as 16 connections on 2 nodes, asked through nginx too; the 17th connect through nginx
+// gets HTTP 429 whichever node it lands on, and each node refuses it in turn. A place freed
+// through nginx is free again.
+func TestPresenceAndCapThroughNginx(t *testing.T) {
+	c := newCluster(t)
+	a, b := c.startNode("a"), c.startNode("b")
+	lb := nginxtest.Start(t, "../../deploy/nginx.conf", []string{a.addr, b.addr})
+	lbURL := "http://" + lb
+
+	var open []*client
+	for range 16 { // the default cap
+		open = append(open, dial(t, wsURL(lb, "quinn"), nil))
+	}
+	// dial returns once the node has registered the connection, presence included.
+	if na, nb := a.srv.Hub().Conns(), b.srv.Hub().Conns(); na+nb != 16 || na == 0 || nb == 0 {
+		t.Fatalf("least_conn put %d connections on A and %d on B, want 16 over both", na, nb)
+	}
+	for _, base := range []string{lbURL, a.url(""), b.url("")} {
+		if p := c.presenceOf(base, "quinn"); p != (presenceAnswer{true, 16, 2}) {
+			t.Fatalf("presence via %s: %+v, want 16 connections on 2 nodes", base, p)
+		}
+	}
+
+	// Refused connects hold no connection at the nodes, so least_conn goes on choosing between
+	// the two nodes as it did for the 16 (sequential connects: 8 each, ties taken in turn): a
+	// few tries reach both. Each must be a 429, not a 101.
+	refused := func(n *node) float64 { return n.metric("wsgateway_refused_total") }
+	for i := 0; refused(a) == 0 || refused(b) == 0; i++ {
+		if i == 10 {
+			t.Fatalf("10 refused connects through nginx: %v on A and %v on B, want both nodes to have refused one",
+				refused(a), refused(b))
+		}
+		cl, resp, err := tryDial(wsURL(lb, "quinn"), nil)
+		if err == nil {
+			cl.abort()
+			t.Fatalf("connect %d beyond the cap through nginx was accepted, want HTTP 429", i+1)
+		}
+		if resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+			t.Fatalf("connect %d beyond the cap through nginx: %v %v, want HTTP 429", i+1, resp, err)
+		}
+	}
+	if p := c.presenceOf(lbURL, "quinn"); p != (presenceAnswer{true, 16, 2}) {
+		t.Fatalf("presence after the refusals: %+v, want 16 connections on 2 nodes", p)
+	}
+
+	// A place freed is free again, through nginx, wherever the next connect lands.
+	if _, err := open[0].closeClean(); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, timeout, func() bool { return c.presenceOf(lbURL, "quinn").Connections == 15 },
+		"presence after a close: %s, want 15 connections", lazy(func() string { return fmt.Sprintf("%+v", c.presenceOf(lbURL, "quinn")) }))
+	dial(t, wsURL(lb, "quinn"), nil)
+	if p := c.presenceOf(lbURL, "quinn"); p != (presenceAnswer{true, 16, 2}) {
+		t.Fatalf("presence after connecting again: %+v, want 16 connections on 2 nodes", p)
+	}
+}

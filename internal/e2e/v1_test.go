@@ -29,14 +29,6 @@ func dialV1(t *testing.T, n *node, user, query string) *client {
 	return cl
 }
 
-func texts(fs []frame) []string {
-	out := make([]string, len(fs))
-	for i, f := range fs {
-		out[i] = string(f.data)
-	}
-	return out
-}
-
 // A v1 client gets numbered frames, acknowledges some, and resumes on another node: with since
 // exactly what came after it, without since what it did not acknowledge. Positions are per
 // user and shared by every node through the inbox.

@@ -200,6 +200,8 @@ type jsEvent struct {
 	From     int64   `json:"from"`     // gap
 	To       int64   `json:"to"`       // gap
 	Latest   int64   `json:"latest"`   // reset
+	Exp      float64 `json:"exp"`      // refresh: ms since the epoch
+	Error    string  `json:"error"`    // error
 }
 
 // jsSocket is one WebSocket the page opened, as the harness's wrapper records it.
@@ -241,11 +243,11 @@ const harness = `(async () => {
   window.start = (name, opts, setup) => {
     const log = [];
     const c = new GatewayClient(opts);
-    for (const type of ["open", "message", "gap", "reset", "statechange", "close", "retry", "error"]) {
+    for (const type of ["open", "message", "gap", "reset", "statechange", "close", "retry", "refresh", "error"]) {
       c.addEventListener(type, (e) => log.push({
         type, t: performance.now(), state: e.state, code: e.code, reason: e.reason, delay: e.delay,
         data: e.data === undefined ? undefined : show(e.data), seq: e.seq, protocol: e.protocol, since: e.since,
-        from: e.from, to: e.to, latest: e.latest,
+        from: e.from, to: e.to, latest: e.latest, exp: e.exp, error: e.error === undefined ? undefined : String(e.error),
       }));
     }
     window.runs[name] = { c, log };
@@ -361,8 +363,8 @@ func ofType(evs []jsEvent, typ string) []jsEvent {
 }
 
 // TestClientCloseCodes: what the client does after each close code. 4001 (kicked) and the
-// codes that mean a client bug stop it for good; 1001, 1013, other codes and a cut connection
-// make it reconnect. The token, from a function called per attempt, replaces user_id.
+// codes that mean a client bug stop it for good; 1001, 1013, 4002, other codes and a cut
+// connection make it reconnect. The token, from a function called per attempt, replaces user_id.
 func TestClientCloseCodes(t *testing.T) {
 	h := startHarness(t)
 	cases := []struct {
@@ -377,6 +379,7 @@ func TestClientCloseCodes(t *testing.T) {
 		{"too-big", "close=1009", true, 1009},
 		{"going-away", "close=1001", false, 1001},
 		{"slow-consumer", "close=1013", false, 1013},
+		{"token-expired", "close=4002", false, 4002},
 		{"internal-error", "close=1011", false, 1011},
 		{"dropped", "drop=1", false, 1006},
 	}
@@ -443,7 +446,7 @@ func TestClientCloseCodes(t *testing.T) {
 
 // TestClientBackoff: with Math.random pinned near 1, the waits are the ceilings of full jitter.
 // They double from backoff.initial up to backoff.max after closes that call for backoff; stay
-// at most backoff.initial after 1001/1013; and start again from backoff.initial when each
+// at most backoff.initial after 1013 (1001 and 4002 alike); and start again from backoff.initial when each
 // connection stayed open for stableAfter.
 func TestClientBackoff(t *testing.T) {
 	h := startHarness(t)
@@ -452,11 +455,13 @@ func TestClientBackoff(t *testing.T) {
 		h.fake.url("case=grows&close=1011")))
 	h.start("quick", fmt.Sprintf(`{url: %q, userId: "u3", stableAfter: 60000, backoff: {initial: 100, max: 800}}`,
 		h.fake.url("case=quick&close=1013")))
+	h.start("expired", fmt.Sprintf(`{url: %q, userId: "u12", stableAfter: 60000, backoff: {initial: 100, max: 800}}`,
+		h.fake.url("case=expired&close=4002")))
 	h.start("reset", fmt.Sprintf(`{url: %q, userId: "u4", stableAfter: 200, backoff: {initial: 100, max: 3200}}`,
 		h.fake.url("case=reset&close=1011&after=300")))
 
 	const n = 6
-	for _, name := range []string{"grows", "quick", "reset"} {
+	for _, name := range []string{"grows", "quick", "expired", "reset"} {
 		wait.For(t, patience, func() bool { return h.fake.count(name) >= n }, "%s: %d connections", name, n)
 	}
 
@@ -469,9 +474,10 @@ func TestClientBackoff(t *testing.T) {
 		return out
 	}
 	ceilings := map[string][]float64{
-		"grows": {100, 200, 400, 800, 800}, // doubling, capped at backoff.max
-		"quick": {100, 100, 100, 100, 100}, // 1013: within backoff.initial, however many in a row
-		"reset": {100, 100, 100, 100, 100}, // each connection was stable: back to backoff.initial
+		"grows":   {100, 200, 400, 800, 800}, // doubling, capped at backoff.max
+		"quick":   {100, 100, 100, 100, 100}, // 1013: within backoff.initial, however many in a row
+		"expired": {100, 100, 100, 100, 100}, // 4002 (token expired): the same, with a new token each time
+		"reset":   {100, 100, 100, 100, 100}, // each connection was stable: back to backoff.initial
 	}
 	for name, want := range ceilings {
 		got := delays(name)

@@ -34,6 +34,7 @@ const CLOSE_MEANINGS = {
   1011: "internal error",
   1013: "slow consumer",
   4001: "disconnected by the API",
+  4002: "token expired",
 };
 
 let client = null;

@@ -21,12 +21,26 @@
 // - Reconnects with exponential backoff and full jitter: the n-th retry in a row waits a random
 //   time in [0, min(backoff.max, backoff.initial * 2^n)), n counted from 0. The count starts
 //   again when a connection that had stayed open for stableAfter ends.
-// - Close codes: 1001 (node shutting down) and 1013 (slow consumer; the backlog waits in the
-//   inbox) reconnect at once, after a random [0, backoff.initial) so that a drained node's
-//   clients do not all arrive in the same millisecond. 4001 (disconnected by the API) stops
-//   for good, and so do 1007, 1008 and 1009: they mean this client sent something the server
-//   refuses (invalid UTF-8, a policy breach such as too many messages, a frame too big), and
-//   sending it again would only loop. Every other close, and every failed attempt, backs off.
+// - Sessions that outlive their token: the gateway closes a connection with 4002 when its JWT's
+//   exp passes. When token is a function and the connection speaks wsgateway.v1, the client
+//   reads the exp of the token it connected with (the JWT's payload, decoded, not verified)
+//   and shortly before it — a quarter of the time left, at most a minute, but never sooner
+//   than 2 s after the connection opened or the last refresh — calls the function again and
+//   sends "auth <new token>" on the open socket; the gateway moves the connection's end to
+//   the new exp, and the next refresh is planned from there. No refresh for a token without
+//   exp or expiring within 2 s of the open, nor in raw mode: the gateway closes with 4002 at
+//   exp and the reconnect asks the function for a token again (a string token cannot be
+//   replaced: the gateway refuses it once expired, and the client backs off). A new token
+//   whose exp is not later than the current one, or a token function that fails ("error"
+//   event), changes nothing: the 4002 at exp brings a reconnect with a fresh token. The exp is
+//   compared with this machine's clock.
+// - Close codes: 1001 (node shutting down), 1013 (slow consumer; the backlog waits in the
+//   inbox) and 4002 (token expired) reconnect at once, after a random [0, backoff.initial) so
+//   that a drained node's clients do not all arrive in the same millisecond. 4001
+//   (disconnected by the API) stops for good, and so do 1007, 1008 and 1009: they mean this
+//   client sent something the server refuses (invalid UTF-8, a policy breach such as too many
+//   messages or a refreshed token for another user, a frame too big), and sending it again
+//   would only loop. Every other close, and every failed attempt, backs off.
 // - Liveness: browsers hide WebSocket ping frames from JavaScript, so the client sends the text
 //   frame "ping" every pingInterval and the gateway answers "pong". When nothing at all (no
 //   message, no pong) arrives within pongTimeout after a ping — at most pingInterval +
@@ -50,8 +64,9 @@ export const RAW = "raw";
 
 // Close codes that end the client instead of reconnecting (see the header comment).
 const STOP_CODES = new Set([4001, 1007, 1008, 1009]);
-// Close codes after which the gateway expects the client back right away.
-const QUICK_CODES = new Set([1001, 1013]);
+// Close codes after which the gateway expects the client back right away (4002: with a token
+// the function gives afresh).
+const QUICK_CODES = new Set([1001, 1013, 4002]);
 
 // Reported in the close event when the liveness check gives up: no close frame was received,
 // which is what 1006 means in the browser's CloseEvent.
@@ -61,6 +76,15 @@ const ABNORMAL = 1006;
 // beyond): two acks are never closer than this, whatever ackInterval and ackEvery say, which
 // keeps them at 20 a second at most and leaves the rest to pings and the application.
 const MIN_ACK_GAP = 50; // ms
+
+// In-band token refresh: a token is replaced a quarter of its remaining time before its exp, at
+// most REFRESH_LEAD_MAX before; never sooner than REFRESH_MIN_WAIT after the connection opened
+// or after the last refresh, so that a token function handing out very short-lived tokens
+// cannot make it spin (nor use up the gateway's max-inbound-rate).
+const REFRESH_LEAD_MAX = 60000; // ms
+const REFRESH_MIN_WAIT = 2000; // ms
+// The longest wait setTimeout keeps (a longer one fires at once): a later refresh waits in steps.
+const MAX_TIMER = 2 ** 31 - 1; // ms
 
 const DEFAULTS = {
   url: "/ws",
@@ -93,8 +117,11 @@ const DEFAULTS = {
  * - "close": a connection ended; e.code, e.reason, e.wasClean as in a WebSocket CloseEvent.
  * - "retry": a reconnect is scheduled; e.delay (ms) until it, e.attempt the failures in a row
  *   that the backoff counts so far.
- * - "error": e.error, when a token function failed (the client retries with backoff) or the
- *   browser refused to open the URL (the client stops).
+ * - "refresh": e.exp (ms since the epoch, like Date.now()): a new token was sent in-band
+ *   ("auth <token>") and the gateway will keep the connection open until then.
+ * - "error": e.error, when a token function failed (before an attempt: the client retries with
+ *   backoff; for an in-band refresh: nothing is sent, and the gateway's 4002 at exp brings a
+ *   reconnect) or the browser refused to open the URL (the client stops).
  */
 export class GatewayClient extends EventTarget {
   #url;
@@ -133,6 +160,9 @@ export class GatewayClient extends EventTarget {
   #unacked = 0; // messages received since the last ack
   #lastAckAt = -Infinity; // performance.now() of the last ack sent
   #ackTimer = null;
+  // In-band refresh of the current connection's token.
+  #tokenExp = null; // the exp of the token the connection runs on, in ms (Date.now()'s clock); null: unknown, or no refresh
+  #refreshTimer = null;
 
   #onOnline = () => this.#retryNow();
   #onPageHide = () => this.#sendAck(); // a reload or a closed tab: say what arrived before it goes
@@ -142,7 +172,8 @@ export class GatewayClient extends EventTarget {
    * @param {string|URL} [options.url="/ws"] the gateway's /ws endpoint; relative to the page, and
    *   http(s):// is turned into ws(s)://.
    * @param {string|(() => string|Promise<string>)} [options.token] a JWT, sent as ?token=; or a
-   *   function called before every attempt, so an expired token can be refreshed.
+   *   function called before every attempt, so an expired token can be replaced, and with
+   *   wsgateway.v1 again shortly before the connection's token expires, to refresh it in-band.
    * @param {string} [options.userId] with a --dev gateway only, sent as ?user_id= when there is no token.
    * @param {"wsgateway.v1"|"raw"} [options.protocol="wsgateway.v1"] numbered messages, resume and
    *   acks; or raw frames (the payloads as they are, what the gateway offers every client).
@@ -232,6 +263,7 @@ export class GatewayClient extends EventTarget {
     this.#generation++;
     this.#sendAck();
     this.#stopLiveness();
+    this.#stopRefresh();
     this.#halt(State.CLOSED);
     const ws = this.#ws;
     if (ws && ws.readyState <= WebSocket.OPEN) ws.close(code, reason);
@@ -277,6 +309,8 @@ export class GatewayClient extends EventTarget {
     ws.binaryType = "arraybuffer";
     this.#ws = ws;
     this.#since = v1 ? this.#lastSeq : null;
+    // Only a token the function gave can be replaced by calling it again.
+    this.#tokenExp = typeof this.#token === "function" ? expiryOf(token) : null;
     ws.onopen = () => this.#handleOpen(ws);
     ws.onmessage = (e) => this.#handleMessage(ws, e.data);
     ws.onclose = (e) => this.#handleClose(ws, e.code, e.reason, e.wasClean);
@@ -303,6 +337,8 @@ export class GatewayClient extends EventTarget {
     this.#ackDue = this.#acked = this.#unacked = 0;
     this.#openedAt = performance.now();
     this.#startLiveness(ws);
+    // Raw mode has no "auth" frame (it would be upstream data): its token runs out.
+    if (this.#v1) this.#planRefresh(ws, Date.now());
     this.#setState(State.OPEN);
     this.dispatchEvent(event("open", { protocol: this.#v1 ? V1 : RAW, since: this.#v1 ? this.#since : null }));
   }
@@ -463,6 +499,7 @@ export class GatewayClient extends EventTarget {
   // the backoff afresh. Judged here rather than by a timer, which a background tab may delay.
   #ended() {
     this.#stopLiveness();
+    this.#stopRefresh();
     clearTimeout(this.#ackTimer);
     this.#ackTimer = null;
     if (this.#openedAt > 0 && performance.now() - this.#openedAt >= this.#stableAfter) this.#attempt = 0;
@@ -542,6 +579,56 @@ export class GatewayClient extends EventTarget {
     this.#pingTimer = this.#pongTimer = null;
   }
 
+  // Plans the refresh of the connection's token, judged at from (Date.now(): the connection's
+  // open, or the last refresh). Nothing when its exp is unknown, or when it is too close for a
+  // refresh to go no sooner than REFRESH_MIN_WAIT from now and still before it.
+  #planRefresh(ws, from) {
+    this.#stopRefresh();
+    const exp = this.#tokenExp;
+    if (exp === null) return;
+    const lead = Math.min((exp - from) / 4, REFRESH_LEAD_MAX);
+    const at = Math.max(exp - lead, from + REFRESH_MIN_WAIT);
+    if (at >= exp) return; // the gateway's 4002 at exp brings a reconnect with a fresh token
+    this.#armRefresh(ws, at);
+  }
+
+  #armRefresh(ws, at) {
+    this.#refreshTimer = setTimeout(() => {
+      this.#refreshTimer = null;
+      if (ws !== this.#ws) return;
+      if (Date.now() < at) this.#armRefresh(ws, at); // a wait longer than MAX_TIMER, or a clock set back
+      else this.#refresh(ws);
+    }, Math.min(Math.max(at - Date.now(), 0), MAX_TIMER));
+  }
+
+  // Asks the token function for a new token and sends it as "auth <token>" when its exp is
+  // later than the current one (and still ahead); otherwise leaves the connection to its 4002.
+  async #refresh(ws) {
+    const gen = this.#generation;
+    let token;
+    try {
+      token = await this.#token();
+    } catch (error) {
+      if (gen === this.#generation && ws === this.#ws) this.dispatchEvent(event("error", { error }));
+      return;
+    }
+    if (gen !== this.#generation || ws !== this.#ws || ws.readyState !== WebSocket.OPEN) return;
+    const exp = expiryOf(token);
+    // A token that is not later would move nothing (a token cache that has not renewed yet);
+    // one without exp, or already expired, the gateway would refuse with 1008, which stops
+    // the client.
+    if (exp === null || exp <= this.#tokenExp || exp <= Date.now()) return;
+    ws.send(`auth ${token}`);
+    this.#tokenExp = exp;
+    this.dispatchEvent(event("refresh", { exp }));
+    if (gen === this.#generation && ws === this.#ws) this.#planRefresh(ws, Date.now()); // unless a listener closed it
+  }
+
+  #stopRefresh() {
+    clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = null;
+  }
+
   #setState(state) {
     if (state === this.#state) return;
     const previous = this.#state;
@@ -559,6 +646,23 @@ function positive(v, name) {
     throw new RangeError(`wsgateway: ${name} must be a positive number`);
   }
   return v;
+}
+
+// expiryOf returns a JWT's exp in ms (Date.now()'s scale), or null for anything that is not a
+// JWT with a numeric exp (an opaque token is never refreshed in-band). The signature is not
+// checked: the client has no key, and only wants to know when the gateway stops honouring it.
+function expiryOf(token) {
+  if (typeof token !== "string") return null;
+  const parts = token.split(".");
+  if (parts.length !== 3) return null;
+  try {
+    const bin = atob(parts[1].replace(/-/g, "+").replace(/_/g, "/")); // base64url, padding optional
+    const claims = JSON.parse(new TextDecoder().decode(Uint8Array.from(bin, (c) => c.charCodeAt(0))));
+    const exp = claims?.exp;
+    return typeof exp === "number" && Number.isFinite(exp) && exp > 0 ? exp * 1000 : null;
+  } catch {
+    return null; // not base64url, not UTF-8 JSON
+  }
 }
 
 // numbers parses exactly n space-separated decimal numbers; [] when text is anything else.
