@@ -655,6 +655,10 @@ func TestKickStopsThePage(t *testing.T) {
 	gw := startGateway(t, devConfig())
 	page := openDemo(t, newTab(t, startBrowser(t), true), gw.base, "erin")
 	wait.For(t, patience, func() bool { return gw.online(t, "erin") }, "erin online")
+	const jsOpens = `[...document.querySelectorAll("#messages li.event .tag")].filter((e) => e.textContent === "open").length`
+	// A page on a loaded machine may have needed more than one attempt to get here; what
+	// counts is that the kick adds none.
+	before := mustEval[int](page.tab, jsOpens)
 
 	if status, body := gw.call(t, http.MethodDelete, "/api/v1/users/erin/connections", ""); status != http.StatusOK {
 		t.Fatalf("kick: %d %s", status, body)
@@ -669,9 +673,8 @@ func TestKickStopsThePage(t *testing.T) {
 		s, online := page.state(), gw.online(t, "erin")
 		return s == "stopped" && !online, fmt.Sprintf("state %q, online %v", s, online)
 	}, "page stopped and erin offline")
-	opens := mustEval[int](page.tab, `[...document.querySelectorAll("#messages li.event .tag")].filter((e) => e.textContent === "open").length`)
-	if opens != 1 {
-		t.Errorf("%d connections opened, want 1 (no reconnect after the kick)", opens)
+	if opens := mustEval[int](page.tab, jsOpens); opens != before {
+		t.Errorf("%d connections opened, %d before the kick: the page reconnected after it", opens, before)
 	}
 }
 
