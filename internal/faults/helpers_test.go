@@ -512,13 +512,20 @@ func (r *reader) has(want map[string]int64) bool {
 	return true
 }
 
-// waitAll waits until every push l accepted arrived, then checks the delivery (checkOnce).
+// waitAll waits until every push l accepted arrived, then checks the delivery (checkOnce)
+// from seq 1.
 func (r *reader) waitAll(t *testing.T, who string, l *ledger, within time.Duration) {
+	t.Helper()
+	r.waitFrom(t, who, l, within, 1)
+}
+
+// waitFrom is waitAll for a client whose first message is seq first.
+func (r *reader) waitFrom(t *testing.T, who string, l *ledger, within time.Duration, first int64) {
 	t.Helper()
 	accepted, _ := l.snapshot()
 	wait.For(t, within, func() bool { return r.has(accepted) },
 		"%s: not every push answered 200 arrived: %s", who, lazy(func() string { return missing(r.received(), accepted) }))
-	checkOnce(t, who, r.received(), l, 1)
+	checkOnce(t, who, r.received(), l, first)
 }
 
 // checkOnce checks what a client received against what the pushes were answered: the
