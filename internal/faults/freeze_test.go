@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -93,9 +94,9 @@ func TestFrozenNetwork(t *testing.T) {
 			if !tc.serverNotices {
 				// The node has not noticed: the frozen connection is still open there, next to
 				// the new one. Nothing the client got came from the server finding out.
-				if c := n.srv.Hub().Conns(); c != 2 {
-					t.Fatalf("the node holds %d connections, want 2 (the frozen one, not yet noticed, and the new one)", c)
-				}
+				wait.For(t, timeout, func() bool { return n.srv.Hub().Conns() == 2 },
+					"the node holds %s connections, want 2 (the frozen one, not yet noticed, and the new one)",
+					lazy(func() string { return strconv.Itoa(n.srv.Hub().Conns()) }))
 			}
 			t.Logf("%d pushes, %d of them while the link was frozen or the client reconnecting; all arrived once, in order",
 				l.count(), missed)
