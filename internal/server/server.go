@@ -52,6 +52,11 @@ type Options struct {
 	// UpstreamQueueLen bounds the client frames waiting for Redis (default 4096); tests
 	// shrink it to see the overflow.
 	UpstreamQueueLen int
+	// BusRedisAddr (host:port), with redis-url only, gives the bus (pub/sub, its probe,
+	// presence, broadcast, kick) a Redis client of its own at this address: the same server
+	// reached another way, such as a fault-injecting proxy in tests that must break the
+	// pub/sub link and nothing else. Empty: the bus shares the process's client.
+	BusRedisAddr string
 }
 
 // fanout is what the server needs from either bus.
@@ -67,6 +72,7 @@ type Server struct {
 	cfg     config.Config
 	log     *slog.Logger
 	rdb     redis.UniversalClient // nil in in-memory mode
+	busRdb  *redis.Client         // the bus's own client (Options.BusRedisAddr), else nil
 	metrics *metrics.Metrics
 	hub     *ws.Hub
 	bus     fanout
@@ -122,6 +128,17 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 			return nil, err
 		}
 		s.rdb = rdb
+		busRdb := rdb
+		if opt.BusRedisAddr != "" {
+			if cfg.RedisURL == "" {
+				_ = rdb.Close()
+				return nil, errors.New("server: Options.BusRedisAddr needs redis-url")
+			}
+			bo, _ := redis.ParseURL(cfg.RedisURL) // parsed once already by newRedisClient
+			bo.Addr = opt.BusRedisAddr
+			s.busRdb = redis.NewClient(bo)
+			busRdb = s.busRdb
+		}
 		_, cluster := rdb.(*redis.ClusterClient)
 		rstore := inbox.NewRedis(rdb, inbox.Options{
 			Prefix: cfg.KeyPrefix, Max: cfg.OfflineMax, TTL: cfg.OfflineTTL, ResumeTTL: cfg.ResumeTTL,
@@ -142,7 +159,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 			b := bus.NewCluster(cc, bopt)
 			s.bus, startBus = b, b.Start
 		} else {
-			b := bus.NewRedis(rdb, bopt)
+			b := bus.NewRedis(busRdb, bopt)
 			s.bus, startBus = b, b.Start
 		}
 		s.store = rstore
@@ -440,6 +457,9 @@ func (s *Server) closeBackends() {
 	_ = s.bus.Close()
 	if rs, ok := s.store.(*inbox.Redis); ok {
 		rs.Close() // its batch workers, which use the client closed next
+	}
+	if s.busRdb != nil {
+		_ = s.busRdb.Close()
 	}
 	if s.rdb != nil {
 		_ = s.rdb.Close()
