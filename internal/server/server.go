@@ -53,7 +53,7 @@ type Options struct {
 	// shrink it to see the overflow.
 	UpstreamQueueLen int
 	// BusRedisAddr (host:port), with redis-url only, gives the bus (pub/sub, its probe,
-	// presence, broadcast, kick) a Redis client of its own at this address: the same server
+	// broadcast, kick) a Redis client of its own at this address: the same server
 	// reached another way, such as a fault-injecting proxy in tests that must break the
 	// pub/sub link and nothing else. Empty: the bus shares the process's client.
 	BusRedisAddr string
