@@ -39,6 +39,7 @@ type Proxy struct {
 	refusing  bool
 	blackhole [2]bool // indexed by dirIndex
 	dropNext  [2]int
+	dropMin   [2]int // DropNextAtLeast: only a chunk of at least this many bytes is dropped
 	dropped   [2]int64
 	links     map[*link]struct{}
 }
@@ -106,11 +107,16 @@ func (p *Proxy) Blackhole(dir Direction, on bool) {
 
 // DropNext discards the next chunk (one read's worth of bytes) flowing in dir, on whichever
 // connection carries one first. Calls add up.
-func (p *Proxy) DropNext(dir Direction) {
+func (p *Proxy) DropNext(dir Direction) { p.DropNextAtLeast(dir, 0) }
+
+// DropNextAtLeast is DropNext for the next chunk of at least n bytes: smaller ones (other
+// replies on the same connections) pass.
+func (p *Proxy) DropNextAtLeast(dir Direction, n int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, i := range dirIndexes(dir) {
 		p.dropNext[i]++
+		p.dropMin[i] = n
 	}
 }
 
@@ -312,7 +318,7 @@ func (p *Proxy) forward(l *link, i int, dst *net.TCPConn, chunk []byte) bool {
 		p.mu.Unlock()
 		return false
 	}
-	if p.blackhole[i] || p.dropNext[i] > 0 {
+	if p.blackhole[i] || (p.dropNext[i] > 0 && len(chunk) >= p.dropMin[i]) {
 		if !p.blackhole[i] {
 			p.dropNext[i]--
 		}

@@ -269,6 +269,19 @@ func TestDropNextDiscardsOneChunk(t *testing.T) {
 	roundTrip(t, conn, "c")
 }
 
+// DropNextAtLeast lets smaller chunks pass and drops the first one of the size.
+func TestDropNextAtLeastSkipsSmallChunks(t *testing.T) {
+	p := Start(t, startServer(t, false).ln.Addr().String())
+	conn := dial(t, p)
+	p.DropNextAtLeast(Downstream, 5)
+	roundTrip(t, conn, "abc") // 3 bytes: passes
+	if _, err := conn.Write([]byte("defgh")); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, patience, func() bool { return p.Dropped(Downstream) == 5 }, "the 5-byte reply dropped")
+	roundTrip(t, conn, "ijklm") // dropped once only
+}
+
 func TestCloseAllResetsEveryConnection(t *testing.T) {
 	p := Start(t, startServer(t, false).ln.Addr().String())
 	a, b := dial(t, p), dial(t, p)
