@@ -314,3 +314,70 @@ func pubsubClientID(t *testing.T, client *redis.Client) string {
 	}, "no single pub/sub connection on %s", client.Options().Addr)
 	return id
 }
+
+// A user's slot moves while its last connection ends. The move subscribes the user on the new
+// owner — here paused by CLIENT PAUSE, so that the SSUBSCRIBE waits — and meanwhile the
+// user is unsubscribed. The move must not leave the user subscribed on the new owner: Redis
+// would count this node as its receiver, so every push would be neither delivered nor stored.
+func TestClusterMoveRacingUnsubscribeLeavesNoSubscription(t *testing.T) {
+	rc := redistest.StartCluster(t, 3, 0)
+	prefix := redistest.Prefix(t)
+	cc := rc.Client(t)
+	c := bus.NewCluster(cc, bus.RedisOptions{
+		Prefix: prefix, NodeID: "n1", ProbeInterval: 100 * time.Millisecond,
+		// The pause silences the new owner's probe; it must not rebuild that link.
+		ProbeTimeout: 20 * time.Second, SetupTimeout: 10 * time.Second,
+	})
+	c.StartWithoutWatcher(newRecorder())
+	t.Cleanup(func() { _ = c.Close() })
+	ctx := context.Background()
+	apply := func() {
+		t.Helper()
+		top, err := c.ReadTopology(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Apply(ctx, top)
+	}
+	apply()
+	wait.For(t, 20*time.Second, func() bool { return c.Ready() == nil }, "cluster bus never ready")
+
+	from, to := rc.Addrs[0], rc.Addrs[1]
+	user := userOn(t, rc, prefix, "racer", from)
+	ch := c.Channel(user)
+	subscribeCluster(t, c, user)
+	rc.MigrateSlot(t, bus.Slot(ch), to)
+	top, err := c.ReadTopology(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	toC := nodeClient(t, to)
+	if err := toC.Do(ctx, "CLIENT", "PAUSE", 3000, "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	applied := make(chan struct{})
+	go func() { defer close(applied); c.Apply(ctx, top) }()
+	wait.For(t, 5*time.Second, func() bool { return c.Subscribing(to, user) }, "the move to %s did not start", to)
+
+	uctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := c.Unsubscribe(uctx, user); err != nil {
+		t.Fatalf("unsubscribe during the move: %v", err)
+	}
+	wait.For(t, 20*time.Second, func() bool {
+		select {
+		case <-applied:
+			return true
+		default:
+			return false
+		}
+	}, "the move never ended")
+	if c.Wants(to, user) {
+		t.Fatalf("the new owner's shard still wants %s: it would be subscribed again after every reconnect", user)
+	}
+	wait.For(t, 10*time.Second, func() bool { return shardNumSub(t, toC, ch) == 0 },
+		"%s left subscribed on its new owner %s", user, to)
+	if n := cc.SPublish(ctx, ch, "x").Val(); n != 0 {
+		t.Fatalf("SPUBLISH to %s counted %d receivers after its last unsubscribe, want 0", user, n)
+	}
+}
