@@ -381,3 +381,27 @@ func TestClusterMoveRacingUnsubscribeLeavesNoSubscription(t *testing.T) {
 		t.Fatalf("SPUBLISH to %s counted %d receivers after its last unsubscribe, want 0", user, n)
 	}
 }
+
+// The slot of a shard's probe channel moves to another master. Redis drops the probe's
+// subscription; the shard must pick a probe in a slot it still owns, else it never hears its
+// probe again and stays not ready.
+func TestClusterProbeSlotMigrated(t *testing.T) {
+	rc := redistest.StartCluster(t, 3, 0)
+	prefix := redistest.Prefix(t)
+	var obs counters
+	b, cc := startCluster(t, rc, prefix, newRecorder(), &obs)
+	from, to := rc.Addrs[0], rc.Addrs[1]
+	probe := b.ProbeChannel(from)
+	rc.MigrateSlot(t, bus.Slot(probe), to)
+	wait.For(t, 10*time.Second, func() bool { return b.ProbeChannel(from) != probe }, "the shard of %s kept probe %s", from, probe)
+	next := b.ProbeChannel(from)
+	if got := rc.MasterFor(t, next); got != from {
+		t.Fatalf("new probe %s is owned by %s, not by its shard %s", next, got, from)
+	}
+	wait.For(t, 10*time.Second, func() bool { return cc.SPublish(context.Background(), next, "0").Val() == 1 },
+		"new probe %s not subscribed", next)
+	wait.For(t, 10*time.Second, func() bool { return b.Ready() == nil }, "not ready: %v", b.Ready())
+	if n := obs.reconnects.Load(); n != 0 {
+		t.Fatalf("%d links rebuilt", n)
+	}
+}
