@@ -137,63 +137,79 @@ func (c *Cluster) apply(ctx context.Context, owners []slotOwner, masters map[str
 	for _, s := range started {
 		s.bus.Start(c.h)
 	}
-	if len(moves) > 0 {
-		// Pushes to a moving user land offline until it is subscribed on its new owner, and the
-		// drain after Resubscribed must come before what arrives live there.
-		c.h.PubSubLost()
+	// A dead master's bus may take a setup timeout to stop: not on this loop's time.
+	for _, s := range retired {
+		c.wg.Go(func() {
+			_ = s.bus.Close()
+			_ = s.client.Close()
+		})
 	}
-	var failed atomic.Int64
+	r := moveRound{h: c.h}
 	sem := make(chan struct{}, moveConcurrency)
 	var wg sync.WaitGroup
 	for _, m := range moves {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			if !c.move(ctx, m.user, m.from, m.to) {
-				failed.Add(1)
-			}
+			c.move(ctx, &r, m.user, m.from, m.to)
 		})
 	}
 	wg.Wait()
-	for _, s := range retired {
-		_ = s.bus.Close()
-		_ = s.client.Close()
-	}
-	if len(moves) > 0 || len(retired) > 0 {
-		c.classic.log.Info("cluster topology changed", "users_moved", len(moves)-int(failed.Load()), "shards", len(masters))
+	if r.held.Load() || len(retired) > 0 {
+		c.classic.log.Info("cluster topology changed", "users_moved", r.moved.Load(), "shards", len(masters))
 		c.h.Resubscribed()
 	}
-	if failed.Load() > 0 {
+	if r.notReady.Load() {
 		c.kickSoon(ctx)
 	}
 }
 
+// moveRound is what the moves of one round share.
+type moveRound struct {
+	h Handler
+	// hold makes the hub hold live messages once, before the first subscribe on a new owner:
+	// pushes to a moving user land offline until it is subscribed there, and the drain after
+	// Resubscribed must come before what arrives live. held says it happened.
+	hold     sync.Once
+	held     atomic.Bool
+	moved    atomic.Int64
+	notReady atomic.Bool // a move waits for a shard still connecting: try again shortly
+}
+
 // move subscribes user on its new owner to and unsubscribes it from from, under the user's
-// lock, so that no Subscribe or Unsubscribe of the user runs in between. It reports false when
-// the move must be tried again.
+// lock, so that no Subscribe or Unsubscribe of the user runs in between. A move that fails is
+// tried again at a later round.
 //
 // The user's last connection may end while the move waits for to: Unsubscribe then takes the
 // user out of users before it waits for the lock. The move sees that and unsubscribes the user
 // from to, and from from as well, in case that Unsubscribe gave up waiting. Left subscribed,
 // Redis would count this node as the user's receiver: pushes would be neither delivered (the
 // hub has no entry) nor stored.
-func (c *Cluster) move(ctx context.Context, user string, from, to *shard) bool {
+func (c *Cluster) move(ctx context.Context, r *moveRound, user string, from, to *shard) {
+	if to.bus.Ready() != nil {
+		r.notReady.Store(true)
+		return
+	}
 	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	unlock, err := c.lockUser(lctx, user)
 	if err != nil {
-		return false
+		return
 	}
 	defer unlock()
 	c.mu.Lock()
 	current := c.users[user]
 	c.mu.Unlock()
 	if current != from {
-		return true // gone, or moved meanwhile: nothing left to do here
+		return // gone, or moved meanwhile: nothing left to do here
 	}
+	r.hold.Do(func() {
+		r.h.PubSubLost()
+		r.held.Store(true)
+	})
 	if err := to.bus.Subscribe(lctx, user); err != nil {
 		c.classic.log.Debug("moving a user to its new shard failed, retrying", "user_id", user, "err", err)
-		return false
+		return
 	}
 	c.mu.Lock()
 	stayed := c.users[user] == from
@@ -201,6 +217,7 @@ func (c *Cluster) move(ctx context.Context, user string, from, to *shard) bool {
 		c.users[user] = to
 	}
 	c.mu.Unlock()
+	r.moved.Add(1)
 	uctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if !stayed {
@@ -211,7 +228,6 @@ func (c *Cluster) move(ctx context.Context, user string, from, to *shard) bool {
 		// when the slot left. Either way the shard stops wanting the channel.
 		_ = from.bus.Unsubscribe(uctx, user)
 	}
-	return true
 }
 
 // kickSoon asks for another round shortly, for moves that waited on a shard still connecting.
