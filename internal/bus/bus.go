@@ -11,8 +11,9 @@ type Handler interface {
 	Broadcast(data []byte)
 	// Kick closes every local connection of user with 4001.
 	Kick(user string)
-	// PubSubLost reports that the pub/sub connection failed: from now on the handler holds
-	// live messages back until the offline lists were drained (they hold older ones).
+	// PubSubLost reports that the pub/sub connection failed, or on a Cluster that users are
+	// moving to a new shard: from now on the handler holds live messages back until the
+	// offline lists were drained (they hold older ones).
 	PubSubLost()
 	// PubSubQuiet reports that the failed connection delivers nothing more: what was stored
 	// and held so far can be handed over, still holding what comes next.

@@ -191,17 +191,16 @@ func (r *Redis) answered(g *generation, payload string) {
 	moved := r.completeLocked(c)
 	r.mu.Unlock()
 	close(c.done)
-	if c.err != nil {
-		level := slog.LevelWarn
-		if moved {
-			level = slog.LevelDebug // a slot moved: the Cluster moves the users
-		}
-		r.log.Log(context.Background(), level, "redis pub/sub command failed",
-			"unsubscribe", c.unsub, "channels", len(c.channels), "err", c.err)
+	if c.err == nil {
+		return
 	}
+	level := slog.LevelWarn
 	if moved {
+		level = slog.LevelDebug // a slot moved: the Cluster moves the users
 		r.movedAway()
 	}
+	r.log.Log(context.Background(), level, "redis pub/sub command failed",
+		"unsubscribe", c.unsub, "channels", len(c.channels), "err", c.err)
 	r.wake() // the batcher arms its retry timer
 }
 

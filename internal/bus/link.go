@@ -118,7 +118,7 @@ func (r *Redis) run(ctx context.Context) {
 
 // setup opens a new pub/sub connection, subscribes the fixed channels and every wanted user
 // (one command per slot on a shard, in batches), and waits until Redis answered all of them.
-// A command that got an error reply fails only its channels (see complete); the generation
+// A command that got an error reply fails only its channels (completeLocked); the generation
 // goes live anyway.
 func (r *Redis) setup(ctx context.Context) (*generation, error) {
 	ps := r.rdb.Subscribe(ctx)
