@@ -105,10 +105,18 @@ func (r *Redis) run(ctx context.Context) {
 		first = false
 		lost := r.supervise(ctx, g)
 		r.ready.Store(false)
-		if !lost && ctx.Err() == nil {
-			r.h.PubSubLost() // the probe failed: the link is wedged
+		switch {
+		case ctx.Err() != nil:
+			r.retire(g, 0)
+		case lost:
+			r.retire(g, r.opt.SetupTimeout)
+		default:
+			// The probe failed: the link is wedged, or Redis stalled for a while (a pause, a
+			// slow command). A stalled Redis still sends what it counted as delivered once it
+			// resumes, so wait a probe interval for the unsubscribe before dropping the link.
+			r.h.PubSubLost()
+			r.retire(g, r.opt.ProbeInterval)
 		}
-		r.retire(g, lost && ctx.Err() == nil)
 		if ctx.Err() == nil {
 			r.h.PubSubQuiet()
 			r.obs.PubSubReconnect()
@@ -169,11 +177,11 @@ func (r *Redis) setup(ctx context.Context) (*generation, error) {
 	case <-last.done:
 	case <-g.lost:
 	case <-sctx.Done():
-		r.closeGen(g, false)
+		r.closeGen(g, 0)
 		return nil, fmt.Errorf("bus: waiting for %d subscribe confirmations: %w", len(channels), sctx.Err())
 	}
 	if !g.goLive() {
-		r.closeGen(g, true)
+		r.closeGen(g, r.opt.SetupTimeout)
 		return nil, errors.New("bus: pub/sub connection lost while subscribing")
 	}
 	r.lastProbe.Store(time.Now().UnixNano())
@@ -233,10 +241,11 @@ func (r *Redis) supervise(ctx context.Context, g *generation) (lost bool) {
 	}
 }
 
-// retire closes a generation and wakes every unsubscribe waiter: with the connection gone,
-// nothing more arrives on any channel, which is what an unsubscribe promises.
-func (r *Redis) retire(g *generation, graceful bool) {
-	r.closeGen(g, graceful)
+// retire closes a generation (see closeGen for grace) and wakes every unsubscribe waiter:
+// with the connection gone, nothing more arrives on any channel, which is what an unsubscribe
+// promises.
+func (r *Redis) retire(g *generation, grace time.Duration) {
+	r.closeGen(g, grace)
 	r.mu.Lock()
 	if r.gen == g {
 		r.gen = nil
@@ -247,16 +256,17 @@ func (r *Redis) retire(g *generation, graceful bool) {
 	r.mu.Unlock()
 }
 
-// closeGen closes g's PubSub and waits for its receive loop. graceful is for a connection
-// that failed while Redis is reachable: go-redis has (or will have) redialled and re-subscribed
-// it, and a message Redis hands to that connection counts as received, so it must not be
-// dropped with it. So first UNSUBSCRIBE everything and wait for Redis's confirmation while the
-// receive loop dispatches what arrives until then; from then on pushes find no subscriber here
-// and are stored, for the drain after the next generation subscribed.
-func (r *Redis) closeGen(g *generation, graceful bool) {
-	if graceful {
+// closeGen closes g's PubSub and waits for its receive loop. A grace above 0 is for a
+// connection that failed or stalled while Redis may be reachable: go-redis has (or will have)
+// redialled and re-subscribed it, or Redis will send what it holds for it, and a message Redis
+// hands to that connection counts as received, so it must not be dropped with it. So first
+// UNSUBSCRIBE everything and wait, at most grace, for Redis's confirmation while the receive
+// loop dispatches what arrives until then; from then on pushes find no subscriber here and are
+// stored, for the drain after the next generation subscribed.
+func (r *Redis) closeGen(g *generation, grace time.Duration) {
+	if grace > 0 {
 		g.retiring.Store(true)
-		ctx, cancel := context.WithTimeout(context.Background(), r.opt.SetupTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), grace)
 		unsubscribe := g.ps.Unsubscribe
 		if r.sharded {
 			unsubscribe = g.ps.SUnsubscribe
@@ -328,7 +338,7 @@ func (r *Redis) confirmed(g *generation, m *redis.Subscription) (last bool) {
 	r.mu.Lock()
 	if unsub {
 		wakeLocked(r.unsubWait, m.Channel, nil)
-		moved = r.sharded && m.Channel != "" && r.wantedLocked(m.Channel) && !g.failed()
+		moved = r.sharded && m.Channel != "" && r.wantedLocked(m.Channel) && !g.failed() && !g.retiring.Load()
 	} else {
 		wakeLocked(r.subWait, m.Channel, nil)
 	}

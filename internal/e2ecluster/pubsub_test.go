@@ -110,15 +110,20 @@ func checkReceived(t *testing.T, p *pusher, c *client, user string, ordered bool
 	want := append([]int(nil), p.accepted[user]...)
 	sent := p.sent[user]
 	p.mu.Unlock()
-	wait.For(t, deadline, func() bool {
+	missing := func() []int {
 		got := received(t, c, user)
+		var out []int
 		for _, n := range want {
 			if !slices.Contains(got, n) {
-				return false
+				out = append(out, n)
 			}
 		}
-		return true
-	}, "%s did not get every push answered 200 (%d of %d sent were accepted)", user, len(want), sent)
+		return out
+	}
+	if !waitUntil(deadline, func() bool { return len(missing()) == 0 }) {
+		t.Fatalf("%s did not get pushes %v answered 200 (%d of %d sent were accepted); got %v",
+			user, missing(), len(want), sent, received(t, c, user))
+	}
 	got := received(t, c, user)
 	seen := map[int]bool{}
 	for i, n := range got {
@@ -133,6 +138,19 @@ func checkReceived(t *testing.T, p *pusher, c *client, user string, ordered bool
 	if extra := len(got) - len(want); extra > 0 {
 		t.Logf("%s also got %d pushes that were not answered 200", user, extra)
 	}
+}
+
+// waitUntil polls cond like wait.For and reports whether it turned true in time, so that the
+// caller can say what was missing.
+func waitUntil(timeout time.Duration, cond func() bool) bool {
+	end := time.Now().Add(timeout)
+	for interval := 10 * time.Millisecond; !cond(); interval = min(2*interval, 100*time.Millisecond) {
+		if time.Now().After(end) {
+			return false
+		}
+		time.Sleep(interval)
+	}
+	return true
 }
 
 // metric reads one unlabelled counter from a node's /metrics.
@@ -228,7 +246,8 @@ func TestClusterSlotMigrationUnderLoad(t *testing.T) {
 		owner = to
 	}
 	p.halt()
-	t.Logf("push answers: %v, stored offline: %v", p.statuses, p.stored)
+	t.Logf("push answers: %v, stored offline: %v; node a: %v probe failures, %v reconnects", p.statuses, p.stored,
+		metric(t, a.Addr(), "wsgateway_pubsub_probe_failures_total"), metric(t, a.Addr(), "wsgateway_pubsub_reconnects_total"))
 
 	for user, c := range clients {
 		checkReceived(t, p, c, user, true)
