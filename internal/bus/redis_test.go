@@ -282,7 +282,7 @@ func TestPubSubKilledResubscribes(t *testing.T) {
 }
 
 // A blackholed link: Redis keeps counting the dead subscriber and go-redis does not notice
-// (FACTS.md). The probe must: /readyz (Ready) turns unhealthy, the probe failure is counted,
+//. The probe must: /readyz (Ready) turns unhealthy, the probe failure is counted,
 // and once the link heals the node rebuilds its subscriptions and delivers again.
 func TestWedgedLinkDetectedAndRecovered(t *testing.T) {
 	srv := redistest.Start(t)
