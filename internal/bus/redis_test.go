@@ -281,9 +281,9 @@ func TestPubSubKilledResubscribes(t *testing.T) {
 	wait.For(t, 5*time.Second, func() bool { return rec.count("alice") == 1 }, "no delivery after resubscribe")
 }
 
-// A blackholed link: Redis keeps counting the dead subscriber and go-redis does not notice
-//. The probe must: /readyz (Ready) turns unhealthy, the probe failure is counted,
-// and once the link heals the node rebuilds its subscriptions and delivers again.
+// A blackholed link: Redis keeps counting the dead subscriber and go-redis does not notice.
+// The probe must: /readyz (Ready) turns unhealthy, the probe failure is counted, and once the
+// link heals the node rebuilds its subscriptions and delivers again.
 func TestWedgedLinkDetectedAndRecovered(t *testing.T) {
 	srv := redistest.Start(t)
 	prefix := redistest.Prefix(t)
