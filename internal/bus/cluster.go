@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
-	"strconv"
 	"sync"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -24,10 +21,13 @@ import (
 // a classic PUBLISH reaches every node of the cluster, which is exactly a broadcast, and they
 // are rare, so the cluster-wide cost does not matter.
 //
-// Topology: every TopologyInterval (and whenever a shard's connection fails) Cluster reads the
-// slot map; users whose slot moved (resharding, failover) are subscribed on their new owner
-// and unsubscribed from the old one, and the hub's connections re-read their inboxes (Resync),
-// because what was published in between reached no subscriber of theirs.
+// Topology: every TopologyInterval, and at once when a shard hears from Redis that a slot moved
+// (a MOVED reply, or Redis dropping the channels of a slot that left), Cluster reads the slot
+// map (topology.go); users whose slot moved (resharding, failover) are subscribed on their new
+// owner and unsubscribed from the old one, and the hub drains their offline lists, because a
+// push made in between found no subscriber and was stored.
+//
+// Lock order: a user's lock (lockUser), then mu, then a shard bus's locks.
 type Cluster struct {
 	cc      *redis.ClusterClient
 	opt     RedisOptions
@@ -38,6 +38,9 @@ type Cluster struct {
 	slots  []slotOwner       // sorted by start
 	shards map[string]*shard // master address → its bus
 	users  map[string]*shard // user → shard it is subscribed on
+	// locks serialize, per user, the bus calls that subscribe or unsubscribe it: the hub's
+	// Subscribe and Unsubscribe, and a move to a new owner. Entries live while held or awaited.
+	locks map[string]*userLock
 
 	refresh chan struct{}
 	cancel  context.CancelFunc
@@ -55,9 +58,6 @@ type shard struct {
 	bus    *Redis
 }
 
-// TopologyInterval is how often Cluster rereads the slot map.
-const TopologyInterval = time.Second
-
 // NewCluster returns a bus on cc; Start it to connect.
 func NewCluster(cc *redis.ClusterClient, opt RedisOptions) *Cluster {
 	if opt.Prefix == "" {
@@ -65,7 +65,7 @@ func NewCluster(cc *redis.ClusterClient, opt RedisOptions) *Cluster {
 	}
 	c := &Cluster{
 		cc: cc, opt: opt, shards: make(map[string]*shard), users: make(map[string]*shard),
-		refresh: make(chan struct{}, 1),
+		locks: make(map[string]*userLock), refresh: make(chan struct{}, 1),
 	}
 	c.classic = NewRedis(cc, opt)
 	return c
@@ -121,6 +121,11 @@ func (c *Cluster) Ready() error {
 
 // Subscribe subscribes user on the shard that owns its slot and returns once confirmed.
 func (c *Cluster) Subscribe(ctx context.Context, user string) error {
+	unlock, err := c.lockUser(ctx, user)
+	if err != nil {
+		return fmt.Errorf("bus: subscribe %s: %w", user, err)
+	}
+	defer unlock()
 	s := c.ownerOf(user)
 	if s == nil {
 		return ErrUnavailable
@@ -136,6 +141,8 @@ func (c *Cluster) Subscribe(ctx context.Context, user string) error {
 
 // Unsubscribe unsubscribes user from the shard it is subscribed on.
 func (c *Cluster) Unsubscribe(ctx context.Context, user string) error {
+	// The user leaves the map first: a move under way sees that when it is done, and undoes
+	// what it subscribed (move), even if this call gives up waiting for it.
 	c.mu.Lock()
 	s := c.users[user]
 	delete(c.users, user)
@@ -143,7 +150,45 @@ func (c *Cluster) Unsubscribe(ctx context.Context, user string) error {
 	if s == nil {
 		return nil
 	}
+	unlock, err := c.lockUser(ctx, user)
+	if err != nil {
+		return fmt.Errorf("bus: unsubscribe %s: %w", user, err)
+	}
+	defer unlock()
 	return s.bus.Unsubscribe(ctx, user)
+}
+
+// userLock is one user's lock: a channel of capacity 1, so that waiting for it can end with
+// a context; refs counts holders and waiters.
+type userLock struct {
+	ch   chan struct{}
+	refs int
+}
+
+// lockUser takes user's lock, waiting at most until ctx ends, and returns its unlock.
+func (c *Cluster) lockUser(ctx context.Context, user string) (unlock func(), err error) {
+	c.mu.Lock()
+	l := c.locks[user]
+	if l == nil {
+		l = &userLock{ch: make(chan struct{}, 1)}
+		c.locks[user] = l
+	}
+	l.refs++
+	c.mu.Unlock()
+	release := func() {
+		c.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(c.locks, user)
+		}
+		c.mu.Unlock()
+	}
+	select {
+	case l.ch <- struct{}{}:
+		return func() { <-l.ch; release() }, nil
+	case <-ctx.Done():
+		release()
+		return nil, ctx.Err()
+	}
 }
 
 // Broadcast publishes data to every node (classic pub/sub).
@@ -191,179 +236,4 @@ func (c *Cluster) ownerOf(user string) *shard {
 		return nil
 	}
 	return c.shards[c.slots[i].addr]
-}
-
-// watch keeps the shard set equal to the cluster's masters.
-func (c *Cluster) watch(ctx context.Context) {
-	t := time.NewTicker(TopologyInterval)
-	defer t.Stop()
-	for {
-		if err := c.sync(ctx); err != nil && ctx.Err() == nil {
-			c.classic.log.Warn("reading the cluster topology failed", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-c.refresh:
-		}
-	}
-}
-
-// sync reads the slot map, starts buses for new masters, moves users whose slot changed owner,
-// and retires buses of nodes that own no slot any more.
-func (c *Cluster) sync(ctx context.Context) error {
-	qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	shards, err := c.cc.ClusterShards(qctx).Result()
-	cancel()
-	if err != nil {
-		return err
-	}
-	var owners []slotOwner
-	masters := map[string]bool{}
-	for _, sh := range shards {
-		addr := ""
-		for _, n := range sh.Nodes {
-			if n.Role == "master" && n.Health != "fail" {
-				host := n.Endpoint
-				if host == "" || host == "?" {
-					host = n.IP
-				}
-				addr = net.JoinHostPort(host, strconv.FormatInt(n.Port, 10))
-			}
-		}
-		if addr == "" || len(sh.Slots) == 0 {
-			continue
-		}
-		masters[addr] = true
-		for _, r := range sh.Slots {
-			owners = append(owners, slotOwner{start: int(r.Start), end: int(r.End), addr: addr})
-		}
-	}
-	slices.SortFunc(owners, func(a, b slotOwner) int { return a.start - b.start })
-
-	c.mu.Lock()
-	var started []*shard
-	if !slices.Equal(owners, c.slots) {
-		for addr := range masters {
-			if c.shards[addr] == nil {
-				s := c.newShard(addr, owners)
-				c.shards[addr] = s
-				started = append(started, s)
-			}
-		}
-		c.slots = owners
-		// The ClusterClient that runs pushes learns new owners only lazily (a MOVED reply,
-		// which a dead master never sends): tell it now.
-		c.cc.ReloadState(ctx)
-	}
-	// Users whose owner changed. Checked on every round, not only when the map changed: a
-	// move fails while the new shard's connection is still being set up, and is retried., and shards that own nothing now.
-	type move struct {
-		user     string
-		from, to *shard
-	}
-	var moves []move
-	for user, from := range c.users {
-		// No owner (slots uncovered mid-failover): wait for the next round.
-		if to := c.ownerLocked(user); to != nil && to != from {
-			moves = append(moves, move{user, from, to})
-		}
-	}
-	var retired []*shard
-	for addr, s := range c.shards {
-		if !masters[addr] {
-			retired = append(retired, s)
-			delete(c.shards, addr)
-		}
-	}
-	c.mu.Unlock()
-
-	for _, s := range started {
-		s.bus.Start(c.h)
-	}
-	failed := 0
-	for _, m := range moves {
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := m.to.bus.Subscribe(sctx, m.user)
-		cancel()
-		if err != nil {
-			c.classic.log.Debug("moving a user to its new shard failed, retrying", "user_id", m.user, "err", err)
-			failed++
-			continue
-		}
-		c.mu.Lock()
-		if c.users[m.user] == m.from {
-			c.users[m.user] = m.to
-		}
-		c.mu.Unlock()
-		if m.from != nil {
-			uctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			_ = m.from.bus.Unsubscribe(uctx, m.user)
-			cancel()
-		}
-	}
-	for _, s := range retired {
-		_ = s.bus.Close()
-		_ = s.client.Close()
-	}
-	if len(moves)-failed > 0 || len(retired) > 0 {
-		c.classic.log.Info("cluster topology changed", "users_moved", len(moves)-failed, "shards", len(masters))
-		c.h.Resync()
-	}
-	if failed > 0 {
-		c.kickSoon(ctx)
-	}
-	return nil
-}
-
-// kickSoon asks for another round shortly, for moves that waited on a shard still connecting.
-func (c *Cluster) kickSoon(ctx context.Context) {
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		sleep(ctx, 100*time.Millisecond)
-		select {
-		case c.refresh <- struct{}{}:
-		default:
-		}
-	}()
-}
-
-func (c *Cluster) ownerLocked(user string) *shard {
-	slot := Slot(c.Channel(user))
-	for _, o := range c.slots {
-		if slot >= o.start && slot <= o.end {
-			return c.shards[o.addr]
-		}
-	}
-	return nil
-}
-
-// newShard makes the bus of one master. Its probe channel carries a hash tag chosen so that
-// it lands in a slot the master owns: the probe then tests exactly that shard's path.
-func (c *Cluster) newShard(addr string, owners []slotOwner) *shard {
-	o := c.cc.Options()
-	client := redis.NewClient(&redis.Options{
-		Addr: addr, Username: o.Username, Password: o.Password, TLSConfig: o.TLSConfig,
-		DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
-	})
-	opt := c.opt
-	opt.Sharded = true
-	opt.ProbeChannel = probeChannelFor(opt.Prefix, opt.NodeID, addr, owners)
-	opt.OnReady = nil // the Function is loaded by the classic bus's OnReady on every master
-	return &shard{addr: addr, client: client, bus: NewRedis(client, opt)}
-}
-
-func probeChannelFor(prefix, node, addr string, owners []slotOwner) string {
-	for i := 0; i < 1<<16; i++ {
-		ch := prefix + "probe:{" + node + "-" + strconv.Itoa(i) + "}"
-		slot := Slot(ch)
-		for _, o := range owners {
-			if o.addr == addr && slot >= o.start && slot <= o.end {
-				return ch
-			}
-		}
-	}
-	return prefix + "probe:{" + node + "}" // the master owns no slot: it will be retired
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -53,33 +52,51 @@ type Observer interface {
 // which keeps one command well under Redis's 1 GiB query buffer and its latency small.
 const batchSize = 512
 
+// retryDelay is how long a channel whose (un)subscribe got an error reply waits before the
+// command is sent again (CLUSTERDOWN, LOADING, a slot in the middle of a failover, …).
+const retryDelay = time.Second
+
 // Redis is the bus on Redis pub/sub: one pub/sub connection per node carries every user this
 // node holds, plus the broadcast, control and probe channels.
 //
 // Goroutines, all owned by Redis and stopped by Close: run (builds each pub/sub connection, a
 // "generation", and supervises it with the probe), one receive loop per generation, and the
 // batcher (turns Subscribe/Unsubscribe calls into batched commands).
+//
+// Lock order: generation.wmu, then mu.
 type Redis struct {
 	rdb redis.UniversalClient
 	opt RedisOptions
 	// sharded: see RedisOptions.Sharded.
 	sharded bool
-	log     *slog.Logger
-	obs     Observer
-	h       Handler
-	user    string // prefix + "user:{"
+	// addr is the server a plain client dials; go-redis drops the connection on a MOVED reply
+	// that names it (see lostOnReply).
+	addr string
+	log  *slog.Logger
+	obs  Observer
+	h    Handler
+	user string // prefix + "user:{"
 
-	broadcastCh, controlCh, probeCh string
+	broadcastCh, controlCh string
+	probe                  atomic.Pointer[probeChannels]
+	// onMoved, when set (by Cluster), is called when Redis says that a slot of a wanted channel
+	// is served elsewhere: a MOVED reply, or a subscription the server dropped itself because
+	// the slot moved away. It must not block.
+	onMoved func()
 
-	ops    chan subOp
+	poke   chan struct{} // wakes the batcher; capacity 1
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu        sync.Mutex
-	gen       *generation // the live generation, nil while (re)connecting
-	want      map[string]struct{}
-	subWait   map[string][]chan struct{}
-	unsubWait map[string][]chan struct{}
+	mu  sync.Mutex
+	gen *generation // the live generation, nil while (re)connecting
+	// want is what the callers asked for; fixed is what the bus keeps by itself (probe, and
+	// broadcast and control on a classic bus). The batcher reconciles the connection with them.
+	want, fixed map[string]struct{}
+	// dirty channels get the command their wanted state asks for at the batcher's next round;
+	// retry channels, whose last command failed, become dirty again after retryDelay.
+	dirty, retry       map[string]struct{}
+	subWait, unsubWait map[string][]chan error
 	// setupWant is the snapshot of want that the generation being set up subscribes (nil
 	// otherwise): an Unsubscribe of one of these must wait for that generation (Unsubscribe).
 	setupWant map[string]struct{}
@@ -89,25 +106,9 @@ type Redis struct {
 	probeSeq  atomic.Int64
 }
 
-type subOp struct {
-	unsub   bool
-	channel string
-}
-
-// generation is one pub/sub connection and its receive loop.
-type generation struct {
-	ps   *redis.PubSub
-	acks atomic.Int64 // subscribe confirmations received
-	ack  chan struct{}
-	// lost is closed when the connection failed. go-redis then redials and re-subscribes the
-	// PubSub by itself (pubsub.go, reconnect), so Redis may count it as a receiver again: the
-	// receive loop keeps dispatching until closeGen has unsubscribed it.
-	lost     chan struct{}
-	lostOnce sync.Once
-	retiring atomic.Bool
-	quiet    chan struct{} // closed when closeGen's UNSUBSCRIBE of everything was confirmed
-	done     chan struct{} // closed when the receive loop ended
-}
+// probeChannels is the probe channel and, after a change, the previous one, whose probes in
+// flight still count.
+type probeChannels struct{ cur, old string }
 
 // NewRedis returns a bus on rdb. Start it to connect.
 func NewRedis(rdb redis.UniversalClient, opt RedisOptions) *Redis {
@@ -134,11 +135,21 @@ func NewRedis(rdb redis.UniversalClient, opt RedisOptions) *Redis {
 		user:        opt.Prefix + "user:{",
 		broadcastCh: opt.Prefix + "broadcast",
 		controlCh:   opt.Prefix + "control",
-		probeCh:     opt.ProbeChannel,
-		ops:         make(chan subOp, 4*batchSize),
+		poke:        make(chan struct{}, 1),
 		want:        make(map[string]struct{}),
-		subWait:     make(map[string][]chan struct{}),
-		unsubWait:   make(map[string][]chan struct{}),
+		fixed:       map[string]struct{}{opt.ProbeChannel: {}},
+		dirty:       make(map[string]struct{}),
+		retry:       make(map[string]struct{}),
+		subWait:     make(map[string][]chan error),
+		unsubWait:   make(map[string][]chan error),
+	}
+	if !r.sharded {
+		r.fixed[r.broadcastCh] = struct{}{}
+		r.fixed[r.controlCh] = struct{}{}
+	}
+	r.probe.Store(&probeChannels{cur: opt.ProbeChannel})
+	if c, ok := rdb.(*redis.Client); ok {
+		r.addr = c.Options().Addr
 	}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
@@ -185,10 +196,12 @@ func (r *Redis) Ready() error {
 	return nil
 }
 
-// Subscribe subscribes this node to user's channel and returns once Redis confirmed it.
+// Subscribe subscribes this node to user's channel and returns once Redis confirmed it. When
+// Redis refuses (an error reply such as MOVED or NOPERM) or ctx ends first, it returns the
+// error and the channel is no longer wanted: a failed Subscribe leaves nothing behind.
 func (r *Redis) Subscribe(ctx context.Context, user string) error {
 	ch := r.Channel(user)
-	w := make(chan struct{})
+	w := make(chan error, 1)
 	r.mu.Lock()
 	if r.gen == nil {
 		r.mu.Unlock()
@@ -196,25 +209,40 @@ func (r *Redis) Subscribe(ctx context.Context, user string) error {
 	}
 	r.want[ch] = struct{}{}
 	r.subWait[ch] = append(r.subWait[ch], w)
+	r.dirty[ch] = struct{}{}
 	r.mu.Unlock()
-	if err := r.send(ctx, subOp{channel: ch}); err != nil {
-		r.dropWaiter(r.subWait, ch, w)
-		return err
-	}
+	r.wake()
 	select {
-	case <-w:
-		return nil
+	case err := <-w:
+		if err == nil {
+			return nil
+		}
+		r.forget(ch)
+		return fmt.Errorf("bus: subscribe %s: %w", user, err)
 	case <-ctx.Done():
 		r.dropWaiter(r.subWait, ch, w)
+		r.forget(ch)
 		return fmt.Errorf("bus: subscribe %s: %w", user, ctx.Err())
 	}
+}
+
+// forget drops ch from want after a failed Subscribe; the batcher unsubscribes it in case the
+// command reached Redis after all.
+func (r *Redis) forget(ch string) {
+	r.mu.Lock()
+	delete(r.want, ch)
+	if r.gen != nil {
+		r.dirty[ch] = struct{}{}
+	}
+	r.mu.Unlock()
+	r.wake()
 }
 
 // Unsubscribe unsubscribes user's channel and returns once Redis confirmed it, or once the
 // connection it was subscribed on is gone; either way nothing more arrives for user.
 func (r *Redis) Unsubscribe(ctx context.Context, user string) error {
 	ch := r.Channel(user)
-	w := make(chan struct{})
+	w := make(chan error, 1)
 	r.mu.Lock()
 	delete(r.want, ch)
 	gen := r.gen
@@ -225,15 +253,16 @@ func (r *Redis) Unsubscribe(ctx context.Context, user string) error {
 	// Without a generation but with one being set up that subscribes ch, setup unsubscribes
 	// ch once it is up (or wakes us if it failed); till then the hub keeps what arrives.
 	r.unsubWait[ch] = append(r.unsubWait[ch], w)
-	r.mu.Unlock()
 	if gen != nil {
-		if err := r.send(ctx, subOp{unsub: true, channel: ch}); err != nil {
-			r.dropWaiter(r.unsubWait, ch, w)
-			return err
-		}
+		r.dirty[ch] = struct{}{}
 	}
+	r.mu.Unlock()
+	r.wake()
 	select {
-	case <-w:
+	case err := <-w:
+		if err != nil {
+			return fmt.Errorf("bus: unsubscribe %s: %w", user, err)
+		}
 		return nil
 	case <-ctx.Done():
 		r.dropWaiter(r.unsubWait, ch, w)
@@ -241,16 +270,26 @@ func (r *Redis) Unsubscribe(ctx context.Context, user string) error {
 	}
 }
 
-func (r *Redis) send(ctx context.Context, op subOp) error {
-	select {
-	case r.ops <- op:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+// setProbe moves the probe to ch (Cluster: the shard no longer owns the old probe's slot).
+func (r *Redis) setProbe(ch string) {
+	r.mu.Lock()
+	old := r.probe.Load().cur
+	if old == ch {
+		r.mu.Unlock()
+		return
 	}
+	delete(r.fixed, old)
+	r.fixed[ch] = struct{}{}
+	r.probe.Store(&probeChannels{cur: ch, old: old})
+	if r.gen != nil {
+		r.dirty[old] = struct{}{}
+		r.dirty[ch] = struct{}{}
+	}
+	r.mu.Unlock()
+	r.wake()
 }
 
-func (r *Redis) dropWaiter(m map[string][]chan struct{}, ch string, w chan struct{}) {
+func (r *Redis) dropWaiter(m map[string][]chan error, ch string, w chan error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	ws := m[ch]
@@ -267,326 +306,27 @@ func (r *Redis) dropWaiter(m map[string][]chan struct{}, ch string, w chan struc
 	}
 }
 
-// wakeLocked closes and forgets the waiters of ch.
-func wakeLocked(m map[string][]chan struct{}, ch string) {
+// wakeLocked hands err to the waiters of ch and forgets them. Each waiter's channel has room
+// for one value and is removed here, so this never blocks.
+func wakeLocked(m map[string][]chan error, ch string, err error) {
 	for _, w := range m[ch] {
-		close(w)
+		w <- err
 	}
 	delete(m, ch)
 }
 
-// batcher turns Subscribe/Unsubscribe calls into commands of up to batchSize channels, so a
-// connect storm costs a few writes instead of one per user. Consecutive ops of one kind are
-// merged; the order of a subscribe and an unsubscribe is kept.
-func (r *Redis) batcher(ctx context.Context) {
-	batch := make([]string, 0, batchSize)
-	for {
-		var op subOp
-		select {
-		case op = <-r.ops:
-		case <-ctx.Done():
-			return
-		}
-		batch = append(batch[:0], op.channel)
-		unsub := op.unsub
-	collect:
-		for len(batch) < batchSize {
-			select {
-			case next := <-r.ops:
-				if next.unsub != unsub {
-					r.write(ctx, unsub, batch)
-					batch, unsub = append(batch[:0], next.channel), next.unsub
-					continue
-				}
-				batch = append(batch, next.channel)
-			default:
-				break collect
-			}
-		}
-		r.write(ctx, unsub, batch)
-	}
-}
-
-// write sends one (UN)SUBSCRIBE on the live generation. Without one there is nothing to do:
-// the next generation subscribes everything in want, and its confirmations wake the waiters.
-func (r *Redis) write(ctx context.Context, unsub bool, channels []string) {
-	r.mu.Lock()
-	g := r.gen
-	r.mu.Unlock()
-	if g == nil {
-		return
-	}
-	var err error
-	switch {
-	case unsub && r.sharded:
-		err = g.ps.SUnsubscribe(ctx, channels...)
-	case unsub:
-		err = g.ps.Unsubscribe(ctx, channels...)
-	case r.sharded:
-		err = g.ps.SSubscribe(ctx, channels...)
-	default:
-		err = g.ps.Subscribe(ctx, channels...)
-	}
-	if err != nil {
-		// The receive loop sees the broken connection too and the generation is rebuilt.
-		r.log.Debug("pubsub command failed", "unsubscribe", unsub, "channels", len(channels), "err", err)
-	}
-}
-
-// run builds a generation, supervises it and rebuilds it when it fails, until ctx ends.
-func (r *Redis) run(ctx context.Context) {
-	backoff := 50 * time.Millisecond
-	first := true
-	for ctx.Err() == nil {
-		g, err := r.setup(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			r.log.Warn("redis pub/sub not available, retrying", "err", err, "retry_in", backoff.String())
-			sleep(ctx, backoff)
-			backoff = min(backoff*2, 2*time.Second)
-			continue
-		}
-		backoff = 50 * time.Millisecond
-		if r.opt.OnReady != nil {
-			r.opt.OnReady(ctx)
-		}
-		r.ready.Store(true)
-		if !first {
-			r.log.Info("redis pub/sub re-established; connections check their inboxes")
-			r.h.Resync()
-		}
-		first = false
-		lost := r.supervise(ctx, g)
-		r.ready.Store(false)
-		r.retire(g, lost && ctx.Err() == nil)
-		if ctx.Err() == nil {
-			r.obs.PubSubReconnect()
-		}
-	}
-}
-
-// setup opens a new pub/sub connection, subscribes the fixed channels and every wanted user in
-// batches, and waits until Redis confirmed all of them.
-func (r *Redis) setup(ctx context.Context) (*generation, error) {
-	ps := r.rdb.Subscribe(ctx)
-	if r.sharded {
-		ps = r.rdb.SSubscribe(ctx)
-	}
-	g := &generation{ps: ps, ack: make(chan struct{}, 1),
-		lost: make(chan struct{}), quiet: make(chan struct{}), done: make(chan struct{})}
-	r.mu.Lock()
-	channels := make([]string, 0, len(r.want)+3)
-	if r.sharded {
-		channels = append(channels, r.probeCh)
-	} else {
-		channels = append(channels, r.broadcastCh, r.controlCh, r.probeCh)
-	}
-	r.setupWant = make(map[string]struct{}, len(r.want))
-	for ch := range r.want {
-		channels = append(channels, ch)
-		r.setupWant[ch] = struct{}{}
-	}
-	r.mu.Unlock()
-	defer func() {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		if r.gen != g { // failed: what it subscribed went with its connection
-			for ch := range r.setupWant {
-				if _, ok := r.want[ch]; !ok {
-					wakeLocked(r.unsubWait, ch)
-				}
-			}
-		}
-		r.setupWant = nil
-	}()
-
-	sctx, cancel := context.WithTimeout(ctx, r.opt.SetupTimeout)
-	defer cancel()
-	for i := 0; i < len(channels); i += batchSize {
-		subscribe := g.ps.Subscribe
-		if r.sharded {
-			subscribe = g.ps.SSubscribe
-		}
-		if err := subscribe(sctx, channels[i:min(i+batchSize, len(channels))]...); err != nil {
-			_ = g.ps.Close()
-			return nil, fmt.Errorf("bus: subscribe: %w", err)
-		}
-	}
-	go r.receive(g)
-	for g.acks.Load() < int64(len(channels)) {
-		select {
-		case <-g.ack:
-		case <-g.lost:
-			r.closeGen(g, true)
-			return nil, errors.New("bus: pub/sub connection lost while subscribing")
-		case <-sctx.Done():
-			r.closeGen(g, false)
-			return nil, fmt.Errorf("bus: waiting for %d subscribe confirmations: %w", len(channels), sctx.Err())
-		}
-	}
-	r.lastProbe.Store(time.Now().UnixNano())
-	r.mu.Lock()
-	r.gen = g
-	// Anything subscribed between the snapshot and now goes out again on this generation;
-	// a duplicate SUBSCRIBE is harmless and confirms again.
-	for ch := range r.subWait {
-		select {
-		case r.ops <- subOp{channel: ch}:
-		default:
-		}
-	}
-	// And the other way round: a user whose last connection ended since the snapshot found no
-	// generation, so its Unsubscribe returned at once, yet this generation subscribed it. Left
-	// so, Redis counts this node as the user's receiver and every push to the user is neither
-	// delivered (the hub holds no entry) nor stored: unsubscribe it. Under mu, so a Subscribe
-	// from now on is ordered after this.
-	for _, ch := range channels {
-		if _, ok := r.want[ch]; !ok && strings.HasPrefix(ch, r.user) {
-			select {
-			case r.ops <- subOp{unsub: true, channel: ch}:
-			default:
-			}
-		}
-	}
-	r.mu.Unlock()
-	return g, nil
-}
-
-// supervise publishes a probe every ProbeInterval and returns when the generation's connection
-// failed (true) or the probe has not come back within ProbeTimeout (a wedged link that Redis
-// still counts as a subscriber; go-redis's own health check does not catch it, FACTS.md).
-func (r *Redis) supervise(ctx context.Context, g *generation) (lost bool) {
-	t := time.NewTicker(r.opt.ProbeInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-g.lost:
-			r.log.Warn("redis pub/sub connection lost")
-			return true
-		case <-t.C:
-			last := time.Unix(0, r.lastProbe.Load())
-			if time.Since(last) > r.opt.ProbeTimeout {
-				r.obs.ProbeFailed()
-				r.log.Warn("redis pub/sub probe not received; rebuilding the connection",
-					"silent_for", time.Since(last).Round(time.Millisecond).String())
-				return false
-			}
-			pctx, cancel := context.WithTimeout(ctx, r.opt.ProbeInterval)
-			seq := strconv.FormatInt(r.probeSeq.Add(1), 10)
-			publish := r.rdb.Publish
-			if r.sharded {
-				publish = r.rdb.SPublish
-			}
-			if err := publish(pctx, r.probeCh, seq).Err(); err != nil {
-				r.log.Debug("probe publish failed", "err", err)
-			}
-			cancel()
-		}
-	}
-}
-
-// retire closes a generation and wakes every unsubscribe waiter: with the connection gone,
-// nothing more arrives on any channel, which is what an unsubscribe promises.
-func (r *Redis) retire(g *generation, graceful bool) {
-	r.closeGen(g, graceful)
-	r.mu.Lock()
-	if r.gen == g {
-		r.gen = nil
-	}
-	for ch := range r.unsubWait {
-		wakeLocked(r.unsubWait, ch)
-	}
-	r.mu.Unlock()
-}
-
-// closeGen closes g's PubSub and waits for its receive loop. graceful is for a connection
-// that failed while Redis is reachable: go-redis has (or will have) redialled and re-subscribed
-// it, and a message Redis hands to that connection counts as received, so it must not be
-// dropped with it. So first UNSUBSCRIBE everything and wait for Redis's confirmation while the
-// receive loop dispatches what arrives until then; from then on pushes find no subscriber here
-// and are stored, for the drain after the next generation subscribed.
-func (r *Redis) closeGen(g *generation, graceful bool) {
-	if graceful {
-		g.retiring.Store(true)
-		ctx, cancel := context.WithTimeout(context.Background(), r.opt.SetupTimeout)
-		unsubscribe := g.ps.Unsubscribe
-		if r.sharded {
-			unsubscribe = g.ps.SUnsubscribe
-		}
-		if err := unsubscribe(ctx); err == nil {
-			select {
-			case <-g.quiet:
-			case <-g.done:
-			case <-ctx.Done():
-			}
-		}
-		cancel()
-	}
-	_ = g.ps.Close()
-	<-g.done
-}
-
-// receive is the generation's receive loop. It never blocks on anything but Redis: every
-// message is handed to the Handler, whose methods return at once. When the connection fails it
-// closes lost (run then rebuilds the generation, so that the drain after a resubscribe always
-// happens) but goes on receiving: go-redis has redialled and re-subscribed the same PubSub, and
-// what Redis delivers there must be dispatched until closeGen unsubscribed and closed it.
-func (r *Redis) receive(g *generation) {
-	defer close(g.done)
-	ctx := context.Background()
-	var quiet sync.Once
-	for {
-		msg, err := g.ps.Receive(ctx)
-		if err != nil {
-			if errors.Is(err, redis.ErrClosed) {
-				return // closeGen closed it
-			}
-			g.lostOnce.Do(func() { close(g.lost) })
-			// Each Receive redials while Redis is away; closeGen ends this soon anyway.
-			time.Sleep(20 * time.Millisecond)
-			continue
-		}
-		switch m := msg.(type) {
-		case *redis.Message:
-			r.dispatch(m)
-		case *redis.Subscription:
-			// Sharded pub/sub confirms with ssubscribe/sunsubscribe; treat them alike.
-			switch m.Kind {
-			case "ssubscribe":
-				m.Kind = "subscribe"
-			case "sunsubscribe":
-				m.Kind = "unsubscribe"
-			}
-			r.mu.Lock()
-			switch m.Kind {
-			case "subscribe":
-				wakeLocked(r.subWait, m.Channel)
-			case "unsubscribe":
-				wakeLocked(r.unsubWait, m.Channel)
-			}
-			r.mu.Unlock()
-			if m.Kind == "unsubscribe" && m.Count == 0 && g.retiring.Load() {
-				quiet.Do(func() { close(g.quiet) })
-			}
-			if m.Kind == "subscribe" {
-				g.acks.Add(1)
-				select {
-				case g.ack <- struct{}{}:
-				default:
-				}
-			}
-		}
-	}
+func (r *Redis) wantedLocked(ch string) bool {
+	_, w := r.want[ch]
+	_, f := r.fixed[ch]
+	return w || f
 }
 
 func (r *Redis) dispatch(m *redis.Message) {
-	switch m.Channel {
-	case r.probeCh:
+	if p := r.probe.Load(); m.Channel == p.cur || m.Channel == p.old {
 		r.lastProbe.Store(time.Now().UnixNano())
+		return
+	}
+	switch m.Channel {
 	case r.broadcastCh:
 		r.h.Broadcast([]byte(m.Payload))
 	case r.controlCh:
@@ -639,7 +379,7 @@ func (r *Redis) Online(ctx context.Context, user string) (bool, error) {
 	return res[ch] > 0, nil
 }
 
-// Append adds an inbound client frame to the ws:upstream stream (SPEC section 7).
+// Append adds an inbound client frame to the ws:upstream stream, for backends to read.
 func (r *Redis) Append(ctx context.Context, user string, data []byte) error {
 	err := r.rdb.XAdd(ctx, &redis.XAddArgs{
 		Stream: r.opt.Prefix + "upstream",

@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -210,6 +211,47 @@ func commandCalls(info, cmd string) int {
 	return 0
 }
 
+// An error reply to SUBSCRIBE (here NOPERM: an ACL forbids the channel) fails that command
+// only: the subscriber gets the error at once, the link is not rebuilt, and other users on it
+// keep receiving.
+func TestSubscribeErrorReplyIsNotALostLink(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := redistest.Prefix(t)
+	ctx := context.Background()
+	err := srv.Client(t).Do(ctx, "ACL", "SETUSER", "gw", "on", ">secret", "~*", "resetchannels",
+		"&"+prefix+"user:{ok*", "&"+prefix+"probe:*", "&"+prefix+"broadcast", "&"+prefix+"control", "+@all").Err()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, Username: "gw", Password: "secret"})
+	t.Cleanup(func() { _ = rdb.Close() })
+	rec := newRecorder()
+	var obs counters
+	b := startBus(t, rdb, prefix, rec, &obs)
+
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	err = b.Subscribe(sctx, "forbidden")
+	if err == nil || errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 3*time.Second {
+		t.Fatalf("subscribe to a forbidden channel: %v after %s; want the NOPERM reply at once", err, time.Since(start))
+	}
+	if !strings.Contains(err.Error(), "NOPERM") {
+		t.Errorf("error %q does not name the reply", err)
+	}
+	subscribe(t, b, "ok1")
+	if n := rdb.Publish(ctx, prefix+"user:{ok1}", "hi").Val(); n != 1 {
+		t.Fatalf("PUBLISH counted %d, want 1", n)
+	}
+	wait.For(t, 5*time.Second, func() bool { return rec.count("ok1") == 1 }, "no delivery")
+	if r, l := obs.reconnects.Load(), rec.resubscribed.Load(); r != 0 || l != 0 {
+		t.Fatalf("an error reply was taken for a lost link: %d reconnects, %d Resyncs", r, l)
+	}
+	if err := b.Ready(); err != nil {
+		t.Fatalf("not ready: %v", err)
+	}
+}
+
 // CLIENT KILL TYPE pubsub: the subscriptions come back by themselves, the hub is told so it can
 // drain what landed offline meanwhile, and messages flow again.
 func TestPubSubKilledResubscribes(t *testing.T) {
@@ -237,9 +279,9 @@ func TestPubSubKilledResubscribes(t *testing.T) {
 	wait.For(t, 5*time.Second, func() bool { return rec.count("alice") == 1 }, "no delivery after resubscribe")
 }
 
-// A blackholed link: Redis keeps counting the dead subscriber and go-redis does not notice
-// (FACTS.md). The probe must: /readyz (Ready) turns unhealthy, the probe failure is counted,
-// and once the link heals the node rebuilds its subscriptions and delivers again.
+// A blackholed link: Redis keeps counting the dead subscriber and go-redis does not notice.
+// The probe must: /readyz (Ready) turns unhealthy, the probe failure is counted, and once the
+// link heals the node rebuilds its subscriptions and delivers again.
 func TestWedgedLinkDetectedAndRecovered(t *testing.T) {
 	srv := redistest.Start(t)
 	prefix := redistest.Prefix(t)

@@ -30,8 +30,15 @@ func TestMain(m *testing.M) {
 
 const deadline = 30 * time.Second
 
-// gateway boots one in-process node with --dev semantics on the given Redis mode.
+// gateway boots one in-process node with --dev semantics on the given Redis mode, with a fast
+// pub/sub probe (200ms, so a dead link is noticed within 600ms).
 func gateway(t *testing.T, id string, set func(*config.Config)) *server.Server {
+	t.Helper()
+	return gatewayWith(t, id, set, server.Options{ProbeInterval: 200 * time.Millisecond})
+}
+
+// gatewayWith is gateway with the given server options.
+func gatewayWith(t *testing.T, id string, set func(*config.Config), opts server.Options) *server.Server {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Addr = "127.0.0.1:0"
@@ -42,7 +49,7 @@ func gateway(t *testing.T, id string, set func(*config.Config)) *server.Server {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(cfg, server.Options{ProbeInterval: 200 * time.Millisecond})
+	srv, err := server.New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -317,12 +317,22 @@ func (c *Cluster) WaitHealthy(tb testing.TB) {
 // owner. Moving a slot to its owner does nothing.
 func (c *Cluster) MigrateSlot(tb testing.TB, slot int, toAddr string) {
 	tb.Helper()
-	if err := c.migrateSlot(slot, toAddr); err != nil {
+	c.MigrateSlotPausing(tb, slot, toAddr, nil)
+}
+
+// MigrateSlotPausing is MigrateSlot with a pause: it calls between (when not nil) after
+// SETSLOT NODE on the target and before SETSLOT NODE on the source. In between, the target
+// owns the slot while the source still sends clients there with ASK and still holds the
+// subscribers of the slot's shard channels; a test holds that state while it checks what
+// clients see then. between runs on the test's goroutine and may call tb.Fatal.
+func (c *Cluster) MigrateSlotPausing(tb testing.TB, slot int, toAddr string, between func()) {
+	tb.Helper()
+	if err := c.migrateSlot(slot, toAddr, between); err != nil {
 		tb.Fatalf("redistest: migrate slot %d to %s: %v (node logs follow at cleanup)", slot, toAddr, err)
 	}
 }
 
-func (c *Cluster) migrateSlot(slot int, toAddr string) error {
+func (c *Cluster) migrateSlot(slot int, toAddr string, between func()) error {
 	if slot < 0 || slot >= NumSlots {
 		return fmt.Errorf("slot out of range [0, %d)", NumSlots)
 	}
@@ -396,6 +406,9 @@ func (c *Cluster) migrateSlot(slot int, toAddr string) error {
 	// rather than waiting for gossip.
 	if err := setslot(dst, "NODE", dstID); err != nil {
 		return err
+	}
+	if between != nil {
+		between()
 	}
 	if err := setslot(src, "NODE", dstID); err != nil {
 		return err
