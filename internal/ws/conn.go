@@ -122,7 +122,6 @@ func (h *Hub) newConn(user, remote string) *Conn {
 	}
 }
 
-
 // wakeLocked starts a writer unless one runs (it takes everything queued before it returns)
 // or the socket is not upgraded yet (start wakes it then). Called with c.mu held.
 func (c *Conn) wakeLocked() {
