@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/wsgateway/wsgateway/internal/keys"
 )
 
 // sender sends pushes for one publisher stream (publisher id pub ≥ 1; 0 is the probe). Only
@@ -124,7 +126,7 @@ func (s *sender) broadcast(data []byte) {
 func (s *sender) publish(ctx context.Context, user int, data []byte) {
 	cnt := s.b.cnt
 	u := s.b.cfg.UserPrefix + strconv.Itoa(user)
-	ch := s.b.cfg.KeyPrefix + "user:{" + u + "}"
+	ch := keys.Prefix(s.b.cfg.KeyPrefix).User(u)
 	cnt.sent.Add(1)
 	var n int64
 	var err error

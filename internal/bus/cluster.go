@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/wsgateway/wsgateway/internal/keys"
 )
 
 // Cluster is the bus on a Redis Cluster. Users travel on sharded pub/sub (SSUBSCRIBE and
@@ -72,7 +73,7 @@ func NewCluster(cc *redis.ClusterClient, opt RedisOptions) *Cluster {
 }
 
 // Channel returns the (sharded) channel of user.
-func (c *Cluster) Channel(user string) string { return c.opt.Prefix + "user:{" + user + "}" }
+func (c *Cluster) Channel(user string) string { return keys.Prefix(c.opt.Prefix).User(user) }
 
 // Start connects in the background and delivers to h.
 func (c *Cluster) Start(h Handler) {
@@ -198,26 +199,6 @@ func (c *Cluster) Broadcast(ctx context.Context, data []byte) error {
 
 // Kick asks every node to close user's connections (classic pub/sub).
 func (c *Cluster) Kick(ctx context.Context, user string) error { return c.classic.Kick(ctx, user) }
-
-// Append adds an inbound client frame to the upstream stream.
-func (c *Cluster) Append(ctx context.Context, user string, data []byte) error {
-	return c.classic.Append(ctx, user, data)
-}
-
-// Online reports whether any gateway node is subscribed to user (PUBSUB SHARDNUMSUB on the
-// owning shard).
-func (c *Cluster) Online(ctx context.Context, user string) (bool, error) {
-	s := c.ownerOf(user)
-	if s == nil {
-		return false, fmt.Errorf("bus: presence %s: %w", user, ErrUnavailable)
-	}
-	ch := c.Channel(user)
-	res, err := s.client.PubSubShardNumSub(ctx, ch).Result()
-	if err != nil {
-		return false, fmt.Errorf("bus: presence %s: %w", user, err)
-	}
-	return res[ch] > 0, nil
-}
 
 func (c *Cluster) ownerOf(user string) *shard {
 	slot := Slot(c.Channel(user))

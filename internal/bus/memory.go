@@ -74,14 +74,6 @@ func (m *Memory) Kick(_ context.Context, user string) error {
 	return nil
 }
 
-// Online reports whether user is subscribed.
-func (m *Memory) Online(_ context.Context, user string) (bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	_, ok := m.subs[user]
-	return ok, nil
-}
-
 // Ready always succeeds: there is nothing to reach.
 func (m *Memory) Ready() error { return nil }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/wsgateway/wsgateway/internal/keys"
 )
 
 // RedisOptions configures the Redis bus. Zero values take the documented defaults.
@@ -25,8 +26,6 @@ type RedisOptions struct {
 	ProbeTimeout time.Duration
 	// SetupTimeout bounds (re)subscribing everything on a new pub/sub connection. Default 10s.
 	SetupTimeout time.Duration
-	// UpstreamMaxLen bounds the ws:upstream stream (XADD MAXLEN ~). Default 100000.
-	UpstreamMaxLen int64
 	// OnReady, when set, runs after every (re)established pub/sub connection, before the hub
 	// drains; the wiring uses it to reload the Redis Function after a Redis restart.
 	OnReady func(ctx context.Context)
@@ -124,17 +123,14 @@ func NewRedis(rdb redis.UniversalClient, opt RedisOptions) *Redis {
 	if opt.SetupTimeout <= 0 {
 		opt.SetupTimeout = 10 * time.Second
 	}
-	if opt.UpstreamMaxLen <= 0 {
-		opt.UpstreamMaxLen = 100000
-	}
 	if opt.ProbeChannel == "" {
-		opt.ProbeChannel = opt.Prefix + "probe:{" + opt.NodeID + "}"
+		opt.ProbeChannel = keys.Prefix(opt.Prefix).Probe(opt.NodeID)
 	}
 	r := &Redis{
 		rdb: rdb, opt: opt, log: opt.Logger, obs: opt.Observer, sharded: opt.Sharded,
 		user:        opt.Prefix + "user:{",
-		broadcastCh: opt.Prefix + "broadcast",
-		controlCh:   opt.Prefix + "control",
+		broadcastCh: keys.Prefix(opt.Prefix).Broadcast(),
+		controlCh:   keys.Prefix(opt.Prefix).Control(),
 		poke:        make(chan struct{}, 1),
 		want:        make(map[string]struct{}),
 		fixed:       map[string]struct{}{opt.ProbeChannel: {}},
@@ -365,30 +361,6 @@ func (r *Redis) Kick(ctx context.Context, user string) error {
 	b, _ := json.Marshal(control{Op: "kick", User: user})
 	if err := r.rdb.Publish(ctx, r.controlCh, b).Err(); err != nil {
 		return fmt.Errorf("bus: kick %s: %w", user, err)
-	}
-	return nil
-}
-
-// Online reports whether any node is subscribed to user (PUBSUB NUMSUB).
-func (r *Redis) Online(ctx context.Context, user string) (bool, error) {
-	ch := r.Channel(user)
-	res, err := r.rdb.PubSubNumSub(ctx, ch).Result()
-	if err != nil {
-		return false, fmt.Errorf("bus: presence %s: %w", user, err)
-	}
-	return res[ch] > 0, nil
-}
-
-// Append adds an inbound client frame to the ws:upstream stream, for backends to read.
-func (r *Redis) Append(ctx context.Context, user string, data []byte) error {
-	err := r.rdb.XAdd(ctx, &redis.XAddArgs{
-		Stream: r.opt.Prefix + "upstream",
-		MaxLen: r.opt.UpstreamMaxLen,
-		Approx: true,
-		Values: []any{"user", user, "node", r.opt.NodeID, "data", data},
-	}).Err()
-	if err != nil {
-		return fmt.Errorf("bus: upstream from %s: %w", user, err)
 	}
 	return nil
 }

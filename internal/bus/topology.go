@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/wsgateway/wsgateway/internal/keys"
 )
 
 // TopologyInterval is how often Cluster rereads the slot map.
@@ -264,12 +265,12 @@ func (c *Cluster) newShard(addr string, owners []slotOwner) *shard {
 
 func probeChannelFor(prefix, node, addr string, owners []slotOwner) string {
 	for i := 0; i < 1<<16; i++ {
-		ch := prefix + "probe:{" + node + "-" + strconv.Itoa(i) + "}"
+		ch := keys.Prefix(prefix).Probe(node + "-" + strconv.Itoa(i))
 		if ownsSlot(owners, addr, Slot(ch)) {
 			return ch
 		}
 	}
-	return prefix + "probe:{" + node + "}" // the master owns no slot: it will be retired
+	return keys.Prefix(prefix).Probe(node) // the master owns no slot: it will be retired
 }
 
 func ownsSlot(owners []slotOwner, addr string, slot int) bool {

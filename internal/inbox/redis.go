@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/wsgateway/wsgateway/internal/events"
+	"github.com/wsgateway/wsgateway/internal/keys"
 	"github.com/wsgateway/wsgateway/internal/scripts"
 )
 
@@ -122,7 +123,7 @@ func NewRedis(rdb redis.UniversalClient, opt Options) *Redis {
 		read:  redis.NewScript(readLua),
 		ack:   events.NewScript(ackLua),
 		batch: scripts.New(rdb),
-		ev:    events.NewWriter(rdb, opt.Prefix+"events"),
+		ev:    events.NewWriter(rdb, keys.Prefix(opt.Prefix).Events()),
 	}
 	s.due = dueRunner{s: s, check: events.NewScript(dueLua), claim: redis.NewScript(claimLua), release: redis.NewScript(releaseLua)}
 	return s
@@ -139,7 +140,7 @@ func (s *Redis) withEvents(keys ...string) []string {
 }
 
 // dueKey is the global undelivered schedule: user → its earliest deadline.
-func (s *Redis) dueKey() string { return s.opt.Prefix + "due" }
+func (s *Redis) dueKey() string { return keys.Prefix(s.opt.Prefix).Due() }
 
 // appendEvents appends the events a script returned instead of emitting them (Cluster).
 func (s *Redis) appendEvents(ctx context.Context, vals []any) error {
@@ -162,10 +163,10 @@ func (s *Redis) Close() {
 }
 
 // Channel returns the pub/sub channel of user.
-func (s *Redis) Channel(user string) string { return s.opt.Prefix + "user:{" + user + "}" }
+func (s *Redis) Channel(user string) string { return keys.Prefix(s.opt.Prefix).User(user) }
 
 // Key returns the inbox list of user; its companions share the prefix (Key + ":state", …).
-func (s *Redis) Key(user string) string { return s.opt.Prefix + "inbox:{" + user + "}" }
+func (s *Redis) Key(user string) string { return keys.Prefix(s.opt.Prefix).Inbox(user) }
 
 // internalIDTTL is how long an id the gateway made up for a push without one is remembered.
 // It only has to outlive the gateway's own retries of that push (pushRetryFor, plus go-redis's

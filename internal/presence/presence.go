@@ -27,6 +27,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/wsgateway/wsgateway/internal/events"
+	"github.com/wsgateway/wsgateway/internal/keys"
 	"github.com/wsgateway/wsgateway/internal/scripts"
 )
 
@@ -95,7 +96,7 @@ func NewRedis(rdb redis.UniversalClient, opt Options) *Redis {
 	return &Redis{
 		rdb: rdb, opt: opt, log: opt.Logger, batch: scripts.New(rdb), retry: make(map[leftConn]bool),
 		incarnation: strconv.FormatUint(rand.Uint64(), 36),
-		ev:          events.NewWriter(rdb, opt.Prefix+"events"),
+		ev:          events.NewWriter(rdb, keys.Prefix(opt.Prefix).Events()),
 		connect:     events.NewScript(connectLua),
 		disconnect:  events.NewScript(disconnectLua),
 		drop:        events.NewScript(dropLua),
@@ -103,9 +104,9 @@ func NewRedis(rdb redis.UniversalClient, opt Options) *Redis {
 	}
 }
 
-func (p *Redis) key(user string) string       { return p.opt.Prefix + "presence:{" + user + "}" }
-func (p *Redis) nodeUsers(node string) string { return p.opt.Prefix + "node:{" + node + "}:users" }
-func (p *Redis) nodes() string                { return p.opt.Prefix + "nodes" }
+func (p *Redis) key(user string) string       { return keys.Prefix(p.opt.Prefix).Presence(user) }
+func (p *Redis) nodeUsers(node string) string { return keys.Prefix(p.opt.Prefix).NodeUsers(node) }
+func (p *Redis) nodes() string                { return keys.Prefix(p.opt.Prefix).Nodes() }
 func (p *Redis) field(conn uint64) string {
 	return p.own() + strconv.FormatUint(conn, 10)
 }
@@ -293,7 +294,7 @@ func (p *Redis) tick(ctx context.Context) {
 	for _, node := range dead {
 		// One survivor reaps a node: the lock outlives a reaping, and expires if the
 		// reaper dies, so that another finishes the job (drop is idempotent).
-		lock := p.opt.Prefix + "reap:{" + node + "}"
+		lock := keys.Prefix(p.opt.Prefix).Reap(node)
 		ok, err := p.rdb.SetNX(ctx, lock, p.opt.NodeID, 30*time.Second).Result()
 		if err != nil || !ok {
 			continue

@@ -23,6 +23,7 @@ import (
 	"github.com/wsgateway/wsgateway/internal/bus"
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/inbox"
+	"github.com/wsgateway/wsgateway/internal/keys"
 	"github.com/wsgateway/wsgateway/internal/metrics"
 	"github.com/wsgateway/wsgateway/internal/presence"
 	"github.com/wsgateway/wsgateway/internal/upstream"
@@ -170,7 +171,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		if cfg.Upstream {
 			// Client frames reach Redis through this queue, off the connections' read path.
 			s.up = upstream.New(rdb, upstream.Options{
-				Stream: cfg.KeyPrefix + "upstream", NodeID: cfg.NodeID, MaxBytes: cfg.UpstreamMaxBytes,
+				Stream: keys.Prefix(cfg.KeyPrefix).Upstream(), NodeID: cfg.NodeID, MaxBytes: cfg.UpstreamMaxBytes,
 				QueueLen: opt.UpstreamQueueLen, Observer: s.metrics, Logger: log,
 			})
 		}

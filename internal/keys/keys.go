@@ -1,0 +1,47 @@
+// Package keys names every Redis key and channel of the gateway (docs/protocol.md, "Redis
+// layout"), in one place, so that the packages that share a name cannot drift apart. Every name
+// of one user carries the hash tag {<id>}, so a Redis Cluster keeps all of a user on one shard
+// and a script that touches them runs there atomically. (The Lua of the Redis Function builds
+// the user's two names the same way: internal/inbox/lua/function.lua.)
+package keys
+
+// Prefix is the key prefix (the key-prefix setting, "ws:" by default); its methods return the
+// names under it.
+type Prefix string
+
+// User is the pub/sub channel of user id.
+func (p Prefix) User(id string) string { return string(p) + "user:{" + id + "}" }
+
+// Inbox is the list of id's kept messages; its companions share it as a prefix (…:state,
+// …:receipts, …:due, …:id:<push id>).
+func (p Prefix) Inbox(id string) string { return string(p) + "inbox:{" + id + "}" }
+
+// Presence is the hash of id's live connections.
+func (p Prefix) Presence(id string) string { return string(p) + "presence:{" + id + "}" }
+
+// Broadcast is the channel of broadcasts to every connection.
+func (p Prefix) Broadcast() string { return string(p) + "broadcast" }
+
+// Control is the channel between nodes (kick).
+func (p Prefix) Control() string { return string(p) + "control" }
+
+// Probe is a node's own probe channel; tag picks its slot in a Cluster.
+func (p Prefix) Probe(tag string) string { return string(p) + "probe:{" + tag + "}" }
+
+// Events is the stream of presence and delivery events.
+func (p Prefix) Events() string { return string(p) + "events" }
+
+// Upstream is the stream of client → backend frames.
+func (p Prefix) Upstream() string { return string(p) + "upstream" }
+
+// Nodes is the sorted set of every node's last heartbeat.
+func (p Prefix) Nodes() string { return string(p) + "nodes" }
+
+// NodeUsers is the set of the users node holds.
+func (p Prefix) NodeUsers(node string) string { return string(p) + "node:{" + node + "}:users" }
+
+// Reap is the lock of the node reaping dead node.
+func (p Prefix) Reap(node string) string { return string(p) + "reap:{" + node + "}" }
+
+// Due is the schedule of users with an undelivered-after deadline pending.
+func (p Prefix) Due() string { return string(p) + "due" }
