@@ -351,4 +351,3 @@ func TestRedisDownAtStart(t *testing.T) {
 	wait.For(t, 15*time.Second, func() bool { return b.Ready() == nil }, "not ready after Redis came up")
 	subscribe(t, b, "alice")
 }
-
