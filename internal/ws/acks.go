@@ -15,6 +15,9 @@ type acker struct {
 	h       *Hub
 	mu      sync.Mutex
 	pending map[string]int64 // user → highest position not yet written
+	// inflight is the batch a flush is writing (nil when none), so that flushUser knows to
+	// wait for it.
+	inflight map[string]int64
 	timer   *time.Timer
 	stopped bool
 	// flushing serializes flushes, so a position is never written after a newer one.
@@ -53,8 +56,16 @@ func (a *acker) note(user string, seq int64) {
 	a.mu.Unlock()
 }
 
-// flushUser writes user's position now.
+// flushUser writes user's position now, or waits for the flush that is writing it. A user with
+// nothing recorded (most connects) costs a map lookup.
 func (a *acker) flushUser(ctx context.Context, user string) {
+	a.mu.Lock()
+	_, pending := a.pending[user]
+	_, inflight := a.inflight[user]
+	a.mu.Unlock()
+	if !pending && !inflight {
+		return
+	}
 	a.flushing.Lock()
 	defer a.flushing.Unlock()
 	a.mu.Lock()
@@ -73,7 +84,13 @@ func (a *acker) flush(ctx context.Context) {
 	a.mu.Lock()
 	batch := a.pending
 	a.pending = make(map[string]int64)
+	a.inflight = batch
 	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		a.inflight = nil
+		a.mu.Unlock()
+	}()
 	if len(batch) == 0 {
 		return
 	}
