@@ -114,10 +114,11 @@ func connect(t *testing.T, h *Hub, user string, v1 bool, after int64) *Conn {
 	t.Helper()
 	c := h.newConn(user, "test")
 	c.v1 = v1
-	if err := h.register(context.Background(), c); err != nil {
+	b, err := h.register(context.Background(), c, after)
+	if err != nil {
 		t.Fatal(err)
 	}
-	h.startFill(c, after)
+	h.startFill(c, after, b)
 	return c
 }
 

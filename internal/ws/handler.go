@@ -2,7 +2,6 @@ package ws
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -105,7 +104,8 @@ func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := h.newConn(user, remote)
 	c.v1 = v1
 	ctx := r.Context()
-	if err := h.register(ctx, c); err != nil {
+	start, err := h.register(ctx, c, after)
+	if err != nil {
 		h.admit.release(&h.cfg, remote)
 		switch {
 		case errors.Is(err, ErrTooManyConns):
@@ -133,7 +133,7 @@ func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Subscribed and confirmed by register; now read where the connection starts. Whatever
 	// arrives live meanwhile waits in c.pending and follows in order (fill.go). Not the
 	// request's context: the connection is hijacked and outlives the request.
-	h.startFill(c, after)
+	h.startFill(c, after, start)
 	c.setupRead()
 	c.expireAt(id.Expires)
 	parked := h.prepark(c)
@@ -149,30 +149,17 @@ func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // that does not offer it gets raw frames.
 const Subprotocol = "wsgateway.v1"
 
-// startFill reads c's start from the inbox (after its since, or its user's acknowledged
-// position) and queues it. On failure c is closed with 1011: the client reconnects and starts
-// again from its position, so nothing is lost.
-func (h *Hub) startFill(c *Conn, after int64) {
+// startFill queues c's start, read by register before the upgrade, and the live messages that
+// waited meanwhile; if newer ones arrived than the read saw, c catches up once more.
+func (h *Hub) startFill(c *Conn, after int64, b Backlog) {
 	if after > 0 {
 		// The client had everything up to since, so it may ack up to there (its last acks
 		// of the previous connection may have been lost with it).
 		c.written.Store(after)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.SubscribeTimeout)
-	// What this node's other connections of the user sent is acknowledged first: a client
-	// that reconnects while its old connection is still open here (stuck in a write, not yet
-	// noticed dead) starts after what the old one wrote, not at the last periodic flush.
-	h.acks.flushUser(ctx, c.user)
-	b, err := h.inbox.Read(ctx, c.user, after)
-	cancel()
 	sh := h.shardOf(c.user)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if err != nil {
-		h.log.Warn("reading the inbox failed", append(c.logAttrs(), "err", err)...)
-		c.closeWith(websocket.CloseInternalServerErr, "inbox unavailable, reconnect", ReasonError)
-		return
-	}
 	if u := sh.users[c.user]; u != nil && h.applyLocked(u, c, b, after) {
 		h.fills.add(c) // newer messages arrived meanwhile: catch up again (filling stays set)
 		return

@@ -3,6 +3,7 @@ package ws
 import (
 	"context"
 	"hash/maphash"
+	"sync"
 )
 
 func (h *Hub) shardOf(user string) *shard {
@@ -13,24 +14,50 @@ func (h *Hub) shardOf(user string) *shard {
 // the others wait for that subscription. A user whose last connection is still unsubscribing
 // waits until that unsubscribe is confirmed, so the two reach Redis in order. The new connection
 // starts catching up (filling): live messages wait for its initial read (Handler.ServeHTTP).
-func (h *Hub) register(ctx context.Context, c *Conn) error {
-	if h.presence == nil {
-		return h.registerLocal(ctx, c)
-	}
-	// Counted across the deployment first: the cap holds wherever the connection lands.
-	ok, err := h.presence.Connect(ctx, c.user, c.id)
-	switch {
-	case err != nil:
-		h.log.Warn("counting a connection failed", append(c.logAttrs(), "err", err)...)
-		return ErrUnavailable
-	case !ok:
-		return ErrTooManyConns
-	}
+//
+// Once c is registered and its user subscribed, the deployment-wide count (which enforces
+// max-conns-per-user) and the read of c's start in the inbox (after its since, or -1) run at
+// once, so that a connect waits for one Redis round trip, not two; both are done before the
+// upgrade, so a refusal is still plain HTTP. Live messages that arrive meanwhile wait in
+// c.pending. On an error c is unregistered again; the handler applies the start (startFill).
+func (h *Hub) register(ctx context.Context, c *Conn, after int64) (Backlog, error) {
 	if err := h.registerLocal(ctx, c); err != nil {
-		h.uncount(c, false)
-		return err
+		return Backlog{}, err
 	}
-	return nil
+	allowed, errCount := true, error(nil)
+	var counted sync.WaitGroup
+	if h.presence != nil {
+		counted.Go(func() { allowed, errCount = h.presence.Connect(ctx, c.user, c.id) })
+	}
+	b, errRead := h.readStart(ctx, c, after)
+	counted.Wait()
+	var err error
+	switch {
+	case errCount != nil:
+		h.log.Warn("counting a connection failed", append(c.logAttrs(), "err", errCount)...)
+		err = ErrUnavailable
+	case !allowed:
+		err = ErrTooManyConns
+	case errRead != nil:
+		h.log.Warn("reading the inbox failed", append(c.logAttrs(), "err", errRead)...)
+		err = ErrUnavailable
+	default:
+		return b, nil
+	}
+	h.finish(ctx, c) // unregisters, uncounts, and unsubscribes a last connection
+	return Backlog{}, err
+}
+
+// readStart reads where c starts: the kept messages after after (its since; -1: after the
+// user's acknowledged position).
+func (h *Hub) readStart(ctx context.Context, c *Conn, after int64) (Backlog, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.SubscribeTimeout)
+	defer cancel()
+	// What this node's other connections of the user sent is acknowledged first: a client
+	// that reconnects while its old connection is still open here (stuck in a write, not yet
+	// noticed dead) starts after what the old one wrote, not at the last periodic flush.
+	h.acks.flushUser(ctx, c.user)
+	return h.inbox.Read(ctx, c.user, after)
 }
 
 // uncount takes c out of the deployment's count (release, a refused registration).

@@ -54,11 +54,11 @@ func TestFailedSubscribeThenReconnectIsNotDeaf(t *testing.T) {
 	t.Cleanup(func() { h.acks.stop(context.Background()) })
 
 	first := make(chan error, 1)
-	go func() { first <- h.register(context.Background(), h.newConn("alice", "test")) }()
+	go func() { _, err := h.register(context.Background(), h.newConn("alice", "test"), -1); first <- err }()
 	<-bus.unsub // failSubscribe is undoing the subscribe, and waits in its UNSUBSCRIBE
 
 	second := make(chan error, 1)
-	go func() { second <- h.register(context.Background(), h.newConn("alice", "test")) }()
+	go func() { _, err := h.register(context.Background(), h.newConn("alice", "test"), -1); second <- err }()
 	select {
 	case err := <-second:
 		t.Fatalf("the reconnect registered (%v) while the failed subscribe was still being undone: order %s", err, bus.order())
