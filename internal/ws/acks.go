@@ -18,8 +18,8 @@ type acker struct {
 	// inflight is the batch a flush is writing (nil when none), so that flushUser knows to
 	// wait for it.
 	inflight map[string]int64
-	timer   *time.Timer
-	stopped bool
+	timer    *time.Timer
+	stopped  bool
 	// flushing serializes flushes, so a position is never written after a newer one.
 	flushing sync.Mutex
 }
