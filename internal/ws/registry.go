@@ -53,10 +53,13 @@ func (h *Hub) register(ctx context.Context, c *Conn, after int64) (Backlog, erro
 func (h *Hub) readStart(ctx context.Context, c *Conn, after int64) (Backlog, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.SubscribeTimeout)
 	defer cancel()
-	// What this node's other connections of the user sent is acknowledged first: a client
-	// that reconnects while its old connection is still open here (stuck in a write, not yet
+	// Without since, a connection starts after the user's acknowledged position: what this
+	// node's other connections of the user sent is acknowledged first, so that a client that
+	// reconnects while its old connection is still open here (stuck in a write, not yet
 	// noticed dead) starts after what the old one wrote, not at the last periodic flush.
-	h.acks.flushUser(ctx, c.user)
+	if after < 0 {
+		h.acks.flushUser(ctx, c.user)
+	}
 	return h.inbox.Read(ctx, c.user, after)
 }
 

@@ -45,10 +45,12 @@ local function push(chan, inbox, payload, id, max, ttl, dedupttl, publish, recei
       redis.call('ZADD', duekey, 'LT', deadline, user)
     end
   end
-  -- Every key lives at least ttl after the last push (an ack may have set a longer TTL, and a
-  -- fresh key has none: TTL -1).
+  -- Every key lives ttl after the last push, within 1 % (an ack may have set a longer TTL, and a
+  -- fresh key has none: TTL -1). Refreshing only when 1 % of it has passed spares most pushes
+  -- the EXPIREs.
+  local slack = math.max(1, math.floor(ttl / 100))
   for _, k in ipairs(keys) do
-    if redis.call('TTL', k) < ttl then
+    if redis.call('TTL', k) < ttl - slack then
       redis.call('EXPIRE', k, ttl)
     end
   end
