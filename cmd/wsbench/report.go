@@ -69,6 +69,9 @@ type result struct {
 	OtherCPU       float64 `json:"other_cpu_pct"`
 	OtherCPUBefore float64 `json:"other_cpu_pct_before,omitempty"`
 
+	Drops  *dropsResult  `json:"drops,omitempty"`
+	Memory *memoryResult `json:"memory,omitempty"`
+
 	SendErrorSamples []string `json:"send_error_samples,omitempty"`
 	Error            string   `json:"error,omitempty"`
 }
@@ -118,13 +121,22 @@ func fmtDur(d time.Duration) string {
 }
 
 func (b *bench) closeCodes() string {
-	b.fleet.codeMu.Lock()
-	defer b.fleet.codeMu.Unlock()
+	var codes map[int]int
+	if b.apps != nil {
+		codes = b.apps.closeCodes()
+	} else {
+		b.fleet.codeMu.Lock()
+		defer b.fleet.codeMu.Unlock()
+		codes = b.fleet.closeCodes
+	}
 	var parts []string
-	for code, n := range b.fleet.closeCodes {
+	for code, n := range codes {
 		name := fmt.Sprint(code)
-		if code == -1 {
+		switch code {
+		case -1:
 			name = "no-close-frame"
+		case closeSilent:
+			name = "silence-timeout"
 		}
 		parts = append(parts, fmt.Sprintf("%s×%d", name, n))
 	}
@@ -141,7 +153,17 @@ func (b *bench) summary(w io.Writer, r *result) {
 	p("")
 	p("== %s: %d connections to %s", r.Scenario, r.Conns, strings.Join(r.Targets, ", "))
 	p("connect:     %d open, %d failed, %.2fs, %.0f connections/s", r.Connected, r.ConnectErrors, r.ConnectSeconds, r.ConnectRate)
-	if r.Scenario == scIdle {
+	if m := r.Memory; m != nil {
+		p("redis:       %.0f B per idle connected user (%s clients)", m.IdleBytesPerUser, m.Mode)
+		if m.StoredUsers > 0 && m.StoredPerUser > 0 {
+			p("stored:      %.0f B per stored message (%d users × %d messages, nobody connected; %.0f B right after the pushes)",
+				m.StoredBytesPerMsg, m.StoredUsers, m.StoredPerUser, m.StoredFreshPerMsg)
+		}
+		if m.HistoryPerUser > 0 {
+			p("history:     %.0f B per active user with %d acknowledged messages (%.0f B right after the pushes)",
+				m.HistoryBytesPerUser, m.HistoryPerUser, m.HistoryFreshPerUser)
+		}
+	} else if r.Scenario == scIdle {
 		if r.RSSAfterBytes > 0 {
 			p("server RSS:  %.1f MiB → %.1f MiB: %.0f B per connection (%.0f B right after connecting)",
 				float64(r.RSSBeforeBytes)/(1<<20), float64(r.RSSAfterBytes)/(1<<20), r.RSSPerConnBytes, r.RSSPerConnSettledBytes)
@@ -175,6 +197,14 @@ func (b *bench) summary(w io.Writer, r *result) {
 		}
 		cpu = append(cpu, fmt.Sprintf("wsbench %.0f%%", r.GeneratorCPU), fmt.Sprintf("other processes %.0f%%", r.OtherCPU))
 		p("cpu:         %s (of one core, during the send phase)", strings.Join(cpu, ", "))
+		if d := r.Drops; d != nil {
+			p("drops:       %s clients, %d of %d frozen (silence timeout %.1fs), %d reconnects, %d gap/reset events",
+				d.Mode, d.Frozen, d.FrozenPlanned, d.SilenceS, d.Reconnects, d.GapsResets)
+			p("delivered:   %.3f%% of %d accepted pushes (%d sent): missing %d, duplicates %d (on the wire %d), seq mismatches %d, unaccepted but delivered %d",
+				d.DeliveredPct, d.Accepted, d.Sent, d.Missing, d.Duplicates, d.WireDuplicates, d.Mismatched, d.Unaccepted)
+			p("replay:      %d reconnects caught up on %d messages: p50 %.1f ms, p99 %.1f ms, max %.1f ms; %d had nothing pending; freeze → reconnected p50 %.0f ms, max %.0f ms",
+				d.Replays, d.Replayed, d.ReplayP50, d.ReplayP99, d.ReplayMax, d.NothingPending, d.OutageP50, d.OutageMax)
+		}
 		for _, e := range r.SendErrorSamples {
 			p("send error:  %s", e)
 		}
