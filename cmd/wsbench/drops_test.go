@@ -260,10 +260,11 @@ func TestLedgerCount(t *testing.T) {
 	l.received(4, 9, 14*s)
 	// 5: sent, no answer yet, not received; 6: never sent.
 	got := l.count(true)
-	want := tally{Sent: 6, Accepted: 4, Delivered: 3, Missing: 1, Duplicates: 1, WireDuplicates: 2,
+	want := tally{Sent: 6, Accepted: 4, Delivered: 3, Missing: 1, Duplicates: 1, OnWire: 2, WireDuplicates: 2,
 		Mismatched: 1, Unaccepted: 1, Outstanding: 1, lastArrival: 14 * s}
 	if got.Sent != want.Sent || got.Accepted != want.Accepted || got.Delivered != want.Delivered ||
-		got.Missing != want.Missing || got.Duplicates != want.Duplicates || got.WireDuplicates != want.WireDuplicates ||
+		got.Missing != want.Missing || got.Duplicates != want.Duplicates || got.OnWire != want.OnWire ||
+		got.WireDuplicates != want.WireDuplicates ||
 		got.Mismatched != want.Mismatched || got.Unaccepted != want.Unaccepted || got.lastArrival != want.lastArrival {
 		t.Fatalf("count = %+v\nwant    %+v", got, want)
 	}

@@ -84,8 +84,10 @@ type tally struct {
 	Delivered  int64 `json:"delivered"`  // accepted pushes that reached the application
 	Missing    int64 `json:"missing"`    // accepted pushes that never did
 	Duplicates int64 `json:"duplicates"` // arrivals at the application beyond the first
-	// WireDuplicates are frames beyond the first that carried the same push: the client
-	// package drops a numbered one it already has, so these can exceed Duplicates.
+	// OnWire counts pushes seen crossing the wire at least once, WireDuplicates the frames
+	// beyond the first that carried the same push: the client package drops a numbered one
+	// it already has, so these can exceed Duplicates.
+	OnWire         int64 `json:"on_wire"`
 	WireDuplicates int64 `json:"wire_duplicates"`
 	Mismatched     int64 `json:"mismatched_seq"`       // v1: arrived with another seq than the answer gave
 	Unaccepted     int64 `json:"unaccepted_delivered"` // pushes not answered 200 that arrived anyway
@@ -111,7 +113,8 @@ func (l *ledger) count(v1 bool) tally {
 		}
 		t.Sent++
 		got, seq := int64(l.got[k].Load()), l.seq[k].Load()
-		if w := int64(l.wire[k].Load()); w > 1 {
+		if w := int64(l.wire[k].Load()); w > 0 {
+			t.OnWire++
 			t.WireDuplicates += w - 1
 		}
 		if got > 1 {

@@ -200,8 +200,9 @@ func (b *bench) summary(w io.Writer, r *result) {
 		if d := r.Drops; d != nil {
 			p("drops:       %s clients, %d of %d frozen (silence timeout %.1fs), %d reconnects, %d gap/reset events",
 				d.Mode, d.Frozen, d.FrozenPlanned, d.SilenceS, d.Reconnects, d.GapsResets)
-			p("delivered:   %.3f%% of %d accepted pushes (%d sent): missing %d, duplicates %d (on the wire %d), seq mismatches %d, unaccepted but delivered %d",
-				d.DeliveredPct, d.Accepted, d.Sent, d.Missing, d.Duplicates, d.WireDuplicates, d.Mismatched, d.Unaccepted)
+			p("delivered:   %.3f%% of %d accepted pushes (%d sent): missing %d, duplicates %d, seq mismatches %d, unaccepted but delivered %d",
+				d.DeliveredPct, d.Accepted, d.Sent, d.Missing, d.Duplicates, d.Mismatched, d.Unaccepted)
+			p("wire:        %d pushes seen crossing the wire, %d frames carried one a second time", d.OnWire, d.WireDuplicates)
 			p("replay:      %d reconnects caught up on %d messages: p50 %.1f ms, p99 %.1f ms, max %.1f ms; %d had nothing pending; freeze → reconnected p50 %.0f ms, max %.0f ms",
 				d.Replays, d.Replayed, d.ReplayP50, d.ReplayP99, d.ReplayMax, d.NothingPending, d.OutageP50, d.OutageMax)
 		}
