@@ -32,6 +32,7 @@ type appFleet struct {
 	dialErrs   atomic.Int64
 	reconnects atomic.Int64
 	gaps       atomic.Int64 // gap and reset events: none are expected
+	fellBack   atomic.Int64 // v1 connections on which the gateway chose no subprotocol
 	closing    atomic.Bool
 	consumers  sync.WaitGroup
 
@@ -145,6 +146,9 @@ func (c *appClient) event(e wsclient.Event) {
 	f := c.f
 	switch e.Type {
 	case wsclient.EventConnected:
+		if e.Raw && f.cfg.Mode == modeV1 {
+			f.fellBack.Add(1) // a gateway from before the inbox
+		}
 		c.connects++
 		if c.connects == 1 {
 			return
