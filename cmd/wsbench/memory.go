@@ -67,6 +67,9 @@ func (b *bench) memory(ctx context.Context, mem0 int64) error {
 	if err != nil {
 		return err
 	}
+	if b.apps.fellBack.Load() > 0 {
+		m.Mode = "v1, answered raw" // the gateway does not speak wsgateway.v1
+	}
 	m.IdleBytesPerUser = float64(idle-mem0) / float64(n)
 	b.res.RedisMemBeforeBytes, b.res.RedisMemAfterBytes = mem0, idle
 	b.res.RedisBytesPerUser = m.IdleBytesPerUser
@@ -108,10 +111,7 @@ func (b *bench) memory(ctx context.Context, mem0 int64) error {
 		_ = waitFor(ctx, max(cfg.Drain, time.Minute), func() bool { return b.cnt.received.Load() >= want })
 		last := time.Now()
 		m.HistoryDelivered = b.cnt.received.Load() - before
-		if b.apps.fellBack.Load() > 0 {
-		m.Mode = "v1, answered raw" // the gateway does not speak wsgateway.v1
-	}
-	if m.HistoryDelivered < n*int64(cfg.History) {
+		if m.HistoryDelivered < n*int64(cfg.History) {
 			return fmt.Errorf("memory: %d of %d history messages arrived", m.HistoryDelivered, n*int64(cfg.History))
 		}
 		// The clients acknowledge within their ack delay, the gateway writes positions every
