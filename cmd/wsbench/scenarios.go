@@ -74,7 +74,7 @@ type job struct {
 // openLoop sends Rate pushes per second for Duration, each to the next user in turn, and
 // never waits for the gateway: push i is due at start + i/Rate and carries that time as its
 // timestamp, whenever it actually goes out. A push waits only for its worker; user u always
-// goes through worker u % W, so one user's pushes leave in order (SPEC's ordering is per
+// goes through worker u % W, so one user's pushes leave in order (the ordering guarantee is per
 // publisher). If the workers fall behind, the backlog shows in the latency (coordinated
 // omission is avoided) and in generator_lag_max_ms.
 func (b *bench) openLoop(ctx context.Context, senders []*sender) {
