@@ -184,7 +184,7 @@ func parseFlags(args []string, out io.Writer) (*config, error) {
 	fs.StringVar(&c.GatewayCPU, "gateway-cpu", "0", "taskset CPU list for spawned gateways (empty: no pinning)")
 	fs.StringVar(&c.RedisCPU, "redis-cpu", "1", "taskset CPU list for a spawned redis-server (empty: no pinning)")
 	var silence string
-	fs.StringVar(&c.Mode, "mode", modeV1, "drops, memory: v1 (the clients speak wsgateway.v1) or raw (no subprotocol)")
+	fs.StringVar(&c.Mode, "mode", "", "v1: the clients offer wsgateway.v1 (drops, memory: the client package's, which ack and resume; the other scenarios: wsbench's readers, which never ack); raw: no subprotocol (default drops, memory v1, others raw)")
 	fs.Float64Var(&c.Frozen, "frozen", 0.2, "drops: fraction of the clients that freeze once during the run")
 	fs.StringVar(&silence, "silence", "", "drops, memory: the clients' silence timeout (client.Options.SilenceTimeout; default drops 3s, memory the client's 35s)")
 	fs.DurationVar(&c.FreezeHold, "freeze-hold", 40*time.Second, "drops: how long a frozen socket stays open after its client dropped it (the run's end closes it sooner)")
@@ -220,6 +220,12 @@ func parseFlags(args []string, out io.Writer) (*config, error) {
 		scIdle: 1, scThroughput: 64, scBatch: 8, scBroadcast: 1, scLatency: 256, scCrossNode: 256, scDrops: 256, scMemory: 1,
 	}[c.Scenario])
 	c.Window = defaultInt(window, map[string]int{scBroadcast: 8}[c.Scenario])
+	if c.Mode == "" {
+		c.Mode = modeRaw
+		if c.Scenario == scDrops || c.Scenario == scMemory {
+			c.Mode = modeV1
+		}
+	}
 	c.Silence = 35 * time.Second
 	if c.Scenario == scDrops {
 		c.Silence = 3 * time.Second

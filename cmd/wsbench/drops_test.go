@@ -356,6 +356,16 @@ func TestAnsweredSeq(t *testing.T) {
 	}
 }
 
+func TestStripSeq(t *testing.T) {
+	for in, want := range map[string]string{
+		`17 {"p":1}`: `{"p":1}`, `- {"p":1}`: `{"p":1}`, `{"p":1}`: `{"p":1}`, "gap 3 4": "gap 3 4", "17": "17",
+	} {
+		if got := string(stripSeq([]byte(in))); got != want {
+			t.Errorf("stripSeq(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 func TestParseFlagsDrops(t *testing.T) {
 	c, err := parseFlags([]string{"--scenario", "drops"}, io.Discard)
 	if err != nil {
@@ -364,8 +374,11 @@ func TestParseFlagsDrops(t *testing.T) {
 	if c.Mode != modeV1 || c.Silence != 3*time.Second || c.Frozen != 0.2 || c.Publishers != 256 {
 		t.Fatalf("drops defaults: mode %s, silence %v, frozen %v, publishers %d", c.Mode, c.Silence, c.Frozen, c.Publishers)
 	}
-	if c, err = parseFlags([]string{"--scenario", "memory"}, io.Discard); err != nil || c.Silence != 35*time.Second {
-		t.Fatalf("memory: silence %v, %v; want the client's 35s", c.Silence, err)
+	if c, err = parseFlags([]string{"--scenario", "memory"}, io.Discard); err != nil || c.Silence != 35*time.Second || c.Mode != modeV1 {
+		t.Fatalf("memory: silence %v, mode %s, %v; want the client's 35s, v1", c.Silence, c.Mode, err)
+	}
+	if c, err = parseFlags([]string{"--scenario", "latency"}, io.Discard); err != nil || c.Mode != modeRaw {
+		t.Fatalf("latency: mode %s, %v; want raw", c.Mode, err)
 	}
 	for _, args := range [][]string{
 		{"--scenario", "drops", "--mode", "v2"},

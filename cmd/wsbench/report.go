@@ -15,6 +15,7 @@ import (
 // latencies in milliseconds, CPU in percent of one core.
 type result struct {
 	Scenario   string   `json:"scenario"`
+	Mode       string   `json:"mode"` // the clients' subprotocol: v1 or raw
 	Conns      int      `json:"conns"`
 	Targets    []string `json:"targets"`
 	API        string   `json:"api,omitempty"`
@@ -87,7 +88,7 @@ type latency struct {
 }
 
 func (r *result) fill(cfg *config) {
-	r.Scenario, r.Conns, r.Targets, r.API = cfg.Scenario, cfg.Conns, cfg.Targets, cfg.API
+	r.Scenario, r.Mode, r.Conns, r.Targets, r.API = cfg.Scenario, cfg.Mode, cfg.Conns, cfg.Targets, cfg.API
 	r.Duration, r.Payload, r.GOMAXPROCS = cfg.Duration.Seconds(), cfg.Payload, runtime.GOMAXPROCS(0)
 	switch cfg.Scenario {
 	case scLatency, scCrossNode:
@@ -151,7 +152,7 @@ func (b *bench) summary(w io.Writer, r *result) {
 	}
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	p("")
-	p("== %s: %d connections to %s", r.Scenario, r.Conns, strings.Join(r.Targets, ", "))
+	p("== %s: %d connections (%s) to %s", r.Scenario, r.Conns, r.Mode, strings.Join(r.Targets, ", "))
 	p("connect:     %d open, %d failed, %.2fs, %.0f connections/s", r.Connected, r.ConnectErrors, r.ConnectSeconds, r.ConnectRate)
 	if m := r.Memory; m != nil {
 		p("redis:       %.0f B per idle connected user (%s clients)", m.IdleBytesPerUser, m.Mode)
