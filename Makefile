@@ -57,8 +57,9 @@ clean:
 	rm -rf bin
 
 # Benchmarks (BENCHMARKS.md): the Go benchmarks briefly, then a short run of every wsbench
-# scenario (2,000 connections, 3 s each) against redis-server and gateway processes that
-# wsbench spawns and pins with taskset. Needs redis-server, taskset and jq; a few minutes.
+# scenario (2,000 connections, 3 s each; the drops runs, v1 and raw, 10 s) against
+# redis-server and gateway processes that wsbench spawns and pins with taskset. Needs
+# redis-server, taskset and jq; a few minutes.
 # The full suite (10,000 connections, 3 runs each): cmd/wsbench/suite.sh.
 BENCHTIME ?= 200ms
 bench: build

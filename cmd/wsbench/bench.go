@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -21,6 +22,7 @@ type bench struct {
 	base  time.Time
 	cnt   *counters
 	fleet *fleet
+	apps  *appFleet     // drops, memory: clients of the client package instead of fleet's
 	rdb   *redis.Client // nil without --redis
 	env   environment
 	res   *result
@@ -84,31 +86,17 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 	if cfg.WaitQuiet > 0 {
 		b.res.OtherCPUBefore = waitQuiet(ctx, b.ourPIDs(), 15, cfg.WaitQuiet, b.logf)
 	}
-	other := b.otherCPU()
+	if cfg.Scenario == scDrops || cfg.Scenario == scMemory {
+		return b.res, b.runApps(ctx, toks, mem0)
+	}
 	var profDone chan struct{}
 	if cfg.Scenario == scIdle {
 		// idle has no send phase: its profile covers the connect storm instead.
 		profDone = b.fetchProfile(ctx)
 	}
-	start := time.Now()
-	stop := b.ticker(func(el time.Duration) {
-		b.logf("[%6.1fs] connecting: %d/%d open, %d failed", el.Seconds(), b.fleet.connected.Load(), cfg.Conns, b.fleet.dialErrs.Load())
-	})
-	err = b.fleet.connect(ctx, toks)
-	stop()
-	took := time.Since(start)
-	b.res.ConnectOtherCPU = other()
-	b.res.ConnectSeconds = took.Seconds()
-	b.res.Connected = int(b.fleet.connected.Load())
-	b.res.ConnectErrors = int(b.fleet.dialErrs.Load())
-	b.res.ConnectRate = float64(b.res.Connected) / took.Seconds()
+	err = b.connect(ctx, &b.fleet.connected, &b.fleet.dialErrs, func() error { return b.fleet.connect(ctx, toks) })
 	defer b.closeFleet()
 	if err != nil {
-		return b.res, fmt.Errorf("connect: %w", err)
-	}
-	b.logf("connected %d in %.2fs: %.0f connections/s (other processes used %.0f%% of a core meanwhile)",
-		b.res.Connected, took.Seconds(), b.res.ConnectRate, b.res.ConnectOtherCPU)
-	if err := b.env.check(); err != nil {
 		return b.res, err
 	}
 
@@ -130,6 +118,77 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 		return b.res, err
 	}
 	return b.res, b.env.check()
+}
+
+// connect runs dial (the fleet's connect) with a progress line and records the connect
+// figures; the error names what failed.
+func (b *bench) connect(ctx context.Context, connected, failed *atomic.Int64, dial func() error) error {
+	other := b.otherCPU()
+	start := time.Now()
+	stop := b.ticker(func(el time.Duration) {
+		b.logf("[%6.1fs] connecting: %d/%d open, %d failed", el.Seconds(), connected.Load(), b.cfg.Conns, failed.Load())
+	})
+	err := dial()
+	stop()
+	took := time.Since(start)
+	b.res.ConnectOtherCPU = other()
+	b.res.ConnectSeconds = took.Seconds()
+	b.res.Connected = int(connected.Load())
+	b.res.ConnectErrors = int(failed.Load())
+	b.res.ConnectRate = float64(b.res.Connected) / took.Seconds()
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	b.logf("connected %d in %.2fs: %.0f connections/s (other processes used %.0f%% of a core meanwhile)",
+		b.res.Connected, took.Seconds(), b.res.ConnectRate, b.res.ConnectOtherCPU)
+	return b.env.check()
+}
+
+// runApps is the rest of run for the scenarios whose clients are the client package's.
+func (b *bench) runApps(ctx context.Context, toks []string, mem0 int64) error {
+	cfg := b.cfg
+	names := make([]string, len(b.fleet.clients))
+	for i, c := range b.fleet.clients {
+		names[i] = c.user
+	}
+	b.apps = newAppFleet(cfg, b.base, b.cnt, b.fleet.hist, &b.fleet.lastDelivery, names, toks)
+	if cfg.Scenario == scDrops {
+		b.apps.led = newLedger(int(float64(cfg.Rate) * cfg.Duration.Seconds()))
+	}
+	err := b.connect(ctx, &b.apps.connected, &b.apps.dialErrs, func() error { return b.apps.connect(ctx) })
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		b.apps.close(ctx)
+	}()
+	if err != nil {
+		return err
+	}
+	if cfg.Scenario == scMemory {
+		if err := b.memory(ctx, mem0); err != nil {
+			return err
+		}
+		return b.env.check()
+	}
+	sleepCtx(ctx, cfg.Settle)
+	if cfg.Probe {
+		if err := b.probe(ctx); err != nil {
+			return err
+		}
+		b.logf("probe: all %d clients received a push (subscribed end to end)", b.cnt.probes.Load())
+	}
+	if err := b.drops(ctx); err != nil {
+		return err
+	}
+	return b.env.check()
+}
+
+// open counts the connections open now, of whichever kind of clients the run has.
+func (b *bench) open() int {
+	if b.apps != nil {
+		return b.apps.open()
+	}
+	return b.fleet.open()
 }
 
 // ourPIDs are the gateway(s), Redis (when its PID is known) and wsbench.
@@ -273,7 +332,7 @@ func (b *bench) phase(ctx context.Context, send func(ctx context.Context)) {
 		b.logf("[%6.1fs] pushed %d (%+d/s) err %d | received %d (%+d/s) outstanding %d | p99 %s max %s | open %d",
 			el.Seconds(), s, int64(float64(s-lastSent)/cfg.Progress.Seconds()), cnt.sendErrs.Load(),
 			rc, int64(float64(rc-lastRecv)/cfg.Progress.Seconds()), b.outstanding(),
-			fmtDur(snap.Quantile(0.99)), fmtDur(snap.Max()), b.fleet.open())
+			fmtDur(snap.Quantile(0.99)), fmtDur(snap.Max()), b.open())
 		lastSent, lastRecv = s, rc
 	})
 	b.fleet.measuring.Store(true)

@@ -20,9 +20,17 @@ const (
 	scBroadcast  = "broadcast"
 	scBatch      = "batch"
 	scCrossNode  = "cross-node"
+	scDrops      = "drops"
+	scMemory     = "memory"
 )
 
-var scenarios = []string{scIdle, scLatency, scThroughput, scBroadcast, scBatch, scCrossNode}
+var scenarios = []string{scIdle, scLatency, scThroughput, scBroadcast, scBatch, scCrossNode, scDrops, scMemory}
+
+// Client modes of the drops and memory scenarios.
+const (
+	modeV1  = "v1"
+	modeRaw = "raw"
+)
 
 // config is every setting of one run. parseFlags fills it and checks it in one place.
 type config struct {
@@ -71,6 +79,16 @@ type config struct {
 	Nodes        int
 	GatewayCPU   string
 	RedisCPU     string
+
+	// drops and memory: clients of the client package.
+	Mode        string
+	Frozen      float64
+	Silence     time.Duration
+	FreezeHold  time.Duration
+	History     int
+	Stored      int
+	StoredUsers int
+	ExpireWait  time.Duration
 }
 
 const usageText = `Usage: wsbench --scenario NAME [flags]
@@ -96,6 +114,20 @@ Scenarios:
               --batch users: pushes/s and deliveries/s
   cross-node  like latency, with the clients spread over several --target nodes and the
               pushes going through --api, another node
+  drops       clients of the Go client package (--mode v1: wsgateway.v1 with resume and acks;
+              raw: no subprotocol); --rate pushes/s to random users for --duration while a
+              --frozen fraction of the clients freezes, each once at a random moment: its
+              socket stops forwarding both ways without closing (reads wait, writes vanish, the
+              gateway sees no FIN until --freeze-hold later). Each frozen client notices the
+              silence (--silence), reconnects on a fresh socket and resumes. Delivered fraction
+              of the pushes answered 200, missing, duplicates (at the application and on the
+              wire), seq mismatches, and the replay delay p50/p99 (reconnect → every push sent
+              before it has arrived)
+  memory      Redis used_memory per idle connected user (client package, --mode), then per
+              stored message (--stored messages to each of --stored-users users nobody
+              holds), then per active user with acknowledged history (--history messages to
+              every connected user); each read right after the pushes and again once the
+              gateway's own push ids expired (--expire-wait)
 
 Each connection's messages come from one ordered publisher stream (a user belongs to one
 publisher), so "reordered" and "duplicated" are checked per connection and publisher; "lost" is
@@ -151,6 +183,15 @@ func parseFlags(args []string, out io.Writer) (*config, error) {
 	fs.IntVar(&c.Nodes, "nodes", 0, "gateway nodes to spawn (default 1; cross-node 3: clients on all but the first, pushes through the first)")
 	fs.StringVar(&c.GatewayCPU, "gateway-cpu", "0", "taskset CPU list for spawned gateways (empty: no pinning)")
 	fs.StringVar(&c.RedisCPU, "redis-cpu", "1", "taskset CPU list for a spawned redis-server (empty: no pinning)")
+	var silence string
+	fs.StringVar(&c.Mode, "mode", "", "v1: the clients offer wsgateway.v1 (drops, memory: the client package's, which ack and resume; the other scenarios: wsbench's readers, which never ack); raw: no subprotocol (default drops, memory v1, others raw)")
+	fs.Float64Var(&c.Frozen, "frozen", 0.2, "drops: fraction of the clients that freeze once during the run")
+	fs.StringVar(&silence, "silence", "", "drops, memory: the clients' silence timeout (client.Options.SilenceTimeout; default drops 3s, memory the client's 35s)")
+	fs.DurationVar(&c.FreezeHold, "freeze-hold", 40*time.Second, "drops: how long a frozen socket stays open after its client dropped it (the run's end closes it sooner)")
+	fs.IntVar(&c.History, "history", 50, "memory: messages pushed to (and acknowledged by) every connected user")
+	fs.IntVar(&c.Stored, "stored", 50, "memory: messages stored for each user nobody holds")
+	fs.IntVar(&c.StoredUsers, "stored-users", 1000, "memory: users nobody holds who get --stored messages")
+	fs.DurationVar(&c.ExpireWait, "expire-wait", 65*time.Second, "memory: after the pushes of a phase, wait this long before the second reading (the gateway keeps its own push ids a minute); 0 = one reading")
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -176,9 +217,24 @@ func parseFlags(args []string, out io.Writer) (*config, error) {
 	}
 	c.Rate = defaultInt(rate, 2000)
 	c.Publishers = defaultInt(publishers, map[string]int{
-		scIdle: 1, scThroughput: 64, scBatch: 8, scBroadcast: 1, scLatency: 256, scCrossNode: 256,
+		scIdle: 1, scThroughput: 64, scBatch: 8, scBroadcast: 1, scLatency: 256, scCrossNode: 256, scDrops: 256, scMemory: 1,
 	}[c.Scenario])
 	c.Window = defaultInt(window, map[string]int{scBroadcast: 8}[c.Scenario])
+	if c.Mode == "" {
+		c.Mode = modeRaw
+		if c.Scenario == scDrops || c.Scenario == scMemory {
+			c.Mode = modeV1
+		}
+	}
+	c.Silence = 35 * time.Second
+	if c.Scenario == scDrops {
+		c.Silence = 3 * time.Second
+	}
+	if silence != "" {
+		if c.Silence, err = time.ParseDuration(silence); err != nil {
+			return nil, fmt.Errorf("silence: %w", err)
+		}
+	}
 	if c.Nodes == 0 {
 		c.Nodes = 1
 		if c.Scenario == scCrossNode {
@@ -187,6 +243,9 @@ func parseFlags(args []string, out io.Writer) (*config, error) {
 	}
 	if c.Deadline == 0 {
 		c.Deadline = c.Duration + c.Settle + c.Drain + 3*time.Minute
+		if c.Scenario == scMemory {
+			c.Deadline += 2*c.ExpireWait + 2*time.Minute
+		}
 	}
 	return c, c.validate()
 }
@@ -235,6 +294,18 @@ func (c *config) validate() error {
 		return fmt.Errorf("batch: --batch × --publishers (%d) must not exceed --conns (%d): each user belongs to one publisher", c.BatchSize*c.Publishers, c.Conns)
 	case (c.Scenario == scThroughput) && c.Publishers > c.Conns:
 		return errors.New("throughput: --publishers must not exceed --conns: each user belongs to one publisher")
+	case c.Mode != modeV1 && c.Mode != modeRaw:
+		return fmt.Errorf("mode: want v1 or raw, got %q", c.Mode)
+	case c.Frozen < 0 || c.Frozen > 1:
+		return fmt.Errorf("frozen: must be a fraction 0..1, got %g", c.Frozen)
+	case c.Silence <= 0 || c.FreezeHold <= 0:
+		return errors.New("silence, freeze-hold: must be positive")
+	case c.Scenario == scDrops && c.Duration < c.Silence+3*time.Second:
+		return fmt.Errorf("drops: --duration must be at least --silence + 3s, so frozen clients return while pushes flow")
+	case c.Scenario == scDrops && c.Via != "http":
+		return errors.New("drops: pushes go over HTTP (the answer carries the seq)")
+	case c.History < 0 || c.Stored < 0 || c.StoredUsers < 0 || c.ExpireWait < 0:
+		return errors.New("history, stored, stored-users, expire-wait: must not be negative")
 	}
 	if c.API != "" {
 		if _, err := parseURLs(c.API, "http", "https"); err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
+	wsclient "github.com/wsgateway/wsgateway/client"
 )
 
 // client is one WebSocket connection of one user. Its reader goroutine is the only one that
@@ -76,13 +77,17 @@ func (f *fleet) dialer(i int) *websocket.Dialer {
 	if n := len(f.cfg.SourceAddrs); n > 0 {
 		nd.LocalAddr = &net.TCPAddr{IP: f.cfg.SourceAddrs[i%n]}
 	}
-	return &websocket.Dialer{
+	d := &websocket.Dialer{
 		NetDialContext:   nd.DialContext,
 		HandshakeTimeout: f.cfg.DialTimeout,
 		// The clients only read small messages: small buffers keep 10k of them cheap.
 		ReadBufferSize:  1024,
 		WriteBufferSize: 256,
 	}
+	if f.cfg.Mode == modeV1 {
+		d.Subprotocols = []string{wsclient.Subprotocol}
+	}
+	return d
 }
 
 // tokens signs one HS256 token per user before the clock starts, so the connect rate measures
@@ -200,7 +205,7 @@ func (f *fleet) read(c *client) {
 			}
 		}
 		now := time.Since(f.base)
-		p, ok := parsePayload(c.buf)
+		p, ok := parsePayload(stripSeq(c.buf))
 		switch {
 		case !ok:
 			f.cnt.badFrames.Add(1)
@@ -225,6 +230,19 @@ func (f *fleet) read(c *client) {
 			}
 		}
 	}
+}
+
+// stripSeq removes the "<seq> " or "- " a wsgateway.v1 frame starts with; a wsbench payload
+// starts with '{', so a raw frame is left as it is.
+func stripSeq(b []byte) []byte {
+	i := 0
+	for i < len(b) && (b[i] >= '0' && b[i] <= '9' || b[i] == '-') {
+		i++
+	}
+	if i > 0 && i < len(b) && b[i] == ' ' {
+		return b[i+1:]
+	}
+	return b
 }
 
 // ended counts a connection that ended before wsbench closed it, by close code.

@@ -60,8 +60,9 @@ func (s *sender) next(ts time.Duration) []byte {
 	return s.data
 }
 
-// push sends data to users (one: user_id; several: user_ids) and accounts for the answer.
-func (s *sender) push(users []int, data []byte) {
+// push sends data to users (one: user_id; several: user_ids) and accounts for the answer,
+// which it returns when it was a 200 (valid until the next call), else nil.
+func (s *sender) push(users []int, data []byte) []byte {
 	cnt := s.b.cnt
 	b := s.body[:0]
 	if len(users) == 1 {
@@ -90,7 +91,7 @@ func (s *sender) push(users []int, data []byte) {
 	if err != nil || status != http.StatusOK {
 		cnt.sendErrs.Add(1)
 		s.b.noteSendError(status, resp, err)
-		return
+		return nil
 	}
 	cnt.accepted.Add(1)
 	on := bytes.Count(resp, []byte(`"online":true`))
@@ -98,6 +99,21 @@ func (s *sender) push(users []int, data []byte) {
 	if off := len(users) - on; off > 0 {
 		cnt.offline.Add(int64(off))
 	}
+	return resp
+}
+
+// answeredSeq reads the seq of a single-user push's answer; 0 when there is none (a gateway
+// from before the inbox).
+func answeredSeq(resp []byte) int64 {
+	i := bytes.Index(resp, []byte(`"seq":`))
+	if i < 0 {
+		return 0
+	}
+	n, _, ok := number(resp[i+len(`"seq":`):])
+	if !ok {
+		return 0
+	}
+	return int64(n)
 }
 
 // broadcast sends data to every connection.
@@ -108,7 +124,7 @@ func (s *sender) broadcast(data []byte) {
 	b = append(b, '}')
 	s.body = b
 	// Counted before the send: a delivery may arrive before the answer.
-	recipients := int64(s.b.fleet.open())
+	recipients := int64(s.b.open())
 	cnt.expected.Add(recipients)
 	cnt.sent.Add(1)
 	status, resp, err := s.http.do("POST", "/api/v1/broadcast", b)
@@ -195,7 +211,7 @@ func (b *bench) probe(ctx context.Context) error {
 		}
 		offline += bytes.Count(resp, []byte(`"online":false`))
 	}
-	want := int64(b.fleet.open())
+	want := int64(b.open())
 	err = waitFor(ctx, 30*time.Second, func() bool { return b.cnt.probes.Load() >= want })
 	if err != nil {
 		return fmt.Errorf("probe: %d of %d connections received it (%d users reported offline): %v",

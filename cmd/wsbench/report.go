@@ -15,6 +15,7 @@ import (
 // latencies in milliseconds, CPU in percent of one core.
 type result struct {
 	Scenario   string   `json:"scenario"`
+	Mode       string   `json:"mode"` // the clients' subprotocol: v1 or raw
 	Conns      int      `json:"conns"`
 	Targets    []string `json:"targets"`
 	API        string   `json:"api,omitempty"`
@@ -69,6 +70,9 @@ type result struct {
 	OtherCPU       float64 `json:"other_cpu_pct"`
 	OtherCPUBefore float64 `json:"other_cpu_pct_before,omitempty"`
 
+	Drops  *dropsResult  `json:"drops,omitempty"`
+	Memory *memoryResult `json:"memory,omitempty"`
+
 	SendErrorSamples []string `json:"send_error_samples,omitempty"`
 	Error            string   `json:"error,omitempty"`
 }
@@ -84,7 +88,7 @@ type latency struct {
 }
 
 func (r *result) fill(cfg *config) {
-	r.Scenario, r.Conns, r.Targets, r.API = cfg.Scenario, cfg.Conns, cfg.Targets, cfg.API
+	r.Scenario, r.Mode, r.Conns, r.Targets, r.API = cfg.Scenario, cfg.Mode, cfg.Conns, cfg.Targets, cfg.API
 	r.Duration, r.Payload, r.GOMAXPROCS = cfg.Duration.Seconds(), cfg.Payload, runtime.GOMAXPROCS(0)
 	switch cfg.Scenario {
 	case scLatency, scCrossNode:
@@ -118,13 +122,22 @@ func fmtDur(d time.Duration) string {
 }
 
 func (b *bench) closeCodes() string {
-	b.fleet.codeMu.Lock()
-	defer b.fleet.codeMu.Unlock()
+	var codes map[int]int
+	if b.apps != nil {
+		codes = b.apps.closeCodes()
+	} else {
+		b.fleet.codeMu.Lock()
+		defer b.fleet.codeMu.Unlock()
+		codes = b.fleet.closeCodes
+	}
 	var parts []string
-	for code, n := range b.fleet.closeCodes {
+	for code, n := range codes {
 		name := fmt.Sprint(code)
-		if code == -1 {
+		switch code {
+		case -1:
 			name = "no-close-frame"
+		case closeSilent:
+			name = "silence-timeout"
 		}
 		parts = append(parts, fmt.Sprintf("%s×%d", name, n))
 	}
@@ -139,9 +152,19 @@ func (b *bench) summary(w io.Writer, r *result) {
 	}
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	p("")
-	p("== %s: %d connections to %s", r.Scenario, r.Conns, strings.Join(r.Targets, ", "))
+	p("== %s: %d connections (%s) to %s", r.Scenario, r.Conns, r.Mode, strings.Join(r.Targets, ", "))
 	p("connect:     %d open, %d failed, %.2fs, %.0f connections/s", r.Connected, r.ConnectErrors, r.ConnectSeconds, r.ConnectRate)
-	if r.Scenario == scIdle {
+	if m := r.Memory; m != nil {
+		p("redis:       %.0f B per idle connected user (%s clients)", m.IdleBytesPerUser, m.Mode)
+		if m.StoredUsers > 0 && m.StoredPerUser > 0 {
+			p("stored:      %.0f B per stored message (%d users × %d messages, nobody connected; %.0f B right after the pushes)",
+				m.StoredBytesPerMsg, m.StoredUsers, m.StoredPerUser, m.StoredFreshPerMsg)
+		}
+		if m.HistoryPerUser > 0 {
+			p("history:     %.0f B per active user with %d acknowledged messages (%.0f B right after the pushes)",
+				m.HistoryBytesPerUser, m.HistoryPerUser, m.HistoryFreshPerUser)
+		}
+	} else if r.Scenario == scIdle {
 		if r.RSSAfterBytes > 0 {
 			p("server RSS:  %.1f MiB → %.1f MiB: %.0f B per connection (%.0f B right after connecting)",
 				float64(r.RSSBeforeBytes)/(1<<20), float64(r.RSSAfterBytes)/(1<<20), r.RSSPerConnBytes, r.RSSPerConnSettledBytes)
@@ -175,6 +198,15 @@ func (b *bench) summary(w io.Writer, r *result) {
 		}
 		cpu = append(cpu, fmt.Sprintf("wsbench %.0f%%", r.GeneratorCPU), fmt.Sprintf("other processes %.0f%%", r.OtherCPU))
 		p("cpu:         %s (of one core, during the send phase)", strings.Join(cpu, ", "))
+		if d := r.Drops; d != nil {
+			p("drops:       %s clients, %d of %d frozen (silence timeout %.1fs), %d reconnects, %d gap/reset events",
+				d.Mode, d.Frozen, d.FrozenPlanned, d.SilenceS, d.Reconnects, d.GapsResets)
+			p("delivered:   %.3f%% of %d accepted pushes (%d sent): missing %d, duplicates %d, seq mismatches %d, unaccepted but delivered %d",
+				d.DeliveredPct, d.Accepted, d.Sent, d.Missing, d.Duplicates, d.Mismatched, d.Unaccepted)
+			p("wire:        %d pushes seen crossing the wire, %d frames carried one a second time", d.OnWire, d.WireDuplicates)
+			p("replay:      %d reconnects caught up on %d messages: p50 %.1f ms, p99 %.1f ms, max %.1f ms; %d had nothing pending; freeze → reconnected p50 %.0f ms, max %.0f ms",
+				d.Replays, d.Replayed, d.ReplayP50, d.ReplayP99, d.ReplayMax, d.NothingPending, d.OutageP50, d.OutageMax)
+		}
 		for _, e := range r.SendErrorSamples {
 			p("send error:  %s", e)
 		}

@@ -68,6 +68,7 @@ func (b *bench) senders(ctx context.Context, n int) ([]*sender, error) {
 type job struct {
 	user  int
 	sched time.Duration // since base: the time the push should have been sent
+	k     int           // drops: the push's number
 }
 
 // openLoop sends Rate pushes per second for Duration, each to the next user in turn, and
@@ -134,7 +135,7 @@ func (b *bench) closedLoop(ctx context.Context, senders []*sender, batch int) {
 	deadline := time.Now().Add(cfg.Duration)
 	unit := int64(batch) // deliveries per message
 	if batch == 0 {
-		unit = int64(b.fleet.open())
+		unit = int64(b.open())
 	}
 	limit := int64(cfg.Window) * unit
 	var wg sync.WaitGroup
