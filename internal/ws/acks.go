@@ -115,9 +115,11 @@ func (a *acker) write(ctx context.Context, user string, seq int64) {
 		return
 	}
 	if err := a.h.inbox.Ack(ctx, user, seq); err != nil {
-		// Not lost for good: the client resumes from its own position (v1), or a raw
-		// client gets these messages once more on its next connect.
-		a.h.log.Warn("recording an acknowledged position failed", "user_id", user, "seq", seq, "err", err)
+		// Kept for the next flush (Redis away, restarting): a raw client would otherwise get
+		// these messages again on its next connect.
+		a.note(user, seq)
+		a.h.log.Warn("recording an acknowledged position failed; retried at the next flush",
+			"user_id", user, "seq", seq, "err", err)
 	}
 }
 
