@@ -7,8 +7,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net"
-	"strconv"
 	"strings"
 	"time"
 
@@ -37,10 +35,6 @@ var (
 	//go:embed lua/release.lua
 	releaseLua string
 )
-
-// FunctionName is the Redis Function redis-cli users call for the same push the API does:
-// FCALL wsgateway_push 2 'ws:user:{alice}' 'ws:inbox:{alice}' 'hello' [id].
-const FunctionName = "wsgateway_push"
 
 // Redis is the inbox on Redis: per user a list ws:inbox:{id} and a hash ws:inbox:{id}:state,
 // plus ws:inbox:{id}:id:<push id> for de-duplication (lua/push.lua). Every key of a user shares
@@ -172,11 +166,6 @@ func (s *Redis) Key(user string) string { return keys.Prefix(s.opt.Prefix).Inbox
 // It only has to outlive the gateway's own retries of that push (pushRetryFor, plus go-redis's
 // retries inside each attempt), and it costs one small key per push while it lives.
 const internalIDTTL = time.Minute
-
-// pushRetryFor bounds how long a push is retried after a connection error (a lost reply, a
-// restart, a failover). Its id makes a retry safe: a push that did run is answered from the
-// id's record and not stored again.
-const pushRetryFor = 10 * time.Second
 
 // NewID returns a random push id for a push whose caller gave none.
 func NewID() string {
@@ -370,111 +359,4 @@ func (s *Redis) Ack(ctx context.Context, user string, seq int64) error {
 		return fmt.Errorf("inbox: ack %s: %w", user, err)
 	}
 	return nil
-}
-
-// LoadFunction installs (or replaces) the Redis Function FunctionName, so that redis-cli users
-// get the same push as the API, with this inbox's cap and TTLs. It runs again after every
-// Redis restart (the bus's OnReady).
-func (s *Redis) LoadFunction(ctx context.Context) error {
-	src := "#!lua name=wsgateway\n" + pushLua + strings.NewReplacer(
-		"PUBLISH_COMMAND", "'"+publishCommand(s.opt.Sharded)+"'",
-		"PREFIX_PATTERN", luaQuote(patternEscape(s.opt.Prefix)),
-		"PREFIX", luaQuote(s.opt.Prefix),
-		"DEDUP_TTL", strconv.FormatInt(seconds(s.opt.DedupTTL), 10),
-		"UNDELIVERED_MS", strconv.FormatInt(s.functionUndelivered(), 10),
-		"DUE_KEY", s.functionDueKey(),
-		"MAX", strconv.Itoa(s.opt.Max),
-		"TTL", strconv.FormatInt(seconds(s.opt.TTL), 10),
-	).Replace(functionLua)
-	load := func(ctx context.Context, c redis.Cmdable) error { return c.FunctionLoadReplace(ctx, src).Err() }
-	var err error
-	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
-		// Functions live per node: every master needs it (replicas copy it).
-		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return load(ctx, c) })
-	} else {
-		err = load(ctx, s.rdb)
-	}
-	if err != nil {
-		return fmt.Errorf("inbox: load function %s: %w", FunctionName, err)
-	}
-	return nil
-}
-
-// functionUndelivered is the Function's undelivered-after in ms: 0 in a Cluster, where the
-// Function cannot reach the schedule.
-func (s *Redis) functionUndelivered() int64 {
-	if s.opt.Sharded {
-		return 0
-	}
-	return s.opt.UndeliveredAfter.Milliseconds()
-}
-
-func (s *Redis) functionDueKey() string {
-	if s.opt.Sharded {
-		return "nil"
-	}
-	return luaQuote(s.dueKey())
-}
-
-// luaQuote makes s a Lua string literal.
-func luaQuote(s string) string { return strconv.Quote(s) }
-
-// patternEscape escapes Lua pattern magic characters in s.
-func patternEscape(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		if strings.ContainsRune("^$()%.[]*+-?", r) {
-			b.WriteByte('%')
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
-
-// retry runs call until it succeeds, fails with an error reply, ctx ends, or pushRetryFor
-// passed. It retries only after an attempt that may have reached Redis (the reply was lost):
-// every call retried here is safe to run twice (a push carries its id, reads and acks are
-// idempotent), and a push whose first attempt may have run must find out whether it did
-// rather than answer "not accepted". While Redis refuses connections from the start, nothing
-// ran: the error comes back at once (the API answers 503).
-func retry(ctx context.Context, call func() error) error {
-	giveUp := time.Now().Add(pushRetryFor)
-	maybeRan := false
-	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
-		err := call()
-		if err == nil || ctx.Err() != nil || !retryable(err) || time.Now().After(giveUp) {
-			return err
-		}
-		if !notSent(err) {
-			maybeRan = true
-		}
-		if !maybeRan {
-			return err
-		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-		}
-		t.Stop()
-	}
-}
-
-// notSent reports whether err says the command never left this process: no connection could
-// be made (Redis down, refusing, unreachable).
-func notSent(err error) bool {
-	var op *net.OpError
-	return (errors.As(err, &op) && op.Op == "dial") || errors.Is(err, redis.ErrPoolTimeout)
-}
-
-// retryable reports whether err is a connection problem (the command may not have run, or its
-// reply was lost), as opposed to an error reply from Redis.
-func retryable(err error) bool {
-	if errors.Is(err, scripts.ErrClosed) || errors.Is(err, ErrNotReplicated) || errors.Is(err, context.Canceled) ||
-		errors.Is(err, context.DeadlineExceeded) {
-		return false
-	}
-	var rerr redis.Error
-	return !errors.As(err, &rerr) || redis.HasErrorPrefix(err, "LOADING") || redis.HasErrorPrefix(err, "TRYAGAIN") ||
-		redis.HasErrorPrefix(err, "READONLY") || redis.HasErrorPrefix(err, "MASTERDOWN")
 }

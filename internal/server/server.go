@@ -15,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gin-gonic/gin"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/wsgateway/wsgateway/internal/api"
@@ -27,7 +26,6 @@ import (
 	"github.com/wsgateway/wsgateway/internal/metrics"
 	"github.com/wsgateway/wsgateway/internal/presence"
 	"github.com/wsgateway/wsgateway/internal/upstream"
-	"github.com/wsgateway/wsgateway/internal/web"
 	"github.com/wsgateway/wsgateway/internal/ws"
 )
 
@@ -249,89 +247,6 @@ func (s *Server) wsUpstream() ws.Upstream {
 		return nil
 	}
 	return s.up
-}
-
-func (s *Server) routes(verifier *auth.Verifier) http.Handler {
-	gin.SetMode(gin.ReleaseMode)
-	r := gin.New()
-	r.Use(gin.CustomRecoveryWithWriter(nil, func(c *gin.Context, err any) {
-		s.log.Error("panic in handler", "path", c.FullPath(), "err", err)
-		c.AbortWithStatusJSON(http.StatusInternalServerError, gin.H{"error": "internal error"})
-	}))
-	r.HandleMethodNotAllowed = true
-	r.NoRoute(func(c *gin.Context) { c.JSON(http.StatusNotFound, gin.H{"error": "not found"}) })
-	r.NoMethod(func(c *gin.Context) { c.JSON(http.StatusMethodNotAllowed, gin.H{"error": "method not allowed"}) })
-
-	wsh := ws.NewHandler(s.hub, clientAuth{dev: s.cfg.Dev, verifier: verifier})
-	r.GET("/ws", gin.WrapH(wsh))
-	if s.cfg.Dev {
-		r.GET("/ws/echo", gin.WrapF(wsh.Echo))
-	}
-	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
-	r.GET("/readyz", s.readyz)
-	r.GET("/metrics", gin.WrapH(s.metrics.Handler()))
-
-	var checkKey func(string) bool
-	if !s.cfg.Dev || len(s.cfg.APIKeys) > 0 {
-		checkKey = auth.NewAPIKeys(s.cfg.APIKeys).CheckHeader
-	}
-	api.Register(r, api.Options{
-		Pusher: apiPusher{s.store}, Bus: s.bus, Presence: s.apiPresence(), CheckKey: checkKey, ValidUser: auth.ValidUserID, Observer: s.metrics,
-	})
-	if s.cfg.ServeDemo() {
-		page := gin.WrapH(web.Handler())
-		r.GET("/", page)
-		r.GET("/static/*path", func(c *gin.Context) {
-			c.Request.URL.Path = c.Param("path")
-			page(c)
-		})
-	}
-	return r
-}
-
-func (s *Server) readyz(c *gin.Context) {
-	if s.hub.Draining() {
-		c.JSON(http.StatusServiceUnavailable, gin.H{"error": "draining", "node_id": s.cfg.NodeID})
-		return
-	}
-	if err := s.bus.Ready(); err != nil {
-		c.JSON(http.StatusServiceUnavailable, gin.H{"error": err.Error(), "node_id": s.cfg.NodeID})
-		return
-	}
-	c.JSON(http.StatusOK, gin.H{"status": "ready", "node_id": s.cfg.NodeID})
-}
-
-// clientAuth authenticates /ws: a JWT in ?token= or Authorization, or with --dev a ?user_id=.
-type clientAuth struct {
-	dev      bool
-	verifier *auth.Verifier
-}
-
-func (a clientAuth) Authenticate(r *http.Request) (ws.Identity, error) {
-	tok := auth.TokenFromRequest(r)
-	if tok == "" && a.dev {
-		user := r.URL.Query().Get("user_id")
-		if !auth.ValidUserID(user) {
-			return ws.Identity{}, errors.New("user_id must be 1-128 bytes of A-Z a-z 0-9 _ . : @ -")
-		}
-		return ws.Identity{User: user}, nil
-	}
-	if tok == "" {
-		return ws.Identity{}, errors.New("token required")
-	}
-	return a.Refresh(tok)
-}
-
-// Refresh verifies a token (at connect, and sent in-band with "auth <jwt>").
-func (a clientAuth) Refresh(tok string) (ws.Identity, error) {
-	if a.verifier == nil {
-		return ws.Identity{}, errors.New("tokens are not configured on this node")
-	}
-	user, exp, err := a.verifier.VerifyExpiry(tok)
-	if err != nil {
-		return ws.Identity{}, err
-	}
-	return ws.Identity{User: user, Expires: exp}, nil
 }
 
 // newRedisClient builds the one Redis client of the process for the configured mode: a plain
