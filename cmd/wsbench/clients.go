@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
 	wsclient "github.com/wsgateway/wsgateway/client"
 )
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
+
 	wsclient "github.com/wsgateway/wsgateway/client"
 )
 

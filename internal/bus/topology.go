@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
 	"github.com/wsgateway/wsgateway/internal/keys"
 )
 
