@@ -32,11 +32,18 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	}
 	log := newLogger(cfg, stderr)
 
-	// The first SIGINT/SIGTERM starts the drain; stop() then restores the default action, so
-	// a second signal ends the process at once.
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	// The first SIGINT/SIGTERM starts the drain; stop() restores the default action first, so
+	// that a second signal ends the process at once however soon it follows: the server sees
+	// ctx end only after stop returned.
+	sig, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	go func() { <-ctx.Done(); stop() }()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-sig.Done()
+		stop()
+		cancel()
+	}()
 
 	srv, err := server.New(cfg, server.Options{Logger: log})
 	if err != nil {
