@@ -194,8 +194,10 @@ func TestResubscribeWindow(t *testing.T) {
 	for r := range rounds {
 		before := a.metric("wsgateway_pubsub_reconnects_total")
 		killed, err := c.rdb.ClientKillByFilter(ctx, "TYPE", "pubsub").Result()
-		if err != nil || killed < 2 {
-			t.Fatalf("CLIENT KILL TYPE pubsub: killed %d, %v; want A's and B's", killed, err)
+		// A's connection at least (B's may be being rebuilt right then on a loaded machine;
+		// A's rebuild is checked below).
+		if err != nil || killed < 1 {
+			t.Fatalf("CLIENT KILL TYPE pubsub: killed %d, %v; want at least A's", killed, err)
 		}
 		for range perRound {
 			seq++

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
 	"github.com/wsgateway/wsgateway/internal/config"
@@ -284,6 +285,14 @@ func TestCluster(t *testing.T) {
 	victim := masters[0]
 	user := shards[victim][0]
 	c := clients[user]
+	// The master dies once its replica has everything it was sent: replication is
+	// asynchronous, and a promoted replica that lacks the old master's last writes numbers new
+	// pushes again from an older point (README, known limits; --redis-wait-replicas).
+	vc := redis.NewClient(&redis.Options{Addr: victim})
+	if n, err := vc.Do(context.Background(), "WAIT", 1, 5000).Int(); err != nil || n < 1 {
+		t.Fatalf("WAIT on %s: %d replicas, %v", victim, n, err)
+	}
+	_ = vc.Close()
 	rc.KillNode(t, victim)
 	var accepted []string
 	start := time.Now()
