@@ -28,6 +28,7 @@ import (
 
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/server"
+	"github.com/wsgateway/wsgateway/internal/testutil/logbuf"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
 
@@ -59,7 +60,7 @@ type gateway struct {
 	srv  *server.Server
 	addr string
 	cfg  config.Config
-	logs *syncBuffer
+	logs *logbuf.Buffer
 	// sign mints a valid client token for sub with the gateway's configured key.
 	sign func(sub string) string
 	http *http.Client
@@ -85,7 +86,7 @@ func start(t *testing.T, mutate func(*config.Config), opt server.Options) *gatew
 	if opt.CloseGrace == 0 {
 		opt.CloseGrace = 200 * time.Millisecond
 	}
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	opt.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv, err := server.New(cfg, opt)
 	if err != nil {
@@ -115,7 +116,7 @@ func start(t *testing.T, mutate func(*config.Config), opt server.Options) *gatew
 			t.Errorf("the gateway logged a panic:\n%s", logs.String())
 		}
 		if t.Failed() {
-			t.Logf("gateway log:\n%s", logs.tail(20000))
+			t.Logf("gateway log:\n%s", logs.TailBytes(20000))
 		}
 	})
 	return g
@@ -459,31 +460,4 @@ func (g *gateway) stillServes(t *testing.T, c *canary) {
 	if got := readText(t, conn); got != `"hello"` {
 		t.Fatalf("fresh client received %q; want %q", got, `"hello"`)
 	}
-}
-
-// --- logs ---
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) tail(n int) string {
-	str := s.String()
-	if len(str) > n {
-		return "…" + str[len(str)-n:]
-	}
-	return str
 }

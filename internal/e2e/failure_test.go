@@ -15,6 +15,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/wsgateway/wsgateway/internal/testutil/logbuf"
 	"github.com/wsgateway/wsgateway/internal/testutil/proc"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
@@ -234,7 +235,7 @@ func TestNodeKilled(t *testing.T) {
 	bin := gatewayBinary(t)
 
 	addr := freeAddr(t)
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	cmd := exec.Command(bin, "--dev", "--addr", addr, "--redis-url", c.redis.URL(),
 		"--key-prefix", c.prefix, "--node-id", "c", "--log-format", "text", "--log-level", "debug")
 	cmd.Stdout, cmd.Stderr = logs, logs
@@ -245,7 +246,7 @@ func TestNodeKilled(t *testing.T) {
 	t.Cleanup(func() {
 		_, _ = p.Stop(syscall.SIGKILL, 0)
 		if t.Failed() {
-			t.Logf("node c log (tail):\n%s", logs.tail(60))
+			t.Logf("node c log (tail):\n%s", logs.Tail(60))
 		}
 	})
 	wait.For(t, timeout, func() bool {
@@ -256,7 +257,7 @@ func TestNodeKilled(t *testing.T) {
 		return err == nil && status == http.StatusOK
 	}, "node c (process) never became ready")
 	if p.Exited() {
-		t.Fatalf("node c exited at start-up: %v\n%s", p.Err(), logs.tail(30))
+		t.Fatalf("node c exited at start-up: %v\n%s", p.Err(), logs.Tail(30))
 	}
 
 	onC := dial(t, wsURL(addr, "ivan"), nil)

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/server"
+	"github.com/wsgateway/wsgateway/internal/testutil/logbuf"
 	"github.com/wsgateway/wsgateway/internal/testutil/redistest"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
@@ -65,7 +65,7 @@ type node struct {
 	id   string
 	srv  *server.Server
 	addr string
-	logs *syncBuffer
+	logs *logbuf.Buffer
 
 	stopOnce sync.Once
 	stopErr  error
@@ -93,7 +93,7 @@ func (c *cluster) startNodeWith(id string, edit func(*config.Config)) *node {
 	if err := cfg.Validate(); err != nil {
 		c.t.Fatalf("config: %v", err)
 	}
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	srv, err := server.New(cfg, server.Options{
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		// A probe every 200ms keeps /readyz honest within a second; the timeout is wide
@@ -117,7 +117,7 @@ func (c *cluster) startNodeWith(id string, edit func(*config.Config)) *node {
 			c.t.Errorf("node %s: shutdown: %v", id, err)
 		}
 		if c.t.Failed() {
-			c.t.Logf("node %s log (tail):\n%s", id, logs.tail(200))
+			c.t.Logf("node %s log (tail):\n%s", id, logs.Tail(200))
 		}
 	})
 	c.waitReady(n)
@@ -466,32 +466,6 @@ func (c *client) abort() {
 }
 
 // --- misc ---
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *syncBuffer) tail(n int) string {
-	lines := strings.Split(strings.TrimRight(b.String(), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
 
 // pusher pushes the numbers 1..total to one user from its own goroutine, through the given
 // nodes in turn, each push after the previous one was answered: one publisher, so the order

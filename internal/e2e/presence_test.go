@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/wsgateway/wsgateway/internal/config"
+	"github.com/wsgateway/wsgateway/internal/testutil/logbuf"
 	"github.com/wsgateway/wsgateway/internal/testutil/proc"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
@@ -151,7 +152,7 @@ func TestNodeKilledLeavesNoGhost(t *testing.T) {
 	a := c.startNodeWith("a", func(cfg *config.Config) { cfg.MaxConnsPerUser = 2 })
 	bin := gatewayBinary(t)
 	addr := freeAddr(t)
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	cmd := exec.Command(bin, "--dev", "--addr", addr, "--redis-url", c.redis.URL(),
 		"--key-prefix", c.prefix, "--node-id", "doomed", "--max-conns-per-user", "2", "--log-format", "text")
 	cmd.Stdout, cmd.Stderr = logs, logs
@@ -163,7 +164,7 @@ func TestNodeKilledLeavesNoGhost(t *testing.T) {
 	wait.For(t, timeout, func() bool {
 		status, _, err := c.get("http://" + addr + "/readyz")
 		return err == nil && status == http.StatusOK
-	}, "the doomed node never became ready:\n%s", lazy(func() string { return logs.tail(30) }))
+	}, "the doomed node never became ready:\n%s", lazy(func() string { return logs.Tail(30) }))
 
 	dial(t, wsURL(addr, "gil"), nil)
 	dial(t, wsURL(addr, "gil"), nil)

@@ -19,6 +19,7 @@ import (
 	"github.com/wsgateway/wsgateway/client"
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/server"
+	"github.com/wsgateway/wsgateway/internal/testutil/logbuf"
 	"github.com/wsgateway/wsgateway/internal/testutil/redistest"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
@@ -45,7 +46,7 @@ type node struct {
 	id   string
 	srv  *server.Server
 	addr string
-	logs *syncBuffer
+	logs *logbuf.Buffer
 
 	stopOnce sync.Once
 	stopErr  error
@@ -74,7 +75,7 @@ func startNode(t *testing.T, id string, set func(*config.Config), opt server.Opt
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("node %s: config: %v", id, err)
 	}
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	opt.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	if opt.ProbeInterval == 0 {
 		// A probe every 200ms keeps /readyz honest within a second; the timeout is wide
@@ -97,7 +98,7 @@ func startNode(t *testing.T, id string, set func(*config.Config), opt server.Opt
 			t.Errorf("node %s: shutdown: %v", id, err)
 		}
 		if t.Failed() {
-			t.Logf("node %s log (tail):\n%s", id, logs.tail(80))
+			t.Logf("node %s log (tail):\n%s", id, logs.Tail(80))
 		}
 	})
 	waitReady(t, id, n.addr)
@@ -620,29 +621,6 @@ func abbrev(b []byte) string {
 func userURL(addr, user string) string { return "ws://" + addr + "/ws?user_id=" + user }
 
 // --- misc ---
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) tail(n int) string {
-	b.mu.Lock()
-	s := b.buf.String()
-	b.mu.Unlock()
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
 
 // lazy formats as the result of calling it: wait.For formats its message only when it gives
 // up, so a lazy argument shows the state at the deadline rather than at the start.

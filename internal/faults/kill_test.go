@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/wsgateway/wsgateway/client"
+	"github.com/wsgateway/wsgateway/internal/testutil/logbuf"
 	"github.com/wsgateway/wsgateway/internal/testutil/nginxtest"
 	"github.com/wsgateway/wsgateway/internal/testutil/proc"
 	"github.com/wsgateway/wsgateway/internal/testutil/redistest"
@@ -98,7 +99,7 @@ func TestNodeKilledWithMessagesInHand(t *testing.T) {
 type procNode struct {
 	id, addr string
 	p        *proc.Process
-	logs     *syncBuffer
+	logs     *logbuf.Buffer
 }
 
 // startProcNode starts a --dev gateway process on a free loopback port against redisURL and
@@ -106,7 +107,7 @@ type procNode struct {
 func startProcNode(t *testing.T, bin, id, redisURL, prefix string) *procNode {
 	t.Helper()
 	addr := freeAddr(t)
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	cmd := exec.Command(bin, "--dev", "--addr", addr, "--redis-url", redisURL, "--key-prefix", prefix,
 		"--node-id", id, "--log-format", "text", "--log-level", "debug")
 	cmd.Stdout, cmd.Stderr = logs, logs
@@ -118,13 +119,13 @@ func startProcNode(t *testing.T, bin, id, redisURL, prefix string) *procNode {
 	t.Cleanup(func() {
 		_, _ = p.Stop(syscall.SIGTERM, shutdownWait)
 		if t.Failed() {
-			t.Logf("node %s log (tail):\n%s", id, logs.tail(60))
+			t.Logf("node %s log (tail):\n%s", id, logs.Tail(60))
 		}
 	})
 	wait.For(t, timeout, func() bool { return p.Exited() || status("http://"+addr+"/readyz") == http.StatusOK },
 		"node %s (process) never became ready", id)
 	if p.Exited() {
-		t.Fatalf("node %s exited at start-up: %v\n%s", id, p.Err(), logs.tail(30))
+		t.Fatalf("node %s exited at start-up: %v\n%s", id, p.Err(), logs.Tail(30))
 	}
 	return n
 }

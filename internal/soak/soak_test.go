@@ -25,6 +25,7 @@ import (
 
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/server"
+	"github.com/wsgateway/wsgateway/internal/testutil/logbuf"
 	"github.com/wsgateway/wsgateway/internal/testutil/redistest"
 )
 
@@ -66,7 +67,7 @@ func TestSoak(t *testing.T) {
 	base := snapshot()
 	t.Logf("baseline: %s", base)
 
-	logs := &lockedBuffer{}
+	logs := &logbuf.Buffer{Limit: 1 << 20}
 	nodes := []*server.Server{startNode(t, rs.URL(), prefix, "a", logs), startNode(t, rs.URL(), prefix, "b", logs)}
 	addrs := []string{nodes[0].Addr(), nodes[1].Addr()}
 	tr := &http.Transport{MaxIdleConnsPerHost: pushers * 2}
@@ -184,7 +185,7 @@ func TestSoak(t *testing.T) {
 	if len(violations) > 0 {
 		t.Errorf("%d violations; examples (accepted at, relative to the restart):\n%s", v.total(),
 			strings.Join(violations[:min(30, len(violations))], "\n"))
-		t.Logf("node logs (tail):\n%s", logs.tail(20000))
+		t.Logf("node logs (tail):\n%s", logs.TailBytes(20000))
 	}
 	if len(leakedSubs) > 0 {
 		t.Errorf("%d users without a connection are still subscribed in Redis, e.g. %q", len(leakedSubs),
@@ -451,7 +452,7 @@ func push(client *http.Client, addr, body string) (int, error) {
 
 // --- the gateway ---
 
-func startNode(t *testing.T, redisURL, prefix, id string, logs *lockedBuffer) *server.Server {
+func startNode(t *testing.T, redisURL, prefix, id string, logs *logbuf.Buffer) *server.Server {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Addr = "127.0.0.1:0"
@@ -653,28 +654,4 @@ func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
 		t.Fatalf("%s=%q: want a positive duration", name, v)
 	}
 	return d
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b.Len() > 1<<20 {
-		return len(p), nil // enough to see what went wrong
-	}
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) tail(n int) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := l.b.String()
-	if len(s) > n {
-		return "…" + s[len(s)-n:]
-	}
-	return s
 }
