@@ -21,6 +21,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/wsgateway/wsgateway/internal/testutil/freeport"
 	"github.com/wsgateway/wsgateway/internal/testutil/redistest"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
@@ -79,16 +80,6 @@ func buildGateway(t *testing.T) string {
 	return bin
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 func status(url string) int {
 	c := http.Client{Timeout: time.Second}
 	resp, err := c.Get(url)
@@ -109,7 +100,7 @@ func TestSIGTERMDrain(t *testing.T) {
 	rdb := rs.Client(t)
 	prefix := redistest.Prefix(t)
 	bin := buildGateway(t)
-	addr := freeAddr(t)
+	addr := freeport.Addr(t)
 	const grace = 20 * time.Second
 	cmd := exec.Command(bin, "--dev", "--addr", addr, "--redis-url", rs.URL(), "--key-prefix", prefix,
 		"--write-timeout", "3s", "--send-queue", "5000", "--shutdown-grace", grace.String(), "--log-level", "debug")
@@ -253,7 +244,7 @@ func unacknowledged(t *testing.T, rdb redis.UniversalClient, prefix, user string
 // A second signal ends the process at once, even while the drain still waits on a client.
 func TestSecondSignalExitsAtOnce(t *testing.T) {
 	bin := buildGateway(t)
-	addr := freeAddr(t)
+	addr := freeport.Addr(t)
 	cmd := exec.Command(bin, "--dev", "--addr", addr, "--write-timeout", "30s", "--send-queue", "5000",
 		"--shutdown-grace", "60s")
 	if err := cmd.Start(); err != nil {

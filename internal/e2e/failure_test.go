@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os/exec"
 	"sort"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/wsgateway/wsgateway/internal/testutil/freeport"
 	"github.com/wsgateway/wsgateway/internal/testutil/logbuf"
 	"github.com/wsgateway/wsgateway/internal/testutil/proc"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
@@ -234,7 +234,7 @@ func TestNodeKilled(t *testing.T) {
 	a := c.startNode("a")
 	bin := gatewayBinary(t)
 
-	addr := freeAddr(t)
+	addr := freeport.Addr(t)
 	logs := &logbuf.Buffer{}
 	cmd := exec.Command(bin, "--dev", "--addr", addr, "--redis-url", c.redis.URL(),
 		"--key-prefix", c.prefix, "--node-id", "c", "--log-format", "text", "--log-level", "debug")
@@ -293,15 +293,4 @@ func TestNodeKilled(t *testing.T) {
 	}
 	onA.expectTexts(t, 0, "ivan on A", append(want, `"live"`)...)
 	c.waitAcked("ivan")
-}
-
-// freeAddr returns a loopback address that was free a moment ago, for a node run as a process.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }

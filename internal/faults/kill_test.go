@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/wsgateway/wsgateway/client"
+	"github.com/wsgateway/wsgateway/internal/testutil/freeport"
 	"github.com/wsgateway/wsgateway/internal/testutil/logbuf"
 	"github.com/wsgateway/wsgateway/internal/testutil/nginxtest"
 	"github.com/wsgateway/wsgateway/internal/testutil/proc"
@@ -106,7 +107,7 @@ type procNode struct {
 // waits until it is ready. The cleanup stops it (SIGTERM, then SIGKILL) unless it is gone.
 func startProcNode(t *testing.T, bin, id, redisURL, prefix string) *procNode {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := freeport.Addr(t)
 	logs := &logbuf.Buffer{}
 	cmd := exec.Command(bin, "--dev", "--addr", addr, "--redis-url", redisURL, "--key-prefix", prefix,
 		"--node-id", id, "--log-format", "text", "--log-level", "debug")
@@ -153,15 +154,4 @@ func (n *procNode) metric(name string) float64 {
 		}
 	}
 	return sum
-}
-
-// freeAddr returns a loopback address that was free a moment ago, for a node run as a process.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
