@@ -3,18 +3,12 @@ package attack
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,12 +16,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
 	"go.uber.org/goleak"
 
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/server"
+	"github.com/wsgateway/wsgateway/internal/testutil/jwttest"
 	"github.com/wsgateway/wsgateway/internal/testutil/logbuf"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
@@ -102,7 +96,7 @@ func start(t *testing.T, mutate func(*config.Config), opt server.Options) *gatew
 		srv: srv, addr: srv.Addr(), cfg: cfg, logs: logs,
 		http: &http.Client{Timeout: patience, Transport: &http.Transport{DisableKeepAlives: true}},
 	}
-	g.sign = func(sub string) string { return hsToken(t, testSecret, sub) }
+	g.sign = func(sub string) string { return jwttest.HS256(t, testSecret, sub) }
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), patience)
 		defer cancel()
@@ -120,53 +114,6 @@ func start(t *testing.T, mutate func(*config.Config), opt server.Options) *gatew
 		}
 	})
 	return g
-}
-
-// --- tokens ---
-
-func hsToken(t testing.TB, secret, sub string) string {
-	t.Helper()
-	return signToken(t, jwt.SigningMethodHS256, []byte(secret), validClaims(sub))
-}
-
-func validClaims(sub string) jwt.MapClaims {
-	return jwt.MapClaims{"sub": sub, "exp": time.Now().Add(time.Hour).Unix()}
-}
-
-func signToken(t testing.TB, m jwt.SigningMethod, key any, claims jwt.MapClaims) string {
-	t.Helper()
-	s, err := jwt.NewWithClaims(m, claims).SignedString(key)
-	if err != nil {
-		t.Fatalf("sign %s: %v", m.Alg(), err)
-	}
-	return s
-}
-
-// rsaKey is an RSA key pair with its public half as a PEM file, for a gateway configured
-// with --jwt-public-key.
-type rsaKey struct {
-	priv    *rsa.PrivateKey
-	pem     []byte // PKIX "PUBLIC KEY" block, the file's content
-	der     []byte // the same key, DER
-	pemPath string
-}
-
-func newRSAKey(t *testing.T) rsaKey {
-	t.Helper()
-	priv, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKIXPublicKey(&priv.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
-	path := filepath.Join(t.TempDir(), "jwt.pub.pem")
-	if err := os.WriteFile(path, p, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return rsaKey{priv: priv, pem: p, der: der, pemPath: path}
 }
 
 // --- WebSocket clients ---

@@ -25,6 +25,7 @@ import (
 
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/server"
+	"github.com/wsgateway/wsgateway/internal/testutil/jwttest"
 	"github.com/wsgateway/wsgateway/internal/testutil/logbuf"
 	"github.com/wsgateway/wsgateway/internal/testutil/redistest"
 )
@@ -489,13 +490,8 @@ func dial(addr, token string) (*websocket.Conn, error) {
 }
 
 func token(t *testing.T, sub string) string {
-	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-		"sub": sub, "exp": time.Now().Add(24 * time.Hour).Unix(),
-	}).SignedString([]byte(secret))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	t.Helper()
+	return jwttest.Sign(t, jwt.SigningMethodHS256, []byte(secret), jwt.MapClaims{"sub": sub, "exp": time.Now().Add(24 * time.Hour).Unix()})
 }
 
 // --- bookkeeping ---
