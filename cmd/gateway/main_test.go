@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/wsgateway/wsgateway/internal/testutil/freeport"
+	"github.com/wsgateway/wsgateway/internal/testutil/gwbin"
 	"github.com/wsgateway/wsgateway/internal/testutil/redistest"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
@@ -69,16 +69,8 @@ func TestBadSettingsExit(t *testing.T) {
 	}
 }
 
-func buildGateway(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "gateway")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	cmd.Stderr = os.Stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("go build: %v", err)
-	}
-	return bin
-}
+// The signal tests run the gateway as a process built by gwbin; TestMain removes it.
+func TestMain(m *testing.M) { os.Exit(gwbin.After(m).Run()) }
 
 func status(url string) int {
 	c := http.Client{Timeout: time.Second}
@@ -99,7 +91,7 @@ func TestSIGTERMDrain(t *testing.T) {
 	rs := redistest.Start(t)
 	rdb := rs.Client(t)
 	prefix := redistest.Prefix(t)
-	bin := buildGateway(t)
+	bin := gwbin.Path(t)
 	addr := freeport.Addr(t)
 	const grace = 20 * time.Second
 	cmd := exec.Command(bin, "--dev", "--addr", addr, "--redis-url", rs.URL(), "--key-prefix", prefix,
@@ -243,7 +235,7 @@ func unacknowledged(t *testing.T, rdb redis.UniversalClient, prefix, user string
 
 // A second signal ends the process at once, even while the drain still waits on a client.
 func TestSecondSignalExitsAtOnce(t *testing.T) {
-	bin := buildGateway(t)
+	bin := gwbin.Path(t)
 	addr := freeport.Addr(t)
 	cmd := exec.Command(bin, "--dev", "--addr", addr, "--write-timeout", "30s", "--send-queue", "5000",
 		"--shutdown-grace", "60s")

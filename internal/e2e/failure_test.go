@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/wsgateway/wsgateway/internal/testutil/freeport"
+	"github.com/wsgateway/wsgateway/internal/testutil/gwbin"
 	"github.com/wsgateway/wsgateway/internal/testutil/logbuf"
 	"github.com/wsgateway/wsgateway/internal/testutil/proc"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
@@ -232,7 +233,7 @@ func TestResubscribeWindow(t *testing.T) {
 func TestNodeKilled(t *testing.T) {
 	c := newCluster(t)
 	a := c.startNode("a")
-	bin := gatewayBinary(t)
+	bin := gwbin.Path(t)
 
 	addr := freeport.Addr(t)
 	logs := &logbuf.Buffer{}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/testutil/freeport"
+	"github.com/wsgateway/wsgateway/internal/testutil/gwbin"
 	"github.com/wsgateway/wsgateway/internal/testutil/logbuf"
 	"github.com/wsgateway/wsgateway/internal/testutil/proc"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
@@ -151,7 +152,7 @@ func TestOnlineOfflineEventsUnderRace(t *testing.T) {
 func TestNodeKilledLeavesNoGhost(t *testing.T) {
 	c := newCluster(t)
 	a := c.startNodeWith("a", func(cfg *config.Config) { cfg.MaxConnsPerUser = 2 })
-	bin := gatewayBinary(t)
+	bin := gwbin.Path(t)
 	addr := freeport.Addr(t)
 	logs := &logbuf.Buffer{}
 	cmd := exec.Command(bin, "--dev", "--addr", addr, "--redis-url", c.redis.URL(),

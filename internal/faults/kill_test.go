@@ -16,6 +16,7 @@ import (
 
 	"github.com/wsgateway/wsgateway/client"
 	"github.com/wsgateway/wsgateway/internal/testutil/freeport"
+	"github.com/wsgateway/wsgateway/internal/testutil/gwbin"
 	"github.com/wsgateway/wsgateway/internal/testutil/logbuf"
 	"github.com/wsgateway/wsgateway/internal/testutil/nginxtest"
 	"github.com/wsgateway/wsgateway/internal/testutil/proc"
@@ -33,7 +34,7 @@ import (
 func TestNodeKilledWithMessagesInHand(t *testing.T) {
 	rs := redistest.Start(t)
 	prefix := redistest.Prefix(t)
-	bin := gatewayBinary(t)
+	bin := gwbin.Path(t)
 	nodes := []*procNode{startProcNode(t, bin, "x", rs.URL(), prefix), startProcNode(t, bin, "y", rs.URL(), prefix)}
 	lb := nginxtest.Start(t, "../../deploy/nginx.conf", []string{nodes[0].addr, nodes[1].addr})
 
@@ -95,7 +96,7 @@ func TestNodeKilledWithMessagesInHand(t *testing.T) {
 	t.Logf("%d pushes answered 200 (%d attempts), all arrived once, in order", l.count(), p.tried.Load())
 }
 
-// procNode is a gateway run as a process from the binary of gatewayBinary, so that a test can
+// procNode is a gateway run as a process from the binary of gwbin.Path, so that a test can
 // SIGKILL it.
 type procNode struct {
 	id, addr string
