@@ -23,6 +23,7 @@ import (
 	"github.com/wsgateway/wsgateway/internal/server"
 	"github.com/wsgateway/wsgateway/internal/testutil/jwttest"
 	"github.com/wsgateway/wsgateway/internal/testutil/logbuf"
+	"github.com/wsgateway/wsgateway/internal/testutil/metricstest"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
 
@@ -224,35 +225,7 @@ func jsonString(s string) string {
 
 // metric sums the samples of name whose labels include every pair of labels (k1, v1, …).
 func (g *gateway) metric(name string, labels ...string) float64 {
-	mfs, err := g.srv.Metrics().Registry().Gather()
-	if err != nil {
-		return -1
-	}
-	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	samples:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue samples
-				}
-			}
-			switch {
-			case m.GetCounter() != nil:
-				sum += m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				sum += m.GetGauge().GetValue()
-			}
-		}
-	}
-	return sum
+	return metricstest.Sum(g.srv.Metrics().Registry(), name, labels...)
 }
 
 // waitMetric waits until metric(name, labels…) reaches at least want.

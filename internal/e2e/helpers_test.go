@@ -21,6 +21,7 @@ import (
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/server"
 	"github.com/wsgateway/wsgateway/internal/testutil/logbuf"
+	"github.com/wsgateway/wsgateway/internal/testutil/metricstest"
 	"github.com/wsgateway/wsgateway/internal/testutil/redistest"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
@@ -149,25 +150,7 @@ func (c *cluster) waitReady(n *node) {
 
 // metric reads one counter or gauge of a node (without labels: their sum).
 func (n *node) metric(name string) float64 {
-	mfs, err := n.srv.Metrics().Registry().Gather()
-	if err != nil {
-		return -1
-	}
-	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			switch {
-			case m.GetCounter() != nil:
-				sum += m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				sum += m.GetGauge().GetValue()
-			}
-		}
-	}
-	return sum
+	return metricstest.Sum(n.srv.Metrics().Registry(), name)
 }
 
 // idle reports whether every connection the node accepted has been cleaned up completely:

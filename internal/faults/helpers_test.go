@@ -20,6 +20,7 @@ import (
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/server"
 	"github.com/wsgateway/wsgateway/internal/testutil/logbuf"
+	"github.com/wsgateway/wsgateway/internal/testutil/metricstest"
 	"github.com/wsgateway/wsgateway/internal/testutil/redistest"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
@@ -119,25 +120,7 @@ func (n *node) base() string { return "http://" + n.addr }
 
 // metric reads one counter or gauge of the node, summed over its labels.
 func (n *node) metric(name string) float64 {
-	mfs, err := n.srv.Metrics().Registry().Gather()
-	if err != nil {
-		return -1
-	}
-	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			switch {
-			case m.GetCounter() != nil:
-				sum += m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				sum += m.GetGauge().GetValue()
-			}
-		}
-	}
-	return sum
+	return metricstest.Sum(n.srv.Metrics().Registry(), name)
 }
 
 func waitReady(t *testing.T, id, addr string) {
