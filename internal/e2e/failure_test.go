@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os/exec"
 	"sort"
 	"strconv"
 	"sync"
@@ -14,10 +13,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/wsgateway/wsgateway/internal/testutil/freeport"
 	"github.com/wsgateway/wsgateway/internal/testutil/gwbin"
-	"github.com/wsgateway/wsgateway/internal/testutil/logbuf"
-	"github.com/wsgateway/wsgateway/internal/testutil/proc"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
 
@@ -233,33 +229,11 @@ func TestResubscribeWindow(t *testing.T) {
 func TestNodeKilled(t *testing.T) {
 	c := newCluster(t)
 	a := c.startNode("a")
-	bin := gwbin.Path(t)
-
-	addr := freeport.Addr(t)
-	logs := &logbuf.Buffer{}
-	cmd := exec.Command(bin, "--dev", "--addr", addr, "--redis-url", c.redis.URL(),
-		"--key-prefix", c.prefix, "--node-id", "c", "--log-format", "text", "--log-level", "debug")
-	cmd.Stdout, cmd.Stderr = logs, logs
-	p, err := proc.Start(cmd, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_, _ = p.Stop(syscall.SIGKILL, 0)
-		if t.Failed() {
-			t.Logf("node c log (tail):\n%s", logs.Tail(60))
-		}
+	node := gwbin.Start(t, "c", gwbin.Options{
+		Args:  []string{"--redis-url", c.redis.URL(), "--key-prefix", c.prefix, "--log-level", "debug"},
+		Ready: timeout,
 	})
-	wait.For(t, timeout, func() bool {
-		if p.Exited() {
-			return true
-		}
-		status, _, err := c.get("http://" + addr + "/readyz")
-		return err == nil && status == http.StatusOK
-	}, "node c (process) never became ready")
-	if p.Exited() {
-		t.Fatalf("node c exited at start-up: %v\n%s", p.Err(), logs.Tail(30))
-	}
+	addr, p := node.Addr, node.Process
 
 	onC := dial(t, wsURL(addr, "ivan"), nil)
 	if res := c.push(a.url(""), "ivan", `"before"`); !res.Online {

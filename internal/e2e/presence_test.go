@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
@@ -14,10 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/wsgateway/wsgateway/internal/config"
-	"github.com/wsgateway/wsgateway/internal/testutil/freeport"
 	"github.com/wsgateway/wsgateway/internal/testutil/gwbin"
-	"github.com/wsgateway/wsgateway/internal/testutil/logbuf"
-	"github.com/wsgateway/wsgateway/internal/testutil/proc"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
 
@@ -152,21 +148,11 @@ func TestOnlineOfflineEventsUnderRace(t *testing.T) {
 func TestNodeKilledLeavesNoGhost(t *testing.T) {
 	c := newCluster(t)
 	a := c.startNodeWith("a", func(cfg *config.Config) { cfg.MaxConnsPerUser = 2 })
-	bin := gwbin.Path(t)
-	addr := freeport.Addr(t)
-	logs := &logbuf.Buffer{}
-	cmd := exec.Command(bin, "--dev", "--addr", addr, "--redis-url", c.redis.URL(),
-		"--key-prefix", c.prefix, "--node-id", "doomed", "--max-conns-per-user", "2", "--log-format", "text")
-	cmd.Stdout, cmd.Stderr = logs, logs
-	p, err := proc.Start(cmd, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = p.Stop(syscall.SIGKILL, 0) })
-	wait.For(t, timeout, func() bool {
-		status, _, err := c.get("http://" + addr + "/readyz")
-		return err == nil && status == http.StatusOK
-	}, "the doomed node never became ready:\n%s", lazy(func() string { return logs.Tail(30) }))
+	node := gwbin.Start(t, "doomed", gwbin.Options{
+		Args:  []string{"--redis-url", c.redis.URL(), "--key-prefix", c.prefix, "--max-conns-per-user", "2"},
+		Ready: timeout,
+	})
+	addr, p := node.Addr, node.Process
 
 	dial(t, wsURL(addr, "gil"), nil)
 	dial(t, wsURL(addr, "gil"), nil)
