@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"sort"
 	"strconv"
@@ -19,8 +18,7 @@ import (
 	"github.com/wsgateway/wsgateway/client"
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/server"
-	"github.com/wsgateway/wsgateway/internal/testutil/logbuf"
-	"github.com/wsgateway/wsgateway/internal/testutil/metricstest"
+	"github.com/wsgateway/wsgateway/internal/testutil/gwtest"
 	"github.com/wsgateway/wsgateway/internal/testutil/redistest"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
@@ -43,15 +41,7 @@ var (
 // --- nodes ---
 
 // node is one in-process gateway.
-type node struct {
-	id   string
-	srv  *server.Server
-	addr string
-	logs *logbuf.Buffer
-
-	stopOnce sync.Once
-	stopErr  error
-}
+type node struct{ *gwtest.Node }
 
 // onRedis points a node at rs with the test's key prefix.
 func onRedis(rs *redistest.Server, prefix string) func(*config.Config) {
@@ -67,77 +57,9 @@ func onRedis(rs *redistest.Server, prefix string) func(*config.Config) {
 // down in the test's cleanup; its log is shown if the test failed.
 func startNode(t *testing.T, id string, set func(*config.Config), opt server.Options) *node {
 	t.Helper()
-	cfg := config.Default()
-	cfg.Addr = "127.0.0.1:0"
-	cfg.Dev = true
-	cfg.NodeID = id
-	cfg.ShutdownGrace = shutdownWait
-	set(&cfg)
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("node %s: config: %v", id, err)
-	}
-	logs := &logbuf.Buffer{}
-	opt.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	if opt.ProbeInterval == 0 {
-		// A probe every 200ms keeps /readyz honest within a second; the timeout is wide
-		// enough that a -race run on a busy machine does not rebuild healthy connections.
-		opt.ProbeInterval, opt.ProbeTimeout = 200*time.Millisecond, 3*time.Second
-	}
-	if opt.CloseGrace == 0 {
-		opt.CloseGrace = 300 * time.Millisecond
-	}
-	srv, err := server.New(cfg, opt)
-	if err != nil {
-		t.Fatalf("node %s: %v", id, err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatalf("node %s: %v", id, err)
-	}
-	n := &node{id: id, srv: srv, addr: srv.Addr(), logs: logs}
-	t.Cleanup(func() {
-		if err := n.shutdown(); err != nil {
-			t.Errorf("node %s: shutdown: %v", id, err)
-		}
-		if t.Failed() {
-			t.Logf("node %s log (tail):\n%s", id, logs.Tail(80))
-		}
-	})
-	waitReady(t, id, n.addr)
-	return n
-}
-
-// shutdown drains the node like SIGTERM would, at most once.
-func (n *node) shutdown() error {
-	n.stopOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), shutdownWait)
-		defer cancel()
-		n.stopErr = n.srv.Shutdown(ctx)
-	})
-	return n.stopErr
-}
-
-func (n *node) base() string { return "http://" + n.addr }
-
-// metric reads one counter or gauge of the node, summed over its labels.
-func (n *node) metric(name string) float64 {
-	return metricstest.Sum(n.srv.Metrics().Registry(), name)
-}
-
-func waitReady(t *testing.T, id, addr string) {
-	t.Helper()
-	wait.For(t, timeout, func() bool { return status("http://"+addr+"/readyz") == http.StatusOK },
-		"node %s: /readyz never answered 200", id)
-}
-
-// status is the HTTP status of a GET, 0 when the request failed.
-func status(url string) int {
-	resp, err := httpc.Get(url)
-	if err != nil {
-		return 0
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode
+	return &node{gwtest.Start(t, id, gwtest.Options{
+		Config: set, Server: opt, Ready: timeout, ShutdownWait: shutdownWait, LogTail: 80,
+	})}
 }
 
 // --- pushes ---

@@ -49,7 +49,7 @@ func TestNodeKilledWithMessagesInHand(t *testing.T) {
 	var x, y *procNode
 	wait.For(t, timeout, func() bool {
 		for i, n := range nodes {
-			if n.metric("wsgateway_connections") == 1 {
+			if n.Metric("wsgateway_connections") == 1 {
 				x, y = n, nodes[1-i]
 				return true
 			}
@@ -68,7 +68,7 @@ func TestNodeKilledWithMessagesInHand(t *testing.T) {
 	// buffers) and holds more than it has written (its send queue).
 	var queued, inFlight int64
 	wait.For(t, timeout, func() bool {
-		delivered := int64(x.metric("wsgateway_messages_delivered_total"))
+		delivered := int64(x.Metric("wsgateway_messages_delivered_total"))
 		queued, inFlight = p.sent.Load()-delivered, delivered-int64(r.count())
 		return queued >= 10 && inFlight >= 3
 	}, "node %s never backed up: %s", x.ID, lazy(func() string {
@@ -82,7 +82,7 @@ func TestNodeKilledWithMessagesInHand(t *testing.T) {
 
 	r.resume()
 	waitEvent(t, r, client.EventConnected, 2)
-	wait.For(t, timeout, func() bool { return y.metric("wsgateway_connections") == 1 },
+	wait.For(t, timeout, func() bool { return y.Metric("wsgateway_connections") == 1 },
 		"the client did not come back on node %s", y.ID)
 	p.waitSent(t, 20, "after the reconnect")
 	p.check(t)
@@ -103,9 +103,9 @@ func startProcNode(t *testing.T, id, redisURL, prefix string) *procNode {
 	})}
 }
 
-// metric reads one counter or gauge from the node's /metrics, summed over its labels; -1 when
+// Metric reads one counter or gauge from the node's /metrics, summed over its labels; -1 when
 // the node does not answer.
-func (n *procNode) metric(name string) float64 {
+func (n *procNode) Metric(name string) float64 {
 	resp, err := httpc.Get("http://" + n.Addr + "/metrics")
 	if err != nil {
 		return -1
