@@ -2,11 +2,9 @@ package attack
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -21,6 +19,7 @@ import (
 
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/server"
+	"github.com/wsgateway/wsgateway/internal/testutil/gwtest"
 	"github.com/wsgateway/wsgateway/internal/testutil/jwttest"
 	"github.com/wsgateway/wsgateway/internal/testutil/logbuf"
 	"github.com/wsgateway/wsgateway/internal/testutil/metricstest"
@@ -66,52 +65,43 @@ type gateway struct {
 // the gateway down and fails the test when a connection is left or a panic was logged.
 func start(t *testing.T, mutate func(*config.Config), opt server.Options) *gateway {
 	t.Helper()
-	cfg := config.Default()
-	cfg.Addr = "127.0.0.1:0"
-	cfg.NodeID = "attack"
-	cfg.JWTSecret = testSecret
-	cfg.APIKeys = []string{apiKey}
-	cfg.ShutdownGrace = patience
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("config: %v", err)
-	}
 	if opt.CloseGrace == 0 {
 		opt.CloseGrace = 200 * time.Millisecond
 	}
-	logs := &logbuf.Buffer{}
-	opt.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := server.New(cfg, opt)
-	if err != nil {
-		t.Fatalf("server.New: %v", err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatalf("listen: %v", err)
-	}
+	n := gwtest.Start(t, "attack", gwtest.Options{
+		Config: func(cfg *config.Config) {
+			cfg.Dev = false
+			cfg.JWTSecret = testSecret
+			cfg.APIKeys = []string{apiKey}
+			if mutate != nil {
+				mutate(cfg)
+			}
+		},
+		Server:       opt,
+		ShutdownWait: patience,
+	})
 	// No keep-alive: every helper request gets its own connection, so a short API body
 	// timeout (which is also the idle timeout) never races a pooled connection, and no
 	// idle-connection goroutine outlives the test.
 	g := &gateway{
-		srv: srv, addr: srv.Addr(), cfg: cfg, logs: logs,
+		srv: n.Srv, addr: n.Addr, cfg: n.Cfg, logs: n.Logs,
 		http: &http.Client{Timeout: patience, Transport: &http.Transport{DisableKeepAlives: true}},
 	}
 	g.sign = func(sub string) string { return jwttest.HS256(t, testSecret, sub) }
+	// Registered after gwtest's, so this runs first: it shuts the gateway down itself (gwtest's
+	// clean-up then finds it done) to look at what is left.
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), patience)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
+		if err := n.Shutdown(); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
-		if n := srv.Hub().Conns(); n != 0 {
-			t.Errorf("%d connections left in the hub after shutdown", n)
+		if c := n.Srv.Hub().Conns(); c != 0 {
+			t.Errorf("%d connections left in the hub after shutdown", c)
 		}
-		if strings.Contains(logs.String(), "panic") {
-			t.Errorf("the gateway logged a panic:\n%s", logs.String())
+		if strings.Contains(n.Logs.String(), "panic") {
+			t.Errorf("the gateway logged a panic:\n%s", n.Logs.String())
 		}
 		if t.Failed() {
-			t.Logf("gateway log:\n%s", logs.TailBytes(20000))
+			t.Logf("gateway log:\n%s", n.Logs.TailBytes(20000))
 		}
 	})
 	return g

@@ -1,5 +1,5 @@
 // Package gwtest starts in-process gateway nodes for the test packages that drive a real
-// server over its sockets (e2e, faults): config, log buffer, listen, readiness and shutdown
+// server over its sockets (attack, e2e, faults): config, log buffer, listen, readiness and shutdown
 // in one place.
 package gwtest
 
@@ -31,13 +31,15 @@ type Options struct {
 	Ready time.Duration
 	// ShutdownWait bounds the node's Shutdown, in the clean-up or [Node.Shutdown].
 	ShutdownWait time.Duration
-	// LogTail is how many lines of the node's log the clean-up shows when the test failed.
+	// LogTail is how many lines of the node's log the clean-up shows when the test failed;
+	// zero shows none (the caller shows what it wants).
 	LogTail int
 }
 
 // Node is one in-process gateway.
 type Node struct {
 	ID   string
+	Cfg  config.Config // as validated
 	Srv  *server.Server
 	Addr string // 127.0.0.1:port
 	Logs *logbuf.Buffer
@@ -84,12 +86,12 @@ func Start(tb testing.TB, id string, o Options) *Node {
 	if err := srv.Listen(); err != nil {
 		tb.Fatalf("node %s: %v", id, err)
 	}
-	n := &Node{ID: id, Srv: srv, Addr: srv.Addr(), Logs: logs, shutdownWait: o.ShutdownWait}
+	n := &Node{ID: id, Cfg: cfg, Srv: srv, Addr: srv.Addr(), Logs: logs, shutdownWait: o.ShutdownWait}
 	tb.Cleanup(func() {
 		if err := n.Shutdown(); err != nil {
 			tb.Errorf("node %s: shutdown: %v", id, err)
 		}
-		if tb.Failed() {
+		if tb.Failed() && o.LogTail > 0 {
 			tb.Logf("node %s log (tail):\n%s", id, logs.Tail(o.LogTail))
 		}
 	})
