@@ -185,7 +185,7 @@ func TestOtherUsersIDWithoutDev(t *testing.T) {
 			t.Fatalf("mallory received %q", got)
 		}
 		conn.Close()
-		wait.For(t, patience, func() bool { return g.srv.Hub().Conns() == 1 }, "mallory gone")
+		wait.For(t, patience, func() bool { return g.srv.ForTest().Hub().Conns() == 1 }, "mallory gone")
 	}
 	// The dev-only echo endpoint does not exist outside --dev.
 	resp, err := g.http.Get("http://" + g.addr + "/ws/echo")
@@ -293,7 +293,7 @@ func TestMaxConns(t *testing.T) {
 	g.waitMetric(t, 5, "wsgateway_refused_total", "status", "503")
 	c.alive(t)
 	a.Close()
-	wait.For(t, patience, func() bool { return g.srv.Hub().Conns() == 2 }, "the closed connection's slot is free")
+	wait.For(t, patience, func() bool { return g.srv.ForTest().Hub().Conns() == 2 }, "the closed connection's slot is free")
 	g.stillServes(t, c)
 }
 

@@ -94,7 +94,7 @@ func start(t *testing.T, mutate func(*config.Config), opt server.Options) *gatew
 		if err := n.Shutdown(); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
-		if c := n.Srv.Hub().Conns(); c != 0 {
+		if c := n.Srv.ForTest().Hub().Conns(); c != 0 {
 			t.Errorf("%d connections left in the hub after shutdown", c)
 		}
 		if strings.Contains(n.Logs.String(), "panic") {
@@ -215,7 +215,7 @@ func jsonString(s string) string {
 
 // metric sums the samples of name whose labels include every pair of labels (k1, v1, …).
 func (g *gateway) metric(name string, labels ...string) float64 {
-	return metricstest.Sum(g.srv.Metrics().Registry(), name, labels...)
+	return metricstest.Sum(g.srv.ForTest().Metrics().Registry(), name, labels...)
 }
 
 // waitMetric waits until metric(name, labels…) reaches at least want.

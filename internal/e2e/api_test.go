@@ -32,7 +32,7 @@ func TestKickAcrossNodes(t *testing.T) {
 	if code := onB.closeCode(t, "erin on B"); code != 4001 {
 		t.Errorf("erin on B closed with %d (%v), want 4001", code, onB.err())
 	}
-	wait.For(t, timeout, func() bool { return !a.Srv.Hub().Online("erin") && !b.Srv.Hub().Online("erin") },
+	wait.For(t, timeout, func() bool { return !a.Srv.ForTest().Hub().Online("erin") && !b.Srv.ForTest().Hub().Online("erin") },
 		"erin still held after the kick")
 	// The bystander on A is untouched and still receives.
 	c.push(b.URL(""), "frank", `"still here"`)
@@ -77,7 +77,7 @@ func TestPresenceAcrossNodes(t *testing.T) {
 	if online, err := c.presence(a.URL(""), "gina"); err != nil || !online {
 		t.Fatalf("presence via A with gina on B: %v, %v; want true", online, err)
 	}
-	if a.Srv.Hub().Online("gina") {
+	if a.Srv.ForTest().Hub().Online("gina") {
 		t.Fatal("node A claims to hold gina's connection")
 	}
 	if _, err := onB.closeClean(); err != nil {

@@ -94,7 +94,9 @@ func wsURL(addr, user string) string { return "ws://" + addr + "/ws?user_id=" + 
 
 // idle reports whether every connection the node accepted has been cleaned up completely:
 // unsubscribed and its unsent messages stored (the gauge drops after that clean-up).
-func (n *node) idle() bool { return n.Metric("wsgateway_connections") == 0 && n.Srv.Hub().Conns() == 0 }
+func (n *node) idle() bool {
+	return n.Metric("wsgateway_connections") == 0 && n.Srv.ForTest().Hub().Conns() == 0
+}
 
 // --- HTTP API ---
 

@@ -41,20 +41,20 @@ func TestThroughNginx(t *testing.T) {
 		user := fmt.Sprintf("n%d", i)
 		clients[user] = dial(t, wsURL(lb, user), origin)
 	}
-	if na, nb := a.Srv.Hub().Conns(), b.Srv.Hub().Conns(); na == 0 || nb == 0 {
+	if na, nb := a.Srv.ForTest().Hub().Conns(), b.Srv.ForTest().Hub().Conns(); na == 0 || nb == 0 {
 		t.Fatalf("least_conn put %d connections on A and %d on B, want both used", na, nb)
 	}
 
 	var onA []string
 	for user := range clients {
-		if a.Srv.Hub().Online(user) {
+		if a.Srv.ForTest().Hub().Online(user) {
 			onA = append(onA, user)
 		}
 	}
 	if first.closed() {
 		t.Fatal("n0's connection ended early")
 	}
-	if a.Srv.Hub().Online("n0") {
+	if a.Srv.ForTest().Hub().Online("n0") {
 		onA = append(onA, "n0")
 		clients["n0"] = first
 	}
@@ -77,14 +77,14 @@ func TestThroughNginx(t *testing.T) {
 	}
 	for _, user := range onA {
 		cl := dial(t, wsURL(lb, user), origin)
-		if !b.Srv.Hub().Online(user) {
+		if !b.Srv.ForTest().Hub().Online(user) {
 			t.Fatalf("%s reconnected through nginx but is not on B", user)
 		}
 		pushViaLB(t, c, lbURL, user, `"live"`)
 		cl.expectTexts(t, 0, user+" back on B", `"m1"`, `"m2"`, `"live"`)
 	}
-	wait.For(t, timeout, func() bool { return b.Srv.Hub().Conns() == 11 }, "B should hold all 11 clients, has %s",
-		lazy(func() string { return strconv.Itoa(b.Srv.Hub().Conns()) }))
+	wait.For(t, timeout, func() bool { return b.Srv.ForTest().Hub().Conns() == 11 }, "B should hold all 11 clients, has %s",
+		lazy(func() string { return strconv.Itoa(b.Srv.ForTest().Hub().Conns()) }))
 }
 
 // pushViaLB pushes through nginx right after a node went away. nginx answers 502 only when it
@@ -122,7 +122,7 @@ func TestPresenceAndCapThroughNginx(t *testing.T) {
 		open = append(open, dial(t, wsURL(lb, "quinn"), nil))
 	}
 	// dial returns once the node has registered the connection, presence included.
-	if na, nb := a.Srv.Hub().Conns(), b.Srv.Hub().Conns(); na+nb != 16 || na == 0 || nb == 0 {
+	if na, nb := a.Srv.ForTest().Hub().Conns(), b.Srv.ForTest().Hub().Conns(); na+nb != 16 || na == 0 || nb == 0 {
 		t.Fatalf("least_conn put %d connections on A and %d on B, want 16 over both", na, nb)
 	}
 	for _, base := range []string{lbURL, a.URL(""), b.URL("")} {

@@ -98,8 +98,8 @@ func TestFrozenNetwork(t *testing.T) {
 			if tc.serverNotices {
 				want = 1
 			}
-			wait.For(t, timeout, func() bool { return n.Srv.Hub().Conns() == want },
-				"the node holds %s connections, want %d", lazy(func() string { return strconv.Itoa(n.Srv.Hub().Conns()) }), want)
+			wait.For(t, timeout, func() bool { return n.Srv.ForTest().Hub().Conns() == want },
+				"the node holds %s connections, want %d", lazy(func() string { return strconv.Itoa(n.Srv.ForTest().Hub().Conns()) }), want)
 			t.Logf("%d pushes, %d of them while the link was frozen or the client reconnecting; all arrived once, in order",
 				l.count(), missed)
 		})

@@ -53,7 +53,7 @@ func TestInboxReadReplyLost(t *testing.T) {
 	// dropped reply is the read's answer, not the NOSCRIPT error of a first EVALSHA.
 	warm := newReader(t, client.Options{URL: userURL(a.Addr, "warm")}, true)
 	_ = warm.c.Close()
-	wait.For(t, timeout, func() bool { return a.Srv.Hub().Conns() == 0 }, "the warm-up connection never ended")
+	wait.For(t, timeout, func() bool { return a.Srv.ForTest().Hub().Conns() == 0 }, "the warm-up connection never ended")
 
 	// The read's reply, not the presence count's small one before it.
 	proxy.DropNextAtLeast(faultproxy.Downstream, 3*3000)

@@ -85,7 +85,7 @@ func TestDeliverFrameType(t *testing.T) {
 	g := start(t, devConfig())
 	alice := g.dial(t, "alice")
 	bob1, bob2 := g.dial(t, "bob"), g.dial(t, "bob")
-	hub := g.srv.Hub()
+	hub := g.srv.ForTest().Hub()
 	cases := []struct {
 		name    string
 		send    func(data []byte)
@@ -118,7 +118,7 @@ func TestMultiDevice(t *testing.T) {
 	g := start(t, devConfig())
 	alice := []*websocket.Conn{g.dial(t, "alice"), g.dial(t, "alice"), g.dial(t, "alice")}
 	bob := g.dial(t, "bob")
-	if n := g.srv.Hub().Conns(); n != 4 {
+	if n := g.srv.ForTest().Hub().Conns(); n != 4 {
 		t.Fatalf("hub holds %d connections, want 4", n)
 	}
 	for i := range 3 {
@@ -335,7 +335,7 @@ func TestHeartbeat(t *testing.T) {
 		if !g.presence(t, "alice") {
 			t.Fatal("alice not online after connecting")
 		}
-		wait.For(t, patience, func() bool { return g.srv.Hub().Conns() == 0 }, "silent peer never dropped")
+		wait.For(t, patience, func() bool { return g.srv.ForTest().Hub().Conns() == 0 }, "silent peer never dropped")
 		took := time.Since(opened)
 		if limit := cfg.PingInterval + cfg.PongTimeout; took < limit {
 			t.Fatalf("dropped after %v, before ping-interval + pong-timeout (%v)", took, limit)
@@ -390,7 +390,7 @@ func TestHeartbeat(t *testing.T) {
 		if stayed, limit := time.Since(began), 3*(cfg.PingInterval+cfg.PongTimeout); stayed < limit {
 			t.Fatalf("70 pings came within %v, want them spread over at least %v", stayed, limit)
 		}
-		if g.srv.Hub().Conns() != 1 || !g.presence(t, "alice") {
+		if g.srv.ForTest().Hub().Conns() != 1 || !g.presence(t, "alice") {
 			t.Fatal("a peer that answers every ping was dropped")
 		}
 		if n := g.metric(t, "wsgateway_disconnects_total", "reason", "heartbeat_timeout"); n != 0 {
@@ -717,7 +717,7 @@ func TestMaxConnsPerUser(t *testing.T) {
 	g.expectRefused(t, "/ws?user_id=alice", nil, http.StatusTooManyRequests)
 	g.dial(t, "bob")
 	a1.Close()
-	wait.For(t, patience, func() bool { return g.srv.Hub().Conns() == 2 }, "closed connection not released")
+	wait.For(t, patience, func() bool { return g.srv.ForTest().Hub().Conns() == 2 }, "closed connection not released")
 	c := g.dial(t, "alice")
 	g.push(t, "alice", `"still works"`)
 	expectNext(t, c, `"still works"`)
@@ -890,7 +890,7 @@ func TestPresence(t *testing.T) {
 		t.Fatal("bob online, he never connected")
 	}
 	c1.Close()
-	wait.For(t, patience, func() bool { return g.srv.Hub().Conns() == 1 }, "first connection not released")
+	wait.For(t, patience, func() bool { return g.srv.ForTest().Hub().Conns() == 1 }, "first connection not released")
 	if !g.presence(t, "alice") {
 		t.Fatal("alice offline while her second connection is open")
 	}

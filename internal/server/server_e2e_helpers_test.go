@@ -296,7 +296,7 @@ func (g *gw) presence(t *testing.T, user string) bool {
 // name, value); 0 when no such series exists yet.
 func (g *gw) metric(t *testing.T, name string, labels ...string) float64 {
 	t.Helper()
-	fams, err := g.srv.Metrics().Registry().Gather()
+	fams, err := g.srv.ForTest().Metrics().Registry().Gather()
 	if err != nil {
 		t.Fatalf("gather: %v", err)
 	}
@@ -331,7 +331,7 @@ func (g *gw) metric(t *testing.T, name string, labels ...string) float64 {
 // metricSum returns the sum of every series of the counter or gauge name.
 func (g *gw) metricSum(t *testing.T, name string) float64 {
 	t.Helper()
-	fams, err := g.srv.Metrics().Registry().Gather()
+	fams, err := g.srv.ForTest().Metrics().Registry().Gather()
 	if err != nil {
 		t.Fatalf("gather: %v", err)
 	}

@@ -136,7 +136,7 @@ func TestSoak(t *testing.T) {
 
 	// Everything closes: the nodes had no connection left, then shut down.
 	for _, n := range nodes {
-		if c := n.Hub().Conns(); c != 0 {
+		if c := n.ForTest().Hub().Conns(); c != 0 {
 			t.Errorf("node has %d connections after every client left", c)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -501,7 +501,7 @@ func token(t *testing.T, sub string) string {
 func nodeCounters(nodes []*server.Server) string {
 	sums := map[string]float64{}
 	for _, n := range nodes {
-		mfs, err := n.Metrics().Registry().Gather()
+		mfs, err := n.ForTest().Metrics().Registry().Gather()
 		if err != nil {
 			continue
 		}

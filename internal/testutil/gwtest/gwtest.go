@@ -124,7 +124,7 @@ func (n *Node) URL(path string) string { return "http://" + n.Addr + path }
 // Metric sums the counter and gauge samples of name whose labels include labels (pairs of
 // label name and value); -1 when the registry fails to gather.
 func (n *Node) Metric(name string, labels ...string) float64 {
-	return metricstest.Sum(n.Srv.Metrics().Registry(), name, labels...)
+	return metricstest.Sum(n.Srv.ForTest().Metrics().Registry(), name, labels...)
 }
 
 func ready(url string) bool {
