@@ -34,7 +34,7 @@ func TestStart(t *testing.T) {
 	var p *Process
 	t.Run("run", func(t *testing.T) {
 		p = Start(t, "gwbin-test", Options{Ready: 20 * time.Second, StopSignal: syscall.SIGTERM, StopGrace: 10 * time.Second})
-		if !ready("http://" + p.Addr + "/readyz") {
+		if !Ready(p.Addr) {
 			t.Fatal("not ready after Start")
 		}
 	})

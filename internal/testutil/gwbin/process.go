@@ -63,7 +63,7 @@ func Start(tb testing.TB, id string, o Options) *Process {
 			tb.Logf("node %s log (tail):\n%s", id, logs.Tail(60))
 		}
 	})
-	wait.For(tb, o.Ready, func() bool { return p.Exited() || ready("http://"+addr+"/readyz") },
+	wait.For(tb, o.Ready, func() bool { return p.Exited() || Ready(addr) },
 		"node %s (process) never became ready", id)
 	if p.Exited() {
 		tb.Fatalf("node %s exited at start-up: %v\n%s", id, p.Err(), logs.Tail(30))
@@ -71,8 +71,9 @@ func Start(tb testing.TB, id string, o Options) *Process {
 	return &Process{Process: p, ID: id, Addr: addr, Logs: logs}
 }
 
-func ready(url string) bool {
-	resp, err := readyClient.Get(url)
+// Ready reports whether the gateway at addr (host:port) answers 200 on /readyz.
+func Ready(addr string) bool {
+	resp, err := readyClient.Get("http://" + addr + "/readyz")
 	if err != nil {
 		return false
 	}

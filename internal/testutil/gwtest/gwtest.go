@@ -6,13 +6,13 @@ package gwtest
 import (
 	"context"
 	"log/slog"
-	"net/http"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/server"
+	"github.com/wsgateway/wsgateway/internal/testutil/gwbin"
 	"github.com/wsgateway/wsgateway/internal/testutil/logbuf"
 	"github.com/wsgateway/wsgateway/internal/testutil/metricstest"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
@@ -48,9 +48,6 @@ type Node struct {
 	stopOnce     sync.Once
 	stopErr      error
 }
-
-// readyClient asks /readyz without keep-alive, so no idle connection outlives a test.
-var readyClient = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 
 // Start boots the node id and, when o.Ready is set, waits until its /readyz answers 200 (it
 // is subscribed to Redis, if it has one). The clean-up shuts it down, unless the test did,
@@ -104,7 +101,7 @@ func Start(tb testing.TB, id string, o Options) *Node {
 // WaitReady waits up to d until the node's /readyz answers 200, or fails tb.
 func (n *Node) WaitReady(tb testing.TB, d time.Duration) {
 	tb.Helper()
-	wait.For(tb, d, func() bool { return ready(n.URL("/readyz")) }, "node %s: /readyz never answered 200", n.ID)
+	wait.For(tb, d, func() bool { return gwbin.Ready(n.Addr) }, "node %s: /readyz never answered 200", n.ID)
 }
 
 // Shutdown drains the node like SIGTERM would; it runs at most once (Server.Shutdown must
@@ -125,13 +122,4 @@ func (n *Node) URL(path string) string { return "http://" + n.Addr + path }
 // label name and value); -1 when the registry fails to gather.
 func (n *Node) Metric(name string, labels ...string) float64 {
 	return metricstest.Sum(n.Srv.ForTest().Metrics().Registry(), name, labels...)
-}
-
-func ready(url string) bool {
-	resp, err := readyClient.Get(url)
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
 }

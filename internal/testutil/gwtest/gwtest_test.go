@@ -7,6 +7,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/wsgateway/wsgateway/internal/config"
+	"github.com/wsgateway/wsgateway/internal/testutil/gwbin"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -19,7 +20,7 @@ func TestStart(t *testing.T) {
 		ShutdownWait: 10 * time.Second,
 		LogTail:      20,
 	})
-	if !ready(n.URL("/readyz")) {
+	if !gwbin.Ready(n.Addr) {
 		t.Fatal("not ready after Start")
 	}
 	if got := n.Metric("wsgateway_connections"); got != 0 {
@@ -31,7 +32,7 @@ func TestStart(t *testing.T) {
 	if err := n.Shutdown(); err != nil {
 		t.Fatalf("second Shutdown: %v; want the first one's nil", err)
 	}
-	if ready(n.URL("/readyz")) {
+	if gwbin.Ready(n.Addr) {
 		t.Fatal("still answering after Shutdown")
 	}
 }
