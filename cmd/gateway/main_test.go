@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -21,6 +20,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/wsgateway/wsgateway/internal/testutil/freeport"
+	"github.com/wsgateway/wsgateway/internal/testutil/gwbin"
 	"github.com/wsgateway/wsgateway/internal/testutil/redistest"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
@@ -68,26 +69,8 @@ func TestBadSettingsExit(t *testing.T) {
 	}
 }
 
-func buildGateway(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "gateway")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	cmd.Stderr = os.Stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("go build: %v", err)
-	}
-	return bin
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+// The signal tests run the gateway as a process built by gwbin; TestMain removes it.
+func TestMain(m *testing.M) { os.Exit(gwbin.After(m).Run()) }
 
 func status(url string) int {
 	c := http.Client{Timeout: time.Second}
@@ -108,8 +91,8 @@ func TestSIGTERMDrain(t *testing.T) {
 	rs := redistest.Start(t)
 	rdb := rs.Client(t)
 	prefix := redistest.Prefix(t)
-	bin := buildGateway(t)
-	addr := freeAddr(t)
+	bin := gwbin.Path(t)
+	addr := freeport.Addr(t)
 	const grace = 20 * time.Second
 	cmd := exec.Command(bin, "--dev", "--addr", addr, "--redis-url", rs.URL(), "--key-prefix", prefix,
 		"--write-timeout", "3s", "--send-queue", "5000", "--shutdown-grace", grace.String(), "--log-level", "debug")
@@ -252,8 +235,8 @@ func unacknowledged(t *testing.T, rdb redis.UniversalClient, prefix, user string
 
 // A second signal ends the process at once, even while the drain still waits on a client.
 func TestSecondSignalExitsAtOnce(t *testing.T) {
-	bin := buildGateway(t)
-	addr := freeAddr(t)
+	bin := gwbin.Path(t)
+	addr := freeport.Addr(t)
 	cmd := exec.Command(bin, "--dev", "--addr", addr, "--write-timeout", "30s", "--send-queue", "5000",
 		"--shutdown-grace", "60s")
 	if err := cmd.Start(); err != nil {

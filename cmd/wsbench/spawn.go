@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/wsgateway/wsgateway/internal/testutil/freeport"
 )
 
 // spawned is a child process wsbench started (redis-server or a gateway) and stops at the end.
@@ -83,16 +85,6 @@ func (s *spawned) tail() string {
 	return strings.Join(lines, "\n")
 }
 
-// freePort asks the kernel for a free loopback port.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 // environment is what runs the gateway side: spawned processes, or what the flags named.
 type environment struct {
 	dir   string
@@ -112,7 +104,7 @@ func (e *environment) start(ctx context.Context, cfg *config, logf func(string, 
 	}
 	e.dir = dir
 	if cfg.SpawnRedis != "" {
-		port, err := freePort()
+		port, err := freeport.Port()
 		if err != nil {
 			return err
 		}
@@ -150,7 +142,7 @@ func (e *environment) start(ctx context.Context, cfg *config, logf func(string, 
 	var bases []string
 	cfg.ServerPIDs = nil
 	for i := 0; i < cfg.Nodes; i++ {
-		port, err := freePort()
+		port, err := freeport.Port()
 		if err != nil {
 			return err
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/server"
+	"github.com/wsgateway/wsgateway/internal/testutil/jwttest"
 )
 
 // TestEndlessBody: an API call with a valid key whose body never ends (announced and never
@@ -212,10 +213,10 @@ func TestInvalidUserIDsEverywhere(t *testing.T) {
 			}
 		}
 		if bad != "" { // an empty sub is "sub missing", refused all the same below
-			g.expectRefused(t, http.StatusUnauthorized, attackerIP, "token="+hsToken(t, testSecret, bad), nil)
+			g.expectRefused(t, http.StatusUnauthorized, attackerIP, "token="+jwttest.HS256(t, testSecret, bad), nil)
 		}
 	}
-	g.expectRefused(t, http.StatusUnauthorized, attackerIP, "token="+hsToken(t, testSecret, ""), nil)
+	g.expectRefused(t, http.StatusUnauthorized, attackerIP, "token="+jwttest.HS256(t, testSecret, ""), nil)
 	// Both forms at once is ambiguous: refused.
 	if code, _ := push(map[string]any{"user_id": "canary", "user_ids": []string{"other"}, "data": "x"}); code != http.StatusBadRequest {
 		t.Errorf("user_id and user_ids: HTTP %d; want 400", code)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/server"
+	"github.com/wsgateway/wsgateway/internal/testutil/jwttest"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
 
@@ -82,14 +83,16 @@ func TestCrossSiteHijacking(t *testing.T) {
 // the control. No forged token ever appears in the logs or the answer.
 func TestForgedTokens(t *testing.T) {
 	t.Parallel()
-	key := newRSAKey(t)
-	other := newRSAKey(t)
+	key := jwttest.NewRSA(t)
+	other := jwttest.NewRSA(t)
 	g := start(t, func(c *config.Config) {
 		c.JWTSecret = ""
-		c.JWTPublicKeyFile = key.pemPath
-		c.JWTPublicKeyPEM = key.pem
+		c.JWTPublicKeyFile = key.Path
+		c.JWTPublicKeyPEM = key.PEM
 	}, server.Options{})
-	g.sign = func(sub string) string { return signToken(t, jwt.SigningMethodRS256, key.priv, validClaims(sub)) }
+	g.sign = func(sub string) string {
+		return jwttest.Sign(t, jwt.SigningMethodRS256, key.Private, jwttest.Claims(sub))
+	}
 	c := g.startCanary(t)
 
 	b64 := base64.RawURLEncoding.EncodeToString
@@ -97,21 +100,21 @@ func TestForgedTokens(t *testing.T) {
 	none := func(alg, sig string) string {
 		return b64([]byte(`{"alg":"`+alg+`","typ":"JWT"}`)) + "." + b64([]byte(claims)) + "." + sig
 	}
-	valid := validClaims("victim")
+	valid := jwttest.Claims("victim")
 	forged := map[string]string{
 		"alg none":                     none("none", ""),
 		"alg None":                     none("None", ""),
 		"alg NONE with a signature":    none("NONE", b64([]byte("sig"))),
 		"alg empty":                    none("", ""),
-		"HS256 keyed with the PEM":     signToken(t, jwt.SigningMethodHS256, key.pem, valid),
-		"HS256 keyed with the DER":     signToken(t, jwt.SigningMethodHS256, key.der, valid),
-		"HS256 keyed with trimmed PEM": signToken(t, jwt.SigningMethodHS256, []byte(strings.TrimSpace(string(key.pem))), valid),
-		"HS384 keyed with the PEM":     signToken(t, jwt.SigningMethodHS384, key.pem, valid),
-		"RS256 by another key":         signToken(t, jwt.SigningMethodRS256, other.priv, valid),
-		"PS256 by the right key":       signToken(t, jwt.SigningMethodPS256, key.priv, valid),
-		"RS256 without exp":            signToken(t, jwt.SigningMethodRS256, key.priv, jwt.MapClaims{"sub": "victim"}),
-		"RS256 expired":                signToken(t, jwt.SigningMethodRS256, key.priv, jwt.MapClaims{"sub": "victim", "exp": time.Now().Add(-time.Hour).Unix()}),
-		"RS256 with a bad sub":         signToken(t, jwt.SigningMethodRS256, key.priv, validClaims("victim{x}")),
+		"HS256 keyed with the PEM":     jwttest.Sign(t, jwt.SigningMethodHS256, key.PEM, valid),
+		"HS256 keyed with the DER":     jwttest.Sign(t, jwt.SigningMethodHS256, key.DER, valid),
+		"HS256 keyed with trimmed PEM": jwttest.Sign(t, jwt.SigningMethodHS256, []byte(strings.TrimSpace(string(key.PEM))), valid),
+		"HS384 keyed with the PEM":     jwttest.Sign(t, jwt.SigningMethodHS384, key.PEM, valid),
+		"RS256 by another key":         jwttest.Sign(t, jwt.SigningMethodRS256, other.Private, valid),
+		"PS256 by the right key":       jwttest.Sign(t, jwt.SigningMethodPS256, key.Private, valid),
+		"RS256 without exp":            jwttest.Sign(t, jwt.SigningMethodRS256, key.Private, jwt.MapClaims{"sub": "victim"}),
+		"RS256 expired":                jwttest.Sign(t, jwt.SigningMethodRS256, key.Private, jwt.MapClaims{"sub": "victim", "exp": time.Now().Add(-time.Hour).Unix()}),
+		"RS256 with a bad sub":         jwttest.Sign(t, jwt.SigningMethodRS256, key.Private, jwttest.Claims("victim{x}")),
 		"RS256 with the sig stripped":  strings.Join(strings.Split(g.sign("victim"), ".")[:2], ".") + ".",
 	}
 	n := 0
@@ -182,7 +185,7 @@ func TestOtherUsersIDWithoutDev(t *testing.T) {
 			t.Fatalf("mallory received %q", got)
 		}
 		conn.Close()
-		wait.For(t, patience, func() bool { return g.srv.Hub().Conns() == 1 }, "mallory gone")
+		wait.For(t, patience, func() bool { return g.srv.ForTest().Hub().Conns() == 1 }, "mallory gone")
 	}
 	// The dev-only echo endpoint does not exist outside --dev.
 	resp, err := g.http.Get("http://" + g.addr + "/ws/echo")
@@ -290,7 +293,7 @@ func TestMaxConns(t *testing.T) {
 	g.waitMetric(t, 5, "wsgateway_refused_total", "status", "503")
 	c.alive(t)
 	a.Close()
-	wait.For(t, patience, func() bool { return g.srv.Hub().Conns() == 2 }, "the closed connection's slot is free")
+	wait.For(t, patience, func() bool { return g.srv.ForTest().Hub().Conns() == 2 }, "the closed connection's slot is free")
 	g.stillServes(t, c)
 }
 

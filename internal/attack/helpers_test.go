@@ -2,19 +2,11 @@ package attack
 
 import (
 	"bytes"
-	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,12 +14,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
 	"go.uber.org/goleak"
 
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/server"
+	"github.com/wsgateway/wsgateway/internal/testutil/gwtest"
+	"github.com/wsgateway/wsgateway/internal/testutil/jwttest"
+	"github.com/wsgateway/wsgateway/internal/testutil/logbuf"
+	"github.com/wsgateway/wsgateway/internal/testutil/metricstest"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
 
@@ -59,7 +54,7 @@ type gateway struct {
 	srv  *server.Server
 	addr string
 	cfg  config.Config
-	logs *syncBuffer
+	logs *logbuf.Buffer
 	// sign mints a valid client token for sub with the gateway's configured key.
 	sign func(sub string) string
 	http *http.Client
@@ -70,102 +65,46 @@ type gateway struct {
 // the gateway down and fails the test when a connection is left or a panic was logged.
 func start(t *testing.T, mutate func(*config.Config), opt server.Options) *gateway {
 	t.Helper()
-	cfg := config.Default()
-	cfg.Addr = "127.0.0.1:0"
-	cfg.NodeID = "attack"
-	cfg.JWTSecret = testSecret
-	cfg.APIKeys = []string{apiKey}
-	cfg.ShutdownGrace = patience
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("config: %v", err)
-	}
 	if opt.CloseGrace == 0 {
 		opt.CloseGrace = 200 * time.Millisecond
 	}
-	logs := &syncBuffer{}
-	opt.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := server.New(cfg, opt)
-	if err != nil {
-		t.Fatalf("server.New: %v", err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatalf("listen: %v", err)
-	}
+	n := gwtest.Start(t, "attack", gwtest.Options{
+		Config: func(cfg *config.Config) {
+			cfg.Dev = false
+			cfg.JWTSecret = testSecret
+			cfg.APIKeys = []string{apiKey}
+			if mutate != nil {
+				mutate(cfg)
+			}
+		},
+		Server:       opt,
+		ShutdownWait: patience,
+	})
 	// No keep-alive: every helper request gets its own connection, so a short API body
 	// timeout (which is also the idle timeout) never races a pooled connection, and no
 	// idle-connection goroutine outlives the test.
 	g := &gateway{
-		srv: srv, addr: srv.Addr(), cfg: cfg, logs: logs,
+		srv: n.Srv, addr: n.Addr, cfg: n.Cfg, logs: n.Logs,
 		http: &http.Client{Timeout: patience, Transport: &http.Transport{DisableKeepAlives: true}},
 	}
-	g.sign = func(sub string) string { return hsToken(t, testSecret, sub) }
+	g.sign = func(sub string) string { return jwttest.HS256(t, testSecret, sub) }
+	// Registered after gwtest's, so this runs first: it shuts the gateway down itself (gwtest's
+	// clean-up then finds it done) to look at what is left.
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), patience)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
+		if err := n.Shutdown(); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
-		if n := srv.Hub().Conns(); n != 0 {
-			t.Errorf("%d connections left in the hub after shutdown", n)
+		if c := n.Srv.ForTest().Hub().Conns(); c != 0 {
+			t.Errorf("%d connections left in the hub after shutdown", c)
 		}
-		if strings.Contains(logs.String(), "panic") {
-			t.Errorf("the gateway logged a panic:\n%s", logs.String())
+		if strings.Contains(n.Logs.String(), "panic") {
+			t.Errorf("the gateway logged a panic:\n%s", n.Logs.String())
 		}
 		if t.Failed() {
-			t.Logf("gateway log:\n%s", logs.tail(20000))
+			t.Logf("gateway log:\n%s", n.Logs.TailBytes(20000))
 		}
 	})
 	return g
-}
-
-// --- tokens ---
-
-func hsToken(t testing.TB, secret, sub string) string {
-	t.Helper()
-	return signToken(t, jwt.SigningMethodHS256, []byte(secret), validClaims(sub))
-}
-
-func validClaims(sub string) jwt.MapClaims {
-	return jwt.MapClaims{"sub": sub, "exp": time.Now().Add(time.Hour).Unix()}
-}
-
-func signToken(t testing.TB, m jwt.SigningMethod, key any, claims jwt.MapClaims) string {
-	t.Helper()
-	s, err := jwt.NewWithClaims(m, claims).SignedString(key)
-	if err != nil {
-		t.Fatalf("sign %s: %v", m.Alg(), err)
-	}
-	return s
-}
-
-// rsaKey is an RSA key pair with its public half as a PEM file, for a gateway configured
-// with --jwt-public-key.
-type rsaKey struct {
-	priv    *rsa.PrivateKey
-	pem     []byte // PKIX "PUBLIC KEY" block, the file's content
-	der     []byte // the same key, DER
-	pemPath string
-}
-
-func newRSAKey(t *testing.T) rsaKey {
-	t.Helper()
-	priv, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKIXPublicKey(&priv.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
-	path := filepath.Join(t.TempDir(), "jwt.pub.pem")
-	if err := os.WriteFile(path, p, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return rsaKey{priv: priv, pem: p, der: der, pemPath: path}
 }
 
 // --- WebSocket clients ---
@@ -276,35 +215,7 @@ func jsonString(s string) string {
 
 // metric sums the samples of name whose labels include every pair of labels (k1, v1, …).
 func (g *gateway) metric(name string, labels ...string) float64 {
-	mfs, err := g.srv.Metrics().Registry().Gather()
-	if err != nil {
-		return -1
-	}
-	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	samples:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue samples
-				}
-			}
-			switch {
-			case m.GetCounter() != nil:
-				sum += m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				sum += m.GetGauge().GetValue()
-			}
-		}
-	}
-	return sum
+	return metricstest.Sum(g.srv.ForTest().Metrics().Registry(), name, labels...)
 }
 
 // waitMetric waits until metric(name, labels…) reaches at least want.
@@ -459,31 +370,4 @@ func (g *gateway) stillServes(t *testing.T, c *canary) {
 	if got := readText(t, conn); got != `"hello"` {
 		t.Fatalf("fresh client received %q; want %q", got, `"hello"`)
 	}
-}
-
-// --- logs ---
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) tail(n int) string {
-	str := s.String()
-	if len(str) > n {
-		return "…" + str[len(str)-n:]
-	}
-	return str
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/wsgateway/wsgateway/internal/testutil/jwttest"
 )
 
 // With WithAudience and WithIssuer, aud and iss are required and must match; a token that
@@ -51,8 +53,8 @@ func TestVerifyAudienceIssuer(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			for name, tok := range map[string]string{
-				"HS256": sign(t, jwt.SigningMethodHS256, secret, tt.claims),
-				"RS256": sign(t, jwt.SigningMethodRS256, k.rsa, tt.claims),
+				"HS256": jwttest.Sign(t, jwt.SigningMethodHS256, secret, tt.claims),
+				"RS256": jwttest.Sign(t, jwt.SigningMethodRS256, k.rsa, tt.claims),
 			} {
 				v := hs
 				if name == "RS256" {
@@ -76,10 +78,10 @@ func TestVerifyAudienceIssuer(t *testing.T) {
 	}
 	// A missing iss is fine when only the audience is configured, and the other way round
 	// is checked by the verifier without options below.
-	if sub, err := audOnly.Verify(sign(t, jwt.SigningMethodHS256, secret, with(good, "iss", nil))); err != nil || sub != "alice" {
+	if sub, err := audOnly.Verify(jwttest.Sign(t, jwt.SigningMethodHS256, secret, with(good, "iss", nil))); err != nil || sub != "alice" {
 		t.Errorf("audience only, no iss: %q, %v; want alice", sub, err)
 	}
-	if _, err := audOnly.Verify(sign(t, jwt.SigningMethodHS256, secret, with(good, "aud", nil))); err != errNoAudience {
+	if _, err := audOnly.Verify(jwttest.Sign(t, jwt.SigningMethodHS256, secret, with(good, "aud", nil))); err != errNoAudience {
 		t.Errorf("audience only, no aud: %v; want %v", err, errNoAudience)
 	}
 	// Without the options aud and iss are not looked at, and empty options add no check.
@@ -90,7 +92,7 @@ func TestVerifyAudienceIssuer(t *testing.T) {
 	}
 	for _, c := range []jwt.MapClaims{claims("alice"), with(with(claims("alice"), "aud", "x"), "iss", "y")} {
 		for _, v := range []*Verifier{plain, empty} {
-			if sub, err := v.Verify(sign(t, jwt.SigningMethodHS256, secret, c)); err != nil || sub != "alice" {
+			if sub, err := v.Verify(jwttest.Sign(t, jwt.SigningMethodHS256, secret, c)); err != nil || sub != "alice" {
 				t.Errorf("no audience/issuer configured, claims %v: %q, %v; want alice", c, sub, err)
 			}
 		}

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/wsgateway/wsgateway/internal/testutil/jwttest"
 )
 
 // testNow is the fixed clock of the verifiers under test, so expiry cases do
@@ -111,15 +113,6 @@ func with(c jwt.MapClaims, name string, value any) jwt.MapClaims {
 	return out
 }
 
-func sign(tb testing.TB, method jwt.SigningMethod, key any, c jwt.MapClaims) string {
-	tb.Helper()
-	s, err := jwt.NewWithClaims(method, c).SignedString(key)
-	if err != nil {
-		tb.Fatalf("sign %s: %v", method.Alg(), err)
-	}
-	return s
-}
-
 // rawToken assembles a token by hand from a JSON header, JSON claims and a
 // raw signature, for the tokens no honest library would produce.
 func rawToken(header, claims string, sig []byte) string {
@@ -184,12 +177,12 @@ func TestVerify(t *testing.T) {
 	all := []*Verifier{hsOnly, rsaOnly, ecOnly, hsAndRSA}
 
 	c := claims("alice")
-	hs := sign(t, jwt.SigningMethodHS256, secret, c)
-	rs := sign(t, jwt.SigningMethodRS256, k.rsa, c)
-	es := sign(t, jwt.SigningMethodES256, k.ec, c)
+	hs := jwttest.Sign(t, jwt.SigningMethodHS256, secret, c)
+	rs := jwttest.Sign(t, jwt.SigningMethodRS256, k.rsa, c)
+	es := jwttest.Sign(t, jwt.SigningMethodES256, k.ec, c)
 	none := rawToken(`{"alg":"none","typ":"JWT"}`, jsonOf(t, c), nil)
 	hsBody := strings.Split(hs, ".")
-	otherBody := strings.Split(sign(t, jwt.SigningMethodHS256, secret, claims("mallory")), ".")
+	otherBody := strings.Split(jwttest.Sign(t, jwt.SigningMethodHS256, secret, claims("mallory")), ".")
 	long128 := strings.Repeat("a", 128)
 
 	tests := []struct {
@@ -203,29 +196,29 @@ func TestVerify(t *testing.T) {
 		{name: "RS256", v: []*Verifier{rsaOnly, hsAndRSA}, token: rs, wantSub: "alice"},
 		{name: "ES256", v: []*Verifier{ecOnly}, token: es, wantSub: "alice"},
 		{name: "sub of 128 bytes", v: []*Verifier{hsOnly},
-			token: sign(t, jwt.SigningMethodHS256, secret, claims(long128)), wantSub: long128},
+			token: jwttest.Sign(t, jwt.SigningMethodHS256, secret, claims(long128)), wantSub: long128},
 		{name: "sub with every allowed punctuation", v: []*Verifier{hsOnly},
-			token: sign(t, jwt.SigningMethodHS256, secret, claims("a_b.c:d@e-F9")), wantSub: "a_b.c:d@e-F9"},
+			token: jwttest.Sign(t, jwt.SigningMethodHS256, secret, claims("a_b.c:d@e-F9")), wantSub: "a_b.c:d@e-F9"},
 		{name: "expired within leeway", v: []*Verifier{hsOnly},
-			token:   sign(t, jwt.SigningMethodHS256, secret, with(c, "exp", testNow.Add(-3*time.Second).Unix())),
+			token:   jwttest.Sign(t, jwt.SigningMethodHS256, secret, with(c, "exp", testNow.Add(-3*time.Second).Unix())),
 			wantSub: "alice"},
 		{name: "nbf within leeway", v: []*Verifier{hsOnly},
-			token:   sign(t, jwt.SigningMethodHS256, secret, with(c, "nbf", testNow.Add(3*time.Second).Unix())),
+			token:   jwttest.Sign(t, jwt.SigningMethodHS256, secret, with(c, "nbf", testNow.Add(3*time.Second).Unix())),
 			wantSub: "alice"},
 		{name: "iat in the future is not checked", v: []*Verifier{hsOnly},
-			token:   sign(t, jwt.SigningMethodHS256, secret, with(c, "iat", testNow.Add(time.Minute).Unix())),
+			token:   jwttest.Sign(t, jwt.SigningMethodHS256, secret, with(c, "iat", testNow.Add(time.Minute).Unix())),
 			wantSub: "alice"},
 		{name: "extra claims ignored", v: []*Verifier{hsOnly},
-			token:   sign(t, jwt.SigningMethodHS256, secret, with(with(c, "aud", "x"), "custom", map[string]any{"a": 1})),
+			token:   jwttest.Sign(t, jwt.SigningMethodHS256, secret, with(with(c, "aud", "x"), "custom", map[string]any{"a": 1})),
 			wantSub: "alice"},
 
 		// Bad signatures.
 		{name: "HS256 other secret", v: []*Verifier{hsOnly, hsAndRSA},
-			token: sign(t, jwt.SigningMethodHS256, []byte("another secret"), c), wantErr: errSignature},
+			token: jwttest.Sign(t, jwt.SigningMethodHS256, []byte("another secret"), c), wantErr: errSignature},
 		{name: "RS256 other key", v: []*Verifier{rsaOnly, hsAndRSA},
-			token: sign(t, jwt.SigningMethodRS256, k.otherRSA, c), wantErr: errSignature},
+			token: jwttest.Sign(t, jwt.SigningMethodRS256, k.otherRSA, c), wantErr: errSignature},
 		{name: "ES256 other key", v: []*Verifier{ecOnly},
-			token: sign(t, jwt.SigningMethodES256, k.otherEC, c), wantErr: errSignature},
+			token: jwttest.Sign(t, jwt.SigningMethodES256, k.otherEC, c), wantErr: errSignature},
 		{name: "claims swapped under a valid signature", v: []*Verifier{hsOnly},
 			token: hsBody[0] + "." + otherBody[1] + "." + hsBody[2], wantErr: errSignature},
 		{name: "signature removed", v: []*Verifier{hsOnly},
@@ -253,57 +246,57 @@ func TestVerify(t *testing.T) {
 		{name: "ES256 with only an HMAC secret", v: []*Verifier{hsOnly}, token: es, wantErr: errAlgorithm},
 		{name: "HS256 with only a public key", v: []*Verifier{rsaOnly, ecOnly}, token: hs, wantErr: errAlgorithm},
 		{name: "HS256 signed with the RSA public key PEM", v: []*Verifier{rsaOnly},
-			token: sign(t, jwt.SigningMethodHS256, k.rsaPEM, c), wantErr: errAlgorithm},
+			token: jwttest.Sign(t, jwt.SigningMethodHS256, k.rsaPEM, c), wantErr: errAlgorithm},
 		{name: "HS256 signed with the RSA public key PEM, HMAC secret also set", v: []*Verifier{hsAndRSA},
-			token: sign(t, jwt.SigningMethodHS256, k.rsaPEM, c), wantErr: errSignature},
+			token: jwttest.Sign(t, jwt.SigningMethodHS256, k.rsaPEM, c), wantErr: errSignature},
 		{name: "HS256 signed with the EC public key PEM", v: []*Verifier{ecOnly},
-			token: sign(t, jwt.SigningMethodHS256, k.ecPEM, c), wantErr: errAlgorithm},
+			token: jwttest.Sign(t, jwt.SigningMethodHS256, k.ecPEM, c), wantErr: errAlgorithm},
 		{name: "ES256 with an RSA key", v: []*Verifier{rsaOnly, hsAndRSA}, token: es, wantErr: errAlgorithm},
 		{name: "RS256 with an EC key", v: []*Verifier{ecOnly}, token: rs, wantErr: errAlgorithm},
 		{name: "HS384", v: []*Verifier{hsOnly},
-			token: sign(t, jwt.SigningMethodHS384, secret, c), wantErr: errAlgorithm},
+			token: jwttest.Sign(t, jwt.SigningMethodHS384, secret, c), wantErr: errAlgorithm},
 		{name: "HS512", v: []*Verifier{hsOnly},
-			token: sign(t, jwt.SigningMethodHS512, secret, c), wantErr: errAlgorithm},
+			token: jwttest.Sign(t, jwt.SigningMethodHS512, secret, c), wantErr: errAlgorithm},
 		{name: "RS512", v: []*Verifier{rsaOnly},
-			token: sign(t, jwt.SigningMethodRS512, k.rsa, c), wantErr: errAlgorithm},
+			token: jwttest.Sign(t, jwt.SigningMethodRS512, k.rsa, c), wantErr: errAlgorithm},
 		{name: "PS256", v: []*Verifier{rsaOnly},
-			token: sign(t, jwt.SigningMethodPS256, k.rsa, c), wantErr: errAlgorithm},
+			token: jwttest.Sign(t, jwt.SigningMethodPS256, k.rsa, c), wantErr: errAlgorithm},
 
 		// Time claims.
 		{name: "expired", v: []*Verifier{hsOnly},
-			token:   sign(t, jwt.SigningMethodHS256, secret, with(c, "exp", testNow.Add(-time.Minute).Unix())),
+			token:   jwttest.Sign(t, jwt.SigningMethodHS256, secret, with(c, "exp", testNow.Add(-time.Minute).Unix())),
 			wantErr: errExpired},
 		{name: "expired just past leeway", v: []*Verifier{hsOnly},
-			token:   sign(t, jwt.SigningMethodHS256, secret, with(c, "exp", testNow.Add(-clockSkew-time.Second).Unix())),
+			token:   jwttest.Sign(t, jwt.SigningMethodHS256, secret, with(c, "exp", testNow.Add(-clockSkew-time.Second).Unix())),
 			wantErr: errExpired},
 		{name: "no exp", v: []*Verifier{hsOnly},
-			token: sign(t, jwt.SigningMethodHS256, secret, with(c, "exp", nil)), wantErr: errNoExp},
+			token: jwttest.Sign(t, jwt.SigningMethodHS256, secret, with(c, "exp", nil)), wantErr: errNoExp},
 		{name: "exp null", v: []*Verifier{hsOnly},
-			token:   sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "alice", "exp": json.RawMessage("null")}),
+			token:   jwttest.Sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "alice", "exp": json.RawMessage("null")}),
 			wantErr: errNoExp},
 		{name: "exp not a number", v: []*Verifier{hsOnly},
-			token: sign(t, jwt.SigningMethodHS256, secret, with(c, "exp", "tomorrow")), wantErr: errMalformed},
+			token: jwttest.Sign(t, jwt.SigningMethodHS256, secret, with(c, "exp", "tomorrow")), wantErr: errMalformed},
 		{name: "nbf in the future", v: []*Verifier{hsOnly},
-			token:   sign(t, jwt.SigningMethodHS256, secret, with(c, "nbf", testNow.Add(time.Minute).Unix())),
+			token:   jwttest.Sign(t, jwt.SigningMethodHS256, secret, with(c, "nbf", testNow.Add(time.Minute).Unix())),
 			wantErr: errNotYetValid},
 
 		// Subjects.
 		{name: "no sub", v: []*Verifier{hsOnly},
-			token: sign(t, jwt.SigningMethodHS256, secret, with(c, "sub", nil)), wantErr: errNoSubject},
+			token: jwttest.Sign(t, jwt.SigningMethodHS256, secret, with(c, "sub", nil)), wantErr: errNoSubject},
 		{name: "empty sub", v: []*Verifier{hsOnly},
-			token: sign(t, jwt.SigningMethodHS256, secret, claims("")), wantErr: errNoSubject},
+			token: jwttest.Sign(t, jwt.SigningMethodHS256, secret, claims("")), wantErr: errNoSubject},
 		{name: "sub of 129 bytes", v: []*Verifier{hsOnly},
-			token: sign(t, jwt.SigningMethodHS256, secret, claims(long128+"a")), wantErr: errBadSubject},
+			token: jwttest.Sign(t, jwt.SigningMethodHS256, secret, claims(long128+"a")), wantErr: errBadSubject},
 		{name: "sub with a space", v: []*Verifier{hsOnly},
-			token: sign(t, jwt.SigningMethodHS256, secret, claims("al ice")), wantErr: errBadSubject},
+			token: jwttest.Sign(t, jwt.SigningMethodHS256, secret, claims("al ice")), wantErr: errBadSubject},
 		{name: "sub with a slash", v: []*Verifier{hsOnly},
-			token: sign(t, jwt.SigningMethodHS256, secret, claims("alice/1")), wantErr: errBadSubject},
+			token: jwttest.Sign(t, jwt.SigningMethodHS256, secret, claims("alice/1")), wantErr: errBadSubject},
 		{name: "sub with a hash tag brace", v: []*Verifier{hsOnly},
-			token: sign(t, jwt.SigningMethodHS256, secret, claims("a}b")), wantErr: errBadSubject},
+			token: jwttest.Sign(t, jwt.SigningMethodHS256, secret, claims("a}b")), wantErr: errBadSubject},
 		{name: "sub in unicode", v: []*Verifier{hsOnly},
-			token: sign(t, jwt.SigningMethodHS256, secret, claims("zoë")), wantErr: errBadSubject},
+			token: jwttest.Sign(t, jwt.SigningMethodHS256, secret, claims("zoë")), wantErr: errBadSubject},
 		{name: "sub not a string", v: []*Verifier{hsOnly},
-			token: sign(t, jwt.SigningMethodHS256, secret, with(c, "sub", 42)), wantErr: errMalformed},
+			token: jwttest.Sign(t, jwt.SigningMethodHS256, secret, with(c, "sub", 42)), wantErr: errMalformed},
 
 		// Garbage.
 		{name: "empty", v: all, token: "", wantErr: ErrNoToken},
@@ -362,7 +355,7 @@ func TestVerifyRealClock(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tok := sign(t, jwt.SigningMethodHS256, []byte(testSecret), jwt.MapClaims{"sub": "bob", "exp": tt.exp.Unix()})
+			tok := jwttest.Sign(t, jwt.SigningMethodHS256, []byte(testSecret), jwt.MapClaims{"sub": "bob", "exp": tt.exp.Unix()})
 			sub, err := v.Verify(tok)
 			if err != tt.wantErr || (err == nil && sub != "bob") {
 				t.Fatalf("Verify = %q, %v; want bob, %v", sub, err, tt.wantErr)
@@ -373,8 +366,8 @@ func TestVerifyRealClock(t *testing.T) {
 
 func TestNewVerifier(t *testing.T) {
 	k := testKeys()
-	rs := sign(t, jwt.SigningMethodRS256, k.rsa, claims("alice"))
-	es := sign(t, jwt.SigningMethodES256, k.ec, claims("alice"))
+	rs := jwttest.Sign(t, jwt.SigningMethodRS256, k.rsa, claims("alice"))
+	es := jwttest.Sign(t, jwt.SigningMethodES256, k.ec, claims("alice"))
 	tests := []struct {
 		name    string
 		secret  []byte
@@ -444,7 +437,7 @@ func mustPKIX(tb testing.TB, pub any) []byte {
 func TestNewVerifierCopiesSecret(t *testing.T) {
 	secret := []byte(testSecret)
 	v := mustVerifier(t, secret, nil)
-	tok := sign(t, jwt.SigningMethodHS256, []byte(testSecret), claims("alice"))
+	tok := jwttest.Sign(t, jwt.SigningMethodHS256, []byte(testSecret), claims("alice"))
 	for i := range secret {
 		secret[i] = 0
 	}
@@ -458,8 +451,8 @@ func TestVerifyConcurrent(t *testing.T) {
 	k := testKeys()
 	v := mustVerifier(t, []byte(testSecret), k.rsaPEM)
 	toks := []string{
-		sign(t, jwt.SigningMethodHS256, []byte(testSecret), claims("alice")),
-		sign(t, jwt.SigningMethodRS256, k.rsa, claims("alice")),
+		jwttest.Sign(t, jwt.SigningMethodHS256, []byte(testSecret), claims("alice")),
+		jwttest.Sign(t, jwt.SigningMethodRS256, k.rsa, claims("alice")),
 	}
 	var wg sync.WaitGroup
 	for g := range 8 {
@@ -483,16 +476,16 @@ func FuzzVerify(f *testing.F) {
 		mustVerifier(f, nil, k.ecPEM),
 	}
 	c := claims("alice")
-	hs := sign(f, jwt.SigningMethodHS256, secret, c)
+	hs := jwttest.Sign(f, jwt.SigningMethodHS256, secret, c)
 	seeds := []string{
 		hs,
-		sign(f, jwt.SigningMethodRS256, k.rsa, c),
-		sign(f, jwt.SigningMethodES256, k.ec, c),
-		sign(f, jwt.SigningMethodHS256, k.rsaPEM, c),
-		sign(f, jwt.SigningMethodHS256, secret, with(c, "exp", nil)),
-		sign(f, jwt.SigningMethodHS256, secret, with(c, "exp", testNow.Add(-time.Hour).Unix())),
-		sign(f, jwt.SigningMethodHS256, secret, claims(strings.Repeat("x", 129))),
-		sign(f, jwt.SigningMethodHS256, secret, with(c, "sub", 7)),
+		jwttest.Sign(f, jwt.SigningMethodRS256, k.rsa, c),
+		jwttest.Sign(f, jwt.SigningMethodES256, k.ec, c),
+		jwttest.Sign(f, jwt.SigningMethodHS256, k.rsaPEM, c),
+		jwttest.Sign(f, jwt.SigningMethodHS256, secret, with(c, "exp", nil)),
+		jwttest.Sign(f, jwt.SigningMethodHS256, secret, with(c, "exp", testNow.Add(-time.Hour).Unix())),
+		jwttest.Sign(f, jwt.SigningMethodHS256, secret, claims(strings.Repeat("x", 129))),
+		jwttest.Sign(f, jwt.SigningMethodHS256, secret, with(c, "sub", 7)),
 		rawToken(`{"alg":"none","typ":"JWT"}`, jsonOf(f, c), nil),
 		rawToken(`{"alg":"HS256"}`, `{"sub":"a","exp":1e400}`, []byte("x")),
 		rawToken(`{"alg":"ES256"}`, jsonOf(f, c), make([]byte, 64)),
@@ -524,7 +517,7 @@ func FuzzVerify(f *testing.F) {
 
 func BenchmarkVerifyHS256(b *testing.B) {
 	v := mustVerifier(b, []byte(testSecret), nil)
-	tok := sign(b, jwt.SigningMethodHS256, []byte(testSecret), claims("user-1234@example.com"))
+	tok := jwttest.Sign(b, jwt.SigningMethodHS256, []byte(testSecret), claims("user-1234@example.com"))
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := v.Verify(tok); err != nil {

@@ -1,44 +1,29 @@
 package auth_test
 
 import (
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/x509"
-	"encoding/pem"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/wsgateway/wsgateway/internal/auth"
+	"github.com/wsgateway/wsgateway/internal/testutil/jwttest"
 )
 
 // The internal package already has BenchmarkVerifyHS256; these add the public-key algorithms
 // and the parallel case. Every connect verifies one token, so 1/(ns/op) bounds the connect rate
 // one core can authenticate.
 
-func publicPEM(tb testing.TB, pub crypto.PublicKey) []byte {
-	tb.Helper()
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
-}
-
 func token(tb testing.TB, m jwt.SigningMethod, key any) string {
 	tb.Helper()
-	s, err := jwt.NewWithClaims(m, jwt.RegisteredClaims{
+	return jwttest.Sign(tb, m, key, jwt.RegisteredClaims{
 		Subject:   "user-1234@example.com",
 		ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour)),
-	}).SignedString(key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return s
+	})
 }
 
 type verifyCase struct {
@@ -60,7 +45,7 @@ var verifyCases = []verifyCase{
 		if err != nil {
 			b.Fatal(err)
 		}
-		v, err := auth.NewVerifier(nil, publicPEM(b, &k.PublicKey))
+		v, err := auth.NewVerifier(nil, jwttest.PublicPEM(b, &k.PublicKey))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -71,7 +56,7 @@ var verifyCases = []verifyCase{
 		if err != nil {
 			b.Fatal(err)
 		}
-		v, err := auth.NewVerifier(nil, publicPEM(b, &k.PublicKey))
+		v, err := auth.NewVerifier(nil, jwttest.PublicPEM(b, &k.PublicKey))
 		if err != nil {
 			b.Fatal(err)
 		}

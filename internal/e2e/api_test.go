@@ -18,11 +18,11 @@ func TestKickAcrossNodes(t *testing.T) {
 	c := newCluster(t)
 	a, b := c.startNode("a"), c.startNode("b")
 
-	onA := dial(t, wsURL(a.addr, "erin"), nil)
-	onB := dial(t, wsURL(b.addr, "erin"), nil)
-	bystander := dial(t, wsURL(a.addr, "frank"), nil)
+	onA := dial(t, wsURL(a.Addr, "erin"), nil)
+	onB := dial(t, wsURL(b.Addr, "erin"), nil)
+	bystander := dial(t, wsURL(a.Addr, "frank"), nil)
 
-	status, body, err := c.do(http.MethodDelete, b.url("/api/v1/users/erin/connections"), nil)
+	status, body, err := c.do(http.MethodDelete, b.URL("/api/v1/users/erin/connections"), nil)
 	if err != nil || status != http.StatusOK {
 		t.Fatalf("DELETE connections: %d %s %v", status, body, err)
 	}
@@ -32,10 +32,10 @@ func TestKickAcrossNodes(t *testing.T) {
 	if code := onB.closeCode(t, "erin on B"); code != 4001 {
 		t.Errorf("erin on B closed with %d (%v), want 4001", code, onB.err())
 	}
-	wait.For(t, timeout, func() bool { return !a.srv.Hub().Online("erin") && !b.srv.Hub().Online("erin") },
+	wait.For(t, timeout, func() bool { return !a.Srv.ForTest().Hub().Online("erin") && !b.Srv.ForTest().Hub().Online("erin") },
 		"erin still held after the kick")
 	// The bystander on A is untouched and still receives.
-	c.push(b.url(""), "frank", `"still here"`)
+	c.push(b.URL(""), "frank", `"still here"`)
 	bystander.expectTexts(t, 0, "frank", `"still here"`)
 }
 
@@ -45,12 +45,12 @@ func TestBroadcastAcrossNodes(t *testing.T) {
 	a, b := c.startNode("a"), c.startNode("b")
 
 	clients := []*client{
-		dial(t, wsURL(a.addr, "u1"), nil),
-		dial(t, wsURL(b.addr, "u2"), nil),
-		dial(t, wsURL(b.addr, "u1"), nil), // a second device of u1
+		dial(t, wsURL(a.Addr, "u1"), nil),
+		dial(t, wsURL(b.Addr, "u2"), nil),
+		dial(t, wsURL(b.Addr, "u1"), nil), // a second device of u1
 	}
 	data := `{"notice": "maintenance at 5"}`
-	status, body, err := c.do(http.MethodPost, a.url("/api/v1/broadcast"), []byte(`{"data": `+data+`}`))
+	status, body, err := c.do(http.MethodPost, a.URL("/api/v1/broadcast"), []byte(`{"data": `+data+`}`))
 	if err != nil || status != http.StatusOK {
 		t.Fatalf("broadcast: %d %s %v", status, body, err)
 	}
@@ -70,21 +70,21 @@ func TestPresenceAcrossNodes(t *testing.T) {
 	c := newCluster(t)
 	a, b := c.startNode("a"), c.startNode("b")
 
-	if online, err := c.presence(a.url(""), "gina"); err != nil || online {
+	if online, err := c.presence(a.URL(""), "gina"); err != nil || online {
 		t.Fatalf("presence before connecting: %v, %v; want false", online, err)
 	}
-	onB := dial(t, wsURL(b.addr, "gina"), nil)
-	if online, err := c.presence(a.url(""), "gina"); err != nil || !online {
+	onB := dial(t, wsURL(b.Addr, "gina"), nil)
+	if online, err := c.presence(a.URL(""), "gina"); err != nil || !online {
 		t.Fatalf("presence via A with gina on B: %v, %v; want true", online, err)
 	}
-	if a.srv.Hub().Online("gina") {
+	if a.Srv.ForTest().Hub().Online("gina") {
 		t.Fatal("node A claims to hold gina's connection")
 	}
 	if _, err := onB.closeClean(); err != nil {
 		t.Fatalf("close: %v", err)
 	}
 	wait.For(t, timeout, func() bool {
-		online, err := c.presence(a.url(""), "gina")
+		online, err := c.presence(a.URL(""), "gina")
 		return err == nil && !online
 	}, "presence via A still true after gina left")
 }
@@ -96,7 +96,7 @@ func TestUpstream(t *testing.T) {
 	a, _ := c.startNode("a"), c.startNode("b")
 	ctx := context.Background()
 
-	cl := dial(t, wsURL(a.addr, "hank"), nil)
+	cl := dial(t, wsURL(a.Addr, "hank"), nil)
 	bin := []byte{0x00, 0x01, 0xfe, 0xff}
 	cl.send(t, websocket.TextMessage, []byte("hi"))
 	cl.send(t, websocket.BinaryMessage, bin)

@@ -22,7 +22,7 @@ func TestResubscribeDrainRacesDisconnect(t *testing.T) {
 	const users = 100
 	clients := make([]*client, users)
 	for i := range clients {
-		clients[i] = dial(t, wsURL(a.addr, fmt.Sprintf("d%d", i)), nil)
+		clients[i] = dial(t, wsURL(a.Addr, fmt.Sprintf("d%d", i)), nil)
 	}
 
 	if killed, err := c.rdb.ClientKillByFilter(ctx, "TYPE", "pubsub").Result(); err != nil || killed < 1 {

@@ -43,7 +43,7 @@ func TestReceiptDelivered(t *testing.T) {
 	v1 := dialV1(t, a, "rita", "")
 	second := dialV1(t, b, "rita", "")
 	for i, receipt := range []bool{true, false, true} {
-		if status, out, err := c.do(http.MethodPost, b.url("/api/v1/push"), body("rita", fmt.Sprint(i+1), receipt)); err != nil || status != 200 {
+		if status, out, err := c.do(http.MethodPost, b.URL("/api/v1/push"), body("rita", fmt.Sprint(i+1), receipt)); err != nil || status != 200 {
 			t.Fatalf("push: %d %s %v", status, out, err)
 		}
 	}
@@ -62,8 +62,8 @@ func TestReceiptDelivered(t *testing.T) {
 		t.Fatalf("delivered events %v, want 1@a then 3@<the acking node>", got)
 	}
 	// Raw: the write counts.
-	raw := dial(t, wsURL(a.addr, "ron"), nil)
-	if status, out, err := c.do(http.MethodPost, a.url("/api/v1/push"), body("ron", `"r"`, true)); err != nil || status != 200 {
+	raw := dial(t, wsURL(a.Addr, "ron"), nil)
+	if status, out, err := c.do(http.MethodPost, a.URL("/api/v1/push"), body("ron", `"r"`, true)); err != nil || status != 200 {
 		t.Fatalf("push: %d %s %v", status, out, err)
 	}
 	raw.expectTexts(t, 0, "ron", `"r"`)
@@ -82,10 +82,10 @@ func TestUndelivered(t *testing.T) {
 	// is in before its deadline even on a loaded machine.
 	short := func(cfg *config.Config) { cfg.UndeliveredAfter = 3 * time.Second }
 	a, b := c.startNodeWith("a", short), c.startNodeWith("b", short)
-	c.push(a.url(""), "nobody", `"lost"`) // never connects
-	c.push(b.url(""), "nobody", `"lost too"`)
+	c.push(a.URL(""), "nobody", `"lost"`) // never connects
+	c.push(b.URL(""), "nobody", `"lost too"`)
 	cl := dialV1(t, b, "quick", "")
-	c.push(a.url(""), "quick", `"seen"`)
+	c.push(a.URL(""), "quick", `"seen"`)
 	cl.expectTexts(t, 0, "quick", `1 "seen"`)
 	cl.send(t, websocket.TextMessage, []byte("ack 1"))
 	wait.For(t, 15*time.Second, func() bool { return len(c.seqEvents("nobody", "undelivered")) == 2 },

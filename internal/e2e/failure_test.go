@@ -3,9 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
-	"os/exec"
 	"sort"
 	"strconv"
 	"sync"
@@ -15,7 +13,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/wsgateway/wsgateway/internal/testutil/proc"
+	"github.com/wsgateway/wsgateway/internal/testutil/gwbin"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
 
@@ -31,8 +29,8 @@ func TestRedisRestart(t *testing.T) {
 	nodes := []*node{a, b}
 	users := []string{"ra", "rb"}
 	clients := map[string]*client{
-		"ra": dial(t, wsURL(a.addr, "ra"), nil),
-		"rb": dial(t, wsURL(b.addr, "rb"), nil),
+		"ra": dial(t, wsURL(a.Addr, "ra"), nil),
+		"rb": dial(t, wsURL(b.Addr, "rb"), nil),
 	}
 
 	// The pusher alternates users and nodes, paced so that the outage sees many attempts
@@ -62,14 +60,14 @@ func TestRedisRestart(t *testing.T) {
 			case <-tick.C:
 			}
 			user, n := users[i%2], nodes[(i/2)%2]
-			status, _, err := c.tryPush(n.url(""), user, strconv.Itoa(i))
+			status, _, err := c.tryPush(n.URL(""), user, strconv.Itoa(i))
 			mu.Lock()
 			statuses[status]++
 			switch {
 			case err == nil && status == http.StatusOK:
 				accepted[user] = append(accepted[user], i)
 			case status != http.StatusServiceUnavailable && len(odd) < 10:
-				odd = append(odd, fmt.Sprintf("push %d via %s: status %d, %v", i, n.id, status, err))
+				odd = append(odd, fmt.Sprintf("push %d via %s: status %d, %v", i, n.ID, status, err))
 			}
 			mu.Unlock()
 		}
@@ -85,10 +83,10 @@ func TestRedisRestart(t *testing.T) {
 		"no push answered 503 while Redis was down")
 	for _, n := range nodes {
 		wait.For(t, timeout, func() bool {
-			status, _, err := c.get(n.url("/readyz"))
+			status, _, err := c.get(n.URL("/readyz"))
 			return err == nil && status == http.StatusServiceUnavailable
-		}, "node %s: /readyz not 503 while Redis is down", n.id)
-		newcomer, resp, err := tryDial(wsURL(n.addr, "newcomer"), nil)
+		}, "node %s: /readyz not 503 while Redis is down", n.ID)
+		newcomer, resp, err := tryDial(wsURL(n.Addr, "newcomer"), nil)
 		if err == nil {
 			newcomer.abort()
 		}
@@ -97,13 +95,13 @@ func TestRedisRestart(t *testing.T) {
 			if resp != nil {
 				status = resp.StatusCode
 			}
-			t.Fatalf("node %s: a new client during the outage got HTTP %d (%v), want 503", n.id, status, err)
+			t.Fatalf("node %s: a new client during the outage got HTTP %d (%v), want 503", n.ID, status, err)
 		}
 	}
 
 	c.redis.Restart(t)
 	for _, n := range nodes {
-		c.waitReady(n)
+		n.WaitReady(c.t, timeout)
 	}
 	okAtRestart, _ := count()
 	wait.For(t, timeout, func() bool { ok, _ := count(); return ok >= okAtRestart+40 }, "pushes after the restart")
@@ -137,7 +135,7 @@ func TestRedisRestart(t *testing.T) {
 	// And the very same connections still get new pushes.
 	for i, user := range users {
 		have := clients[user].count()
-		c.push(nodes[i].url(""), user, `"after"`)
+		c.push(nodes[i].URL(""), user, `"after"`)
 		f := clients[user].waitFrames(t, have+1, user)
 		if got := string(f[len(f)-1].data); got != `"after"` {
 			t.Fatalf("%s: last frame %q, want \"after\"", user, got)
@@ -187,12 +185,12 @@ func TestResubscribeWindow(t *testing.T) {
 	c := newCluster(t)
 	a, b := c.startNode("a"), c.startNode("b")
 	ctx := context.Background()
-	cl := dial(t, wsURL(a.addr, "win"), nil)
+	cl := dial(t, wsURL(a.Addr, "win"), nil)
 
 	const rounds, perRound = 5, 10
 	seq, queued := 0, 0
 	for r := range rounds {
-		before := a.metric("wsgateway_pubsub_reconnects_total")
+		before := a.Metric("wsgateway_pubsub_reconnects_total")
 		killed, err := c.rdb.ClientKillByFilter(ctx, "TYPE", "pubsub").Result()
 		// A's connection at least (B's may be being rebuilt right then on a loaded machine;
 		// A's rebuild is checked below).
@@ -201,18 +199,18 @@ func TestResubscribeWindow(t *testing.T) {
 		}
 		for range perRound {
 			seq++
-			if res := c.push(b.url(""), "win", strconv.Itoa(seq)); res.Queued {
+			if res := c.push(b.URL(""), "win", strconv.Itoa(seq)); res.Queued {
 				queued++
 			}
 		}
-		wait.For(t, timeout, func() bool { return a.metric("wsgateway_pubsub_reconnects_total") > before },
+		wait.For(t, timeout, func() bool { return a.Metric("wsgateway_pubsub_reconnects_total") > before },
 			"round %d: node A never rebuilt its pub/sub connection", r)
 		wait.For(t, timeout, func() bool { return cl.count() >= seq }, "round %d: waiting for %d frames, have %s",
 			r, seq, lazy(func() string {
 				return fmt.Sprintf("%s; unacknowledged %d", ranges(cl.received()), c.offlineLen("win"))
 			}))
-		c.waitReady(a)
-		c.waitReady(b)
+		a.WaitReady(c.t, timeout)
+		b.WaitReady(c.t, timeout)
 	}
 	if cl.closed() {
 		t.Fatalf("the client's connection ended: %v", cl.err())
@@ -233,36 +231,14 @@ func TestResubscribeWindow(t *testing.T) {
 func TestNodeKilled(t *testing.T) {
 	c := newCluster(t)
 	a := c.startNode("a")
-	bin := gatewayBinary(t)
-
-	addr := freeAddr(t)
-	logs := &syncBuffer{}
-	cmd := exec.Command(bin, "--dev", "--addr", addr, "--redis-url", c.redis.URL(),
-		"--key-prefix", c.prefix, "--node-id", "c", "--log-format", "text", "--log-level", "debug")
-	cmd.Stdout, cmd.Stderr = logs, logs
-	p, err := proc.Start(cmd, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_, _ = p.Stop(syscall.SIGKILL, 0)
-		if t.Failed() {
-			t.Logf("node c log (tail):\n%s", logs.tail(60))
-		}
+	node := gwbin.Start(t, "c", gwbin.Options{
+		Args:  []string{"--redis-url", c.redis.URL(), "--key-prefix", c.prefix, "--log-level", "debug"},
+		Ready: timeout,
 	})
-	wait.For(t, timeout, func() bool {
-		if p.Exited() {
-			return true
-		}
-		status, _, err := c.get("http://" + addr + "/readyz")
-		return err == nil && status == http.StatusOK
-	}, "node c (process) never became ready")
-	if p.Exited() {
-		t.Fatalf("node c exited at start-up: %v\n%s", p.Err(), logs.tail(30))
-	}
+	addr, p := node.Addr, node.Process
 
 	onC := dial(t, wsURL(addr, "ivan"), nil)
-	if res := c.push(a.url(""), "ivan", `"before"`); !res.Online {
+	if res := c.push(a.URL(""), "ivan", `"before"`); !res.Online {
 		t.Fatalf("push with ivan on C: %+v, want online", res)
 	}
 	onC.expectTexts(t, 0, "ivan on C", `"before"`)
@@ -278,31 +254,20 @@ func TestNodeKilled(t *testing.T) {
 		t.Fatalf("the connection to a killed node ended with close code %d (%v), want 1006 (no close frame)", code, onC.err())
 	}
 	wait.For(t, timeout, func() bool {
-		online, err := c.presence(a.url(""), "ivan")
+		online, err := c.presence(a.URL(""), "ivan")
 		return err == nil && !online
 	}, "Redis still counts the killed node as ivan's subscriber")
 
 	want := []string{`{"after":1}`, `{"after":2}`, `{"after":3}`}
 	for _, m := range want {
-		if res := c.push(a.url(""), "ivan", m); res.Online || !res.Queued {
+		if res := c.push(a.URL(""), "ivan", m); res.Online || !res.Queued {
 			t.Fatalf("push %s after the kill: %+v, want queued", m, res)
 		}
 	}
-	onA := dial(t, wsURL(a.addr, "ivan"), nil)
-	if res := c.push(a.url(""), "ivan", `"live"`); !res.Online {
+	onA := dial(t, wsURL(a.Addr, "ivan"), nil)
+	if res := c.push(a.URL(""), "ivan", `"live"`); !res.Online {
 		t.Fatalf("push with ivan on A: %+v, want online", res)
 	}
 	onA.expectTexts(t, 0, "ivan on A", append(want, `"live"`)...)
 	c.waitAcked("ivan")
-}
-
-// freeAddr returns a loopback address that was free a moment ago, for a node run as a process.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }

@@ -7,10 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,6 +19,7 @@ import (
 
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/server"
+	"github.com/wsgateway/wsgateway/internal/testutil/gwtest"
 	"github.com/wsgateway/wsgateway/internal/testutil/redistest"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
@@ -61,15 +60,7 @@ func newCluster(t *testing.T) *cluster {
 }
 
 // node is one in-process gateway.
-type node struct {
-	id   string
-	srv  *server.Server
-	addr string
-	logs *syncBuffer
-
-	stopOnce sync.Once
-	stopErr  error
-}
+type node struct{ *gwtest.Node }
 
 // startNode boots a gateway node on 127.0.0.1:0 with --dev semantics (?user_id= accepted, API
 // open) and waits until its /readyz says it is subscribed. Its logs are shown if the test
@@ -82,97 +73,30 @@ func (c *cluster) startNode(id string) *node {
 // startNodeWith is startNode with the settings changed by edit.
 func (c *cluster) startNodeWith(id string, edit func(*config.Config)) *node {
 	c.t.Helper()
-	cfg := config.Default()
-	cfg.Addr = "127.0.0.1:0"
-	cfg.RedisURL = c.redis.URL()
-	cfg.KeyPrefix = c.prefix
-	cfg.Dev = true
-	cfg.NodeID = id
-	cfg.ShutdownGrace = shutdownWait
-	edit(&cfg)
-	if err := cfg.Validate(); err != nil {
-		c.t.Fatalf("config: %v", err)
-	}
-	logs := &syncBuffer{}
-	srv, err := server.New(cfg, server.Options{
-		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		// A probe every 200ms keeps /readyz honest within a second; the timeout is wide
-		// enough that a -race run on a busy machine does not rebuild healthy connections.
-		ProbeInterval: 200 * time.Millisecond,
-		ProbeTimeout:  3 * time.Second,
-		CloseGrace:    300 * time.Millisecond,
-		// A dead node's connections stop counting within about 2.5 s.
-		PresenceHeartbeat: 200 * time.Millisecond,
-		PresenceDeadAfter: 2 * time.Second,
-	})
-	if err != nil {
-		c.t.Fatalf("node %s: %v", id, err)
-	}
-	if err := srv.Listen(); err != nil {
-		c.t.Fatalf("node %s: %v", id, err)
-	}
-	n := &node{id: id, srv: srv, addr: srv.Addr(), logs: logs}
-	c.t.Cleanup(func() {
-		if err := n.shutdown(); err != nil {
-			c.t.Errorf("node %s: shutdown: %v", id, err)
-		}
-		if c.t.Failed() {
-			c.t.Logf("node %s log (tail):\n%s", id, logs.tail(200))
-		}
-	})
-	c.waitReady(n)
-	return n
+	return &node{gwtest.Start(c.t, id, gwtest.Options{
+		Config: func(cfg *config.Config) {
+			cfg.RedisURL = c.redis.URL()
+			cfg.KeyPrefix = c.prefix
+			edit(cfg)
+		},
+		Server: server.Options{
+			// A dead node's connections stop counting within about 2.5 s.
+			PresenceHeartbeat: 200 * time.Millisecond,
+			PresenceDeadAfter: 2 * time.Second,
+		},
+		Ready:        timeout,
+		ShutdownWait: shutdownWait,
+		LogTail:      200,
+	})}
 }
-
-// shutdown drains the node like SIGTERM would; it runs at most once (Server.Shutdown must not
-// be called twice).
-func (n *node) shutdown() error {
-	n.stopOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), shutdownWait)
-		defer cancel()
-		n.stopErr = n.srv.Shutdown(ctx)
-	})
-	return n.stopErr
-}
-
-func (n *node) url(path string) string { return "http://" + n.addr + path }
 
 func wsURL(addr, user string) string { return "ws://" + addr + "/ws?user_id=" + user }
 
-func (c *cluster) waitReady(n *node) {
-	c.t.Helper()
-	wait.For(c.t, timeout, func() bool {
-		status, _, err := c.get(n.url("/readyz"))
-		return err == nil && status == http.StatusOK
-	}, "node %s: /readyz never answered 200", n.id)
-}
-
-// metric reads one counter or gauge of a node (without labels: their sum).
-func (n *node) metric(name string) float64 {
-	mfs, err := n.srv.Metrics().Registry().Gather()
-	if err != nil {
-		return -1
-	}
-	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			switch {
-			case m.GetCounter() != nil:
-				sum += m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				sum += m.GetGauge().GetValue()
-			}
-		}
-	}
-	return sum
-}
-
 // idle reports whether every connection the node accepted has been cleaned up completely:
 // unsubscribed and its unsent messages stored (the gauge drops after that clean-up).
-func (n *node) idle() bool { return n.metric("wsgateway_connections") == 0 && n.srv.Hub().Conns() == 0 }
+func (n *node) idle() bool {
+	return n.Metric("wsgateway_connections") == 0 && n.Srv.ForTest().Hub().Conns() == 0
+}
 
 // --- HTTP API ---
 
@@ -467,32 +391,6 @@ func (c *client) abort() {
 
 // --- misc ---
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *syncBuffer) tail(n int) string {
-	lines := strings.Split(strings.TrimRight(b.String(), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
 // pusher pushes the numbers 1..total to one user from its own goroutine, through the given
 // nodes in turn, each push after the previous one was answered: one publisher, so the order
 // guarantee applies to what the user receives.
@@ -518,9 +416,9 @@ func startPusher(t *testing.T, c *cluster, user string, total int, via ...*node)
 			default:
 			}
 			n := via[i%len(via)]
-			status, res, err := c.tryPush(n.url(""), user, strconv.Itoa(i))
+			status, res, err := c.tryPush(n.URL(""), user, strconv.Itoa(i))
 			if err != nil || status != http.StatusOK {
-				p.err = fmt.Errorf("push %d via %s: status %d, %v", i, n.id, status, err)
+				p.err = fmt.Errorf("push %d via %s: status %d, %v", i, n.ID, status, err)
 				return
 			}
 			if res.Queued {

@@ -19,7 +19,7 @@ import (
 func TestThroughNginx(t *testing.T) {
 	c := newCluster(t)
 	a, b := c.startNode("a"), c.startNode("b")
-	lb := nginxtest.Start(t, "../../deploy/nginx.conf", []string{a.addr, b.addr})
+	lb := nginxtest.Start(t, "../../deploy/nginx.conf", []string{a.Addr, b.Addr})
 	lbURL := "http://" + lb
 	origin := http.Header{"Origin": {lbURL}}
 
@@ -41,24 +41,24 @@ func TestThroughNginx(t *testing.T) {
 		user := fmt.Sprintf("n%d", i)
 		clients[user] = dial(t, wsURL(lb, user), origin)
 	}
-	if na, nb := a.srv.Hub().Conns(), b.srv.Hub().Conns(); na == 0 || nb == 0 {
+	if na, nb := a.Srv.ForTest().Hub().Conns(), b.Srv.ForTest().Hub().Conns(); na == 0 || nb == 0 {
 		t.Fatalf("least_conn put %d connections on A and %d on B, want both used", na, nb)
 	}
 
 	var onA []string
 	for user := range clients {
-		if a.srv.Hub().Online(user) {
+		if a.Srv.ForTest().Hub().Online(user) {
 			onA = append(onA, user)
 		}
 	}
 	if first.closed() {
 		t.Fatal("n0's connection ended early")
 	}
-	if a.srv.Hub().Online("n0") {
+	if a.Srv.ForTest().Hub().Online("n0") {
 		onA = append(onA, "n0")
 		clients["n0"] = first
 	}
-	if err := a.shutdown(); err != nil {
+	if err := a.Shutdown(); err != nil {
 		t.Fatalf("node A shutdown: %v", err)
 	}
 	for _, user := range onA {
@@ -77,14 +77,14 @@ func TestThroughNginx(t *testing.T) {
 	}
 	for _, user := range onA {
 		cl := dial(t, wsURL(lb, user), origin)
-		if !b.srv.Hub().Online(user) {
+		if !b.Srv.ForTest().Hub().Online(user) {
 			t.Fatalf("%s reconnected through nginx but is not on B", user)
 		}
 		pushViaLB(t, c, lbURL, user, `"live"`)
 		cl.expectTexts(t, 0, user+" back on B", `"m1"`, `"m2"`, `"live"`)
 	}
-	wait.For(t, timeout, func() bool { return b.srv.Hub().Conns() == 11 }, "B should hold all 11 clients, has %s",
-		lazy(func() string { return strconv.Itoa(b.srv.Hub().Conns()) }))
+	wait.For(t, timeout, func() bool { return b.Srv.ForTest().Hub().Conns() == 11 }, "B should hold all 11 clients, has %s",
+		lazy(func() string { return strconv.Itoa(b.Srv.ForTest().Hub().Conns()) }))
 }
 
 // pushViaLB pushes through nginx right after a node went away. nginx answers 502 only when it
@@ -114,7 +114,7 @@ func pushViaLB(t *testing.T, c *cluster, lbURL, user, data string) pushResult {
 func TestPresenceAndCapThroughNginx(t *testing.T) {
 	c := newCluster(t)
 	a, b := c.startNode("a"), c.startNode("b")
-	lb := nginxtest.Start(t, "../../deploy/nginx.conf", []string{a.addr, b.addr})
+	lb := nginxtest.Start(t, "../../deploy/nginx.conf", []string{a.Addr, b.Addr})
 	lbURL := "http://" + lb
 
 	var open []*client
@@ -122,10 +122,10 @@ func TestPresenceAndCapThroughNginx(t *testing.T) {
 		open = append(open, dial(t, wsURL(lb, "quinn"), nil))
 	}
 	// dial returns once the node has registered the connection, presence included.
-	if na, nb := a.srv.Hub().Conns(), b.srv.Hub().Conns(); na+nb != 16 || na == 0 || nb == 0 {
+	if na, nb := a.Srv.ForTest().Hub().Conns(), b.Srv.ForTest().Hub().Conns(); na+nb != 16 || na == 0 || nb == 0 {
 		t.Fatalf("least_conn put %d connections on A and %d on B, want 16 over both", na, nb)
 	}
-	for _, base := range []string{lbURL, a.url(""), b.url("")} {
+	for _, base := range []string{lbURL, a.URL(""), b.URL("")} {
 		if p := c.presenceOf(base, "quinn"); p != (presenceAnswer{true, 16, 2}) {
 			t.Fatalf("presence via %s: %+v, want 16 connections on 2 nodes", base, p)
 		}
@@ -134,7 +134,7 @@ func TestPresenceAndCapThroughNginx(t *testing.T) {
 	// Refused connects hold no connection at the nodes, so least_conn goes on choosing between
 	// the two nodes as it did for the 16 (sequential connects: 8 each, ties taken in turn): a
 	// few tries reach both. Each must be a 429, not a 101.
-	refused := func(n *node) float64 { return n.metric("wsgateway_refused_total") }
+	refused := func(n *node) float64 { return n.Metric("wsgateway_refused_total") }
 	for i := 0; refused(a) == 0 || refused(b) == 0; i++ {
 		if i == 10 {
 			t.Fatalf("10 refused connects through nginx: %v on A and %v on B, want both nodes to have refused one",

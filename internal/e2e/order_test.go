@@ -29,21 +29,21 @@ func TestOrderAcrossReconnects(t *testing.T) {
 	var sessions []session
 	for i := 0; !p.finished(); i++ {
 		n := nodes[i%2]
-		cl := dial(t, wsURL(n.addr, user), nil)
+		cl := dial(t, wsURL(n.Addr, user), nil)
 		// Hold the connection for a varying while (0 to 40ms), so that closes hit every
 		// phase: during the flush, mid-stream and between pushes.
 		time.Sleep(time.Duration(i%5) * 10 * time.Millisecond)
 		frames, err := cl.closeClean()
 		if err != nil {
-			t.Fatalf("closing connection %d on %s: %v", i, n.id, err)
+			t.Fatalf("closing connection %d on %s: %v", i, n.ID, err)
 		}
-		sessions = append(sessions, session{n.id, frames})
+		sessions = append(sessions, session{n.ID, frames})
 	}
 	p.check(t)
 	sessions = append(sessions, finalSession(t, c, nodes[0], nodes[1], user))
 	checkSessions(t, sessions, total)
 	for _, n := range nodes {
-		wait.For(t, timeout, n.idle, "node %s never finished its closed connections", n.id)
+		wait.For(t, timeout, n.idle, "node %s never finished its closed connections", n.ID)
 	}
 	c.waitAcked(user)
 	t.Logf("%d pushes (%d stored offline by the push itself) over %d connections", total, p.queued, len(sessions))
@@ -62,24 +62,24 @@ func TestOrderAcrossKicks(t *testing.T) {
 	var sessions []session
 	for i := 0; !p.finished(); i++ {
 		n, other := nodes[i%2], nodes[(i+1)%2]
-		cl := dial(t, wsURL(n.addr, user), nil)
+		cl := dial(t, wsURL(n.Addr, user), nil)
 		time.Sleep(time.Duration(i%4) * 10 * time.Millisecond)
-		status, body, err := c.do(http.MethodDelete, other.url("/api/v1/users/"+user+"/connections"), nil)
+		status, body, err := c.do(http.MethodDelete, other.URL("/api/v1/users/"+user+"/connections"), nil)
 		if err != nil || status != http.StatusOK {
 			t.Fatalf("kick: %d %s %v", status, body, err)
 		}
 		// A kick may also hit the next connection if it is faster than the kick's delivery
 		// to the other node; that connection then simply ends early, with 4001 as well.
-		if code := cl.closeCode(t, fmt.Sprintf("connection %d on %s", i, n.id)); code != 4001 {
-			t.Fatalf("connection %d on %s: close code %d (%v), want 4001", i, n.id, code, cl.err())
+		if code := cl.closeCode(t, fmt.Sprintf("connection %d on %s", i, n.ID)); code != 4001 {
+			t.Fatalf("connection %d on %s: close code %d (%v), want 4001", i, n.ID, code, cl.err())
 		}
-		sessions = append(sessions, session{n.id, cl.received()})
+		sessions = append(sessions, session{n.ID, cl.received()})
 	}
 	p.check(t)
 	// The last kick may still be on its way to either node: wait until it has been applied
 	// (nobody holds the user) before the final connection, so that it does not end that one.
 	for _, n := range nodes {
-		wait.For(t, timeout, n.idle, "node %s still holds a kicked connection", n.id)
+		wait.For(t, timeout, n.idle, "node %s still holds a kicked connection", n.ID)
 	}
 	sessions = append(sessions, finalSession(t, c, nodes[0], nodes[1], user))
 	checkSessions(t, sessions, total)
@@ -98,31 +98,31 @@ func TestShutdownUnderLoad(t *testing.T) {
 
 	var sessions []session
 	for i, n := range []*node{a, b} {
-		cl := dial(t, wsURL(n.addr, user), nil)
+		cl := dial(t, wsURL(n.Addr, user), nil)
 		wait.For(t, timeout, func() bool { return p.pushed.Load() >= int64(total*(i+1)/3) || p.finished() },
 			"pusher stalled at %s", lazy(func() string { return strconv.FormatInt(p.pushed.Load(), 10) }))
 		stopped := make(chan error, 1)
-		go func() { stopped <- n.shutdown() }()
-		if code := cl.closeCode(t, "on "+n.id); code != websocket.CloseGoingAway {
-			t.Fatalf("on %s: close code %d (%v), want 1001", n.id, code, cl.err())
+		go func() { stopped <- n.Shutdown() }()
+		if code := cl.closeCode(t, "on "+n.ID); code != websocket.CloseGoingAway {
+			t.Fatalf("on %s: close code %d (%v), want 1001", n.ID, code, cl.err())
 		}
-		sessions = append(sessions, session{n.id, cl.received()})
+		sessions = append(sessions, session{n.ID, cl.received()})
 		// Reconnect at once (next iteration or the final connection), while n may still be
 		// shutting down; its Shutdown is checked afterwards.
 		defer func() {
 			if err := <-stopped; err != nil {
-				t.Errorf("node %s shutdown: %v", n.id, err)
+				t.Errorf("node %s shutdown: %v", n.ID, err)
 			}
 		}()
 	}
 	for !p.finished() {
-		cl := dial(t, wsURL(cn.addr, user), nil)
+		cl := dial(t, wsURL(cn.Addr, user), nil)
 		wait.For(t, timeout, func() bool { return p.finished() || cl.count() > 0 }, "nothing arrives on c")
 		frames, err := cl.closeClean()
 		if err != nil {
 			t.Fatal(err)
 		}
-		sessions = append(sessions, session{cn.id, frames})
+		sessions = append(sessions, session{cn.ID, frames})
 	}
 	p.check(t)
 	sessions = append(sessions, finalSession(t, c, cn, cn, user))
@@ -140,8 +140,8 @@ type session struct {
 // and anything misplaced (a duplicate, a late flush) would show up before it.
 func finalSession(t *testing.T, c *cluster, n, via *node, user string) session {
 	t.Helper()
-	cl := dial(t, wsURL(n.addr, user), nil)
-	c.push(via.url(""), user, `"end"`)
+	cl := dial(t, wsURL(n.Addr, user), nil)
+	c.push(via.URL(""), user, `"end"`)
 	wait.For(t, timeout, func() bool {
 		f := cl.received()
 		return len(f) > 0 && string(f[len(f)-1].data) == `"end"`
@@ -150,7 +150,7 @@ func finalSession(t *testing.T, c *cluster, n, via *node, user string) session {
 	if err != nil {
 		t.Fatalf("closing the final connection: %v", err)
 	}
-	return session{n.id, frames[:len(frames)-1]}
+	return session{n.ID, frames[:len(frames)-1]}
 }
 
 // checkSessions verifies that across sessions, in order, the numbers 1..total arrived

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
@@ -14,7 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/wsgateway/wsgateway/internal/config"
-	"github.com/wsgateway/wsgateway/internal/testutil/proc"
+	"github.com/wsgateway/wsgateway/internal/testutil/gwbin"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
 
@@ -58,30 +57,30 @@ func (c *cluster) userEvents(user string) []string {
 func TestPresenceAndCapAcrossNodes(t *testing.T) {
 	c := newCluster(t)
 	a, b := c.startNode("a"), c.startNode("b")
-	if p := c.presenceOf(a.url(""), "pia"); p != (presenceAnswer{}) {
+	if p := c.presenceOf(a.URL(""), "pia"); p != (presenceAnswer{}) {
 		t.Fatalf("presence before any connect: %+v", p)
 	}
 	var open []*client
 	for i := range 16 { // the default cap
 		n := []*node{a, b}[i%2]
-		open = append(open, dial(t, wsURL(n.addr, "pia"), nil))
+		open = append(open, dial(t, wsURL(n.Addr, "pia"), nil))
 	}
 	for _, n := range []*node{a, b} {
-		if p := c.presenceOf(n.url(""), "pia"); p != (presenceAnswer{true, 16, 2}) {
-			t.Fatalf("presence via %s: %+v, want 16 connections on 2 nodes", n.id, p)
+		if p := c.presenceOf(n.URL(""), "pia"); p != (presenceAnswer{true, 16, 2}) {
+			t.Fatalf("presence via %s: %+v, want 16 connections on 2 nodes", n.ID, p)
 		}
-		_, resp, err := tryDial(wsURL(n.addr, "pia"), nil)
+		_, resp, err := tryDial(wsURL(n.Addr, "pia"), nil)
 		if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
-			t.Fatalf("17th connect on %s: %v %v, want 429", n.id, resp, err)
+			t.Fatalf("17th connect on %s: %v %v, want 429", n.ID, resp, err)
 		}
 	}
 	// A place freed on one node is free on the other.
 	if _, err := open[1].closeClean(); err != nil { // on b
 		t.Fatal(err)
 	}
-	wait.For(t, timeout, func() bool { return c.presenceOf(a.url(""), "pia").Connections == 15 }, "the closed connection still counts")
-	dial(t, wsURL(a.addr, "pia"), nil)
-	if p := c.presenceOf(b.url(""), "pia"); p != (presenceAnswer{true, 16, 2}) {
+	wait.For(t, timeout, func() bool { return c.presenceOf(a.URL(""), "pia").Connections == 15 }, "the closed connection still counts")
+	dial(t, wsURL(a.Addr, "pia"), nil)
+	if p := c.presenceOf(b.URL(""), "pia"); p != (presenceAnswer{true, 16, 2}) {
 		t.Fatalf("presence: %+v", p)
 	}
 	if got := c.userEvents("pia"); len(got) != 1 || !strings.HasPrefix(got[0], "online@") {
@@ -104,7 +103,7 @@ func TestOnlineOfflineEventsUnderRace(t *testing.T) {
 				if i%2 == 1 {
 					x, y = b, a
 				}
-				first, _, err := tryDial(wsURL(x.addr, user), nil)
+				first, _, err := tryDial(wsURL(x.Addr, user), nil)
 				if err != nil {
 					t.Errorf("%s: dial: %v", user, err)
 					return
@@ -112,7 +111,7 @@ func TestOnlineOfflineEventsUnderRace(t *testing.T) {
 				// The next connect and the close run at once, on different nodes.
 				var inner sync.WaitGroup
 				var second *client
-				inner.Go(func() { second, _, err = tryDial(wsURL(y.addr, user), nil) })
+				inner.Go(func() { second, _, err = tryDial(wsURL(y.Addr, user), nil) })
 				inner.Go(func() { _, _ = first.closeClean() })
 				inner.Wait()
 				if err != nil {
@@ -125,7 +124,7 @@ func TestOnlineOfflineEventsUnderRace(t *testing.T) {
 	}
 	wg.Wait()
 	for _, user := range []string{"race1", "race2"} {
-		wait.For(t, timeout, func() bool { return c.presenceOf(a.url(""), user) == presenceAnswer{} }, "%s still counted", user)
+		wait.For(t, timeout, func() bool { return c.presenceOf(a.URL(""), user) == presenceAnswer{} }, "%s still counted", user)
 		evs := c.userEvents(user)
 		if len(evs) < 2 || len(evs)%2 != 0 {
 			t.Fatalf("%s: %d events, want an even number ≥ 2: %v", user, len(evs), evs)
@@ -149,48 +148,38 @@ func TestOnlineOfflineEventsUnderRace(t *testing.T) {
 func TestNodeKilledLeavesNoGhost(t *testing.T) {
 	c := newCluster(t)
 	a := c.startNodeWith("a", func(cfg *config.Config) { cfg.MaxConnsPerUser = 2 })
-	bin := gatewayBinary(t)
-	addr := freeAddr(t)
-	logs := &syncBuffer{}
-	cmd := exec.Command(bin, "--dev", "--addr", addr, "--redis-url", c.redis.URL(),
-		"--key-prefix", c.prefix, "--node-id", "doomed", "--max-conns-per-user", "2", "--log-format", "text")
-	cmd.Stdout, cmd.Stderr = logs, logs
-	p, err := proc.Start(cmd, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = p.Stop(syscall.SIGKILL, 0) })
-	wait.For(t, timeout, func() bool {
-		status, _, err := c.get("http://" + addr + "/readyz")
-		return err == nil && status == http.StatusOK
-	}, "the doomed node never became ready:\n%s", lazy(func() string { return logs.tail(30) }))
+	node := gwbin.Start(t, "doomed", gwbin.Options{
+		Args:  []string{"--redis-url", c.redis.URL(), "--key-prefix", c.prefix, "--max-conns-per-user", "2"},
+		Ready: timeout,
+	})
+	addr, p := node.Addr, node.Process
 
 	dial(t, wsURL(addr, "gil"), nil)
 	dial(t, wsURL(addr, "gil"), nil)
 	dial(t, wsURL(addr, "hal"), nil)
-	dial(t, wsURL(a.addr, "hal"), nil) // hal stays online through node a
-	if p := c.presenceOf(a.url(""), "gil"); p.Connections != 2 {
+	dial(t, wsURL(a.Addr, "hal"), nil) // hal stays online through node a
+	if p := c.presenceOf(a.URL(""), "gil"); p.Connections != 2 {
 		t.Fatalf("gil: %+v", p)
 	}
-	if _, resp, err := tryDial(wsURL(a.addr, "gil"), nil); err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+	if _, resp, err := tryDial(wsURL(a.Addr, "gil"), nil); err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("gil's third connect on a: %v %v, want 429 (two on the other node)", resp, err)
 	}
 	if err := p.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	killed := time.Now()
-	wait.For(t, 30*time.Second, func() bool { return c.presenceOf(a.url(""), "gil") == presenceAnswer{} },
+	wait.For(t, 30*time.Second, func() bool { return c.presenceOf(a.URL(""), "gil") == presenceAnswer{} },
 		"the killed node's connections still count after 30 s")
 	t.Logf("a dead node's connections stopped counting after %v", time.Since(killed).Round(100*time.Millisecond))
 	if got := c.userEvents("gil"); fmt.Sprint(got) != "[online@doomed offline@doomed]" {
 		t.Fatalf("gil's events %v, want online then offline (reported for the dead node)", got)
 	}
-	if p := c.presenceOf(a.url(""), "hal"); p != (presenceAnswer{true, 1, 1}) {
+	if p := c.presenceOf(a.URL(""), "hal"); p != (presenceAnswer{true, 1, 1}) {
 		t.Fatalf("hal: %+v, want his connection on a", p)
 	}
 	if got := c.userEvents("hal"); len(got) != 1 {
 		t.Fatalf("hal's events %v: his connection on a kept him online", got)
 	}
 	// The places are free again: the cap counts only live connections.
-	dial(t, wsURL(a.addr, "gil"), nil)
+	dial(t, wsURL(a.Addr, "gil"), nil)
 }

@@ -16,9 +16,9 @@ func TestCrossNodePush(t *testing.T) {
 	c := newCluster(t)
 	a, b := c.startNode("a"), c.startNode("b")
 
-	alice := dial(t, wsURL(a.addr, "alice"), nil)
+	alice := dial(t, wsURL(a.Addr, "alice"), nil)
 	data := `{"text":  "grüße \u00e9\n",  "n": [1,2 , 3.50], "nested": {"ok" :true}}`
-	res := c.push(b.url(""), "alice", data)
+	res := c.push(b.URL(""), "alice", data)
 	if !res.Online || res.Queued || res.UserID != "alice" {
 		t.Fatalf("push result %+v, want online:true queued:false for alice", res)
 	}
@@ -31,13 +31,13 @@ func TestMultiDeviceAcrossNodes(t *testing.T) {
 	c := newCluster(t)
 	a, b := c.startNode("a"), c.startNode("b")
 
-	onA := dial(t, wsURL(a.addr, "carol"), nil)
-	onB := dial(t, wsURL(b.addr, "carol"), nil)
-	if res := c.push(a.url(""), "carol", `"one"`); !res.Online {
+	onA := dial(t, wsURL(a.Addr, "carol"), nil)
+	onB := dial(t, wsURL(b.Addr, "carol"), nil)
+	if res := c.push(a.URL(""), "carol", `"one"`); !res.Online {
 		t.Fatalf("push result %+v, want online", res)
 	}
 	// A second push marks the end: anything duplicated would show up before it.
-	c.push(b.url(""), "carol", `"two"`)
+	c.push(b.URL(""), "carol", `"two"`)
 	onA.expectTexts(t, 0, "carol on A", `"one"`, `"two"`)
 	onB.expectTexts(t, 0, "carol on B", `"one"`, `"two"`)
 }
@@ -49,7 +49,7 @@ func TestRawPublish(t *testing.T) {
 	a, _ := c.startNode("a"), c.startNode("b")
 	ctx := context.Background()
 
-	alice := dial(t, wsURL(a.addr, "alice"), nil)
+	alice := dial(t, wsURL(a.Addr, "alice"), nil)
 	ch := c.prefix + "user:{alice}"
 	text := "plain text, not JSON: ünïcödé ✓"
 	bin := []byte{0xff, 0xfe, 0x00, 0x01, 'h', 'i', 0xc3}
@@ -95,7 +95,7 @@ func TestPushOrStoreFunction(t *testing.T) {
 	if n := c.offlineLen("bob"); n != 1 {
 		t.Fatalf("inbox holds %d unacknowledged messages, want 1", n)
 	}
-	onB := dial(t, wsURL(b.addr, "bob"), nil)
+	onB := dial(t, wsURL(b.Addr, "bob"), nil)
 	onB.expectTexts(t, 0, "bob on B", "hello")
 
 	if n := fcall("live"); n != 1 {
@@ -110,7 +110,7 @@ func TestPushOrStoreFunction(t *testing.T) {
 	if n := fcall("again"); n != 0 {
 		t.Fatalf("FCALL after bob left returned %d, want 0 (stored)", n)
 	}
-	onA := dial(t, wsURL(a.addr, "bob"), nil)
+	onA := dial(t, wsURL(a.Addr, "bob"), nil)
 	onA.expectTexts(t, 0, "bob on A", "again")
 	c.waitAcked("bob")
 }
@@ -126,12 +126,12 @@ func TestOfflineFlushOnOtherNode(t *testing.T) {
 	for i := 1; i <= backlog; i++ {
 		msg := fmt.Sprintf(`{"i":%d}`, i)
 		want = append(want, msg)
-		if res := c.push(a.url(""), "dave", msg); res.Online || !res.Queued {
+		if res := c.push(a.URL(""), "dave", msg); res.Online || !res.Queued {
 			t.Fatalf("push %d with dave offline: %+v, want queued", i, res)
 		}
 	}
-	onB := dial(t, wsURL(b.addr, "dave"), nil)
-	if res := c.push(a.url(""), "dave", `"live"`); !res.Online {
+	onB := dial(t, wsURL(b.Addr, "dave"), nil)
+	if res := c.push(a.URL(""), "dave", `"live"`); !res.Online {
 		t.Fatalf("live push after connect: %+v, want online", res)
 	}
 	onB.expectTexts(t, 0, "dave on B", append(want, `"live"`)...)
@@ -139,8 +139,8 @@ func TestOfflineFlushOnOtherNode(t *testing.T) {
 
 	// Exactly once: a second connection (on A) gets nothing of the backlog again, only what
 	// is pushed now.
-	onA := dial(t, wsURL(a.addr, "dave"), nil)
-	c.push(b.url(""), "dave", `"end"`)
+	onA := dial(t, wsURL(a.Addr, "dave"), nil)
+	c.push(b.URL(""), "dave", `"end"`)
 	onA.expectTexts(t, 0, "dave's second device on A", `"end"`)
 	onB.expectTexts(t, backlog+1, "dave on B", `"end"`)
 }

@@ -18,7 +18,7 @@ func v1Header() http.Header {
 
 func dialV1(t *testing.T, n *node, user, query string) *client {
 	t.Helper()
-	url := wsURL(n.addr, user)
+	url := wsURL(n.Addr, user)
 	if query != "" {
 		url += "&" + query
 	}
@@ -38,7 +38,7 @@ func TestV1ResumeAcrossNodes(t *testing.T) {
 
 	onA := dialV1(t, a, "vera", "")
 	for i := 1; i <= 5; i++ {
-		if res := c.push(b.url(""), "vera", fmt.Sprint(i)); !res.Online {
+		if res := c.push(b.URL(""), "vera", fmt.Sprint(i)); !res.Online {
 			t.Fatalf("push %d: %+v, want online", i, res)
 		}
 	}
@@ -54,18 +54,18 @@ func TestV1ResumeAcrossNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 6; i <= 8; i++ {
-		if res := c.push(a.url(""), "vera", fmt.Sprint(i)); res.Online {
+		if res := c.push(a.URL(""), "vera", fmt.Sprint(i)); res.Online {
 			t.Fatalf("push %d with vera away: %+v, want queued", i, res)
 		}
 	}
 	// Resume on B from 5: exactly 6..8, then live.
 	onB := dialV1(t, b, "vera", "since=5")
-	c.push(a.url(""), "vera", "9")
+	c.push(a.URL(""), "vera", "9")
 	onB.expectTexts(t, 0, "vera on B since=5", "6 6", "7 7", "8 8", "9 9")
 	// A second device without since gets everything not acknowledged (4..9), then live,
 	// which both devices get once.
 	second := dialV1(t, a, "vera", "")
-	c.push(b.url(""), "vera", `"both"`)
+	c.push(b.URL(""), "vera", `"both"`)
 	second.expectTexts(t, 0, "vera's second device", "4 4", "5 5", "6 6", "7 7", "8 8", "9 9", `10 "both"`)
 	onB.expectTexts(t, 4, "vera on B", `10 "both"`)
 	// An ack above what the connection was sent is ignored; a cumulative ack of 10 is kept.
@@ -73,7 +73,7 @@ func TestV1ResumeAcrossNodes(t *testing.T) {
 	onB.send(t, websocket.TextMessage, []byte("ack 10"))
 	unacked(0)
 	// Broadcasts and raw PUBLISHes are unnumbered: "- <payload>".
-	c.do(http.MethodPost, a.url("/api/v1/broadcast"), []byte(`{"data":"all"}`))
+	c.do(http.MethodPost, a.URL("/api/v1/broadcast"), []byte(`{"data":"all"}`))
 	if err := c.rdb.Publish(t.Context(), c.prefix+"user:{vera}", "raw").Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -88,9 +88,9 @@ func TestV1ResumeAcrossNodes(t *testing.T) {
 func TestV1AndRawSideBySide(t *testing.T) {
 	c := newCluster(t)
 	a, b := c.startNode("a"), c.startNode("b")
-	raw := dial(t, wsURL(a.addr, "wes"), nil)
+	raw := dial(t, wsURL(a.Addr, "wes"), nil)
 	v1 := dialV1(t, b, "wes", "")
-	c.push(a.url(""), "wes", `{"x":1}`)
+	c.push(a.URL(""), "wes", `{"x":1}`)
 	raw.expectTexts(t, 0, "wes raw", `{"x":1}`)
 	v1.expectTexts(t, 0, "wes v1", `1 {"x":1}`)
 	c.waitAcked("wes")
@@ -107,7 +107,7 @@ func TestPushManyPartialFailure(t *testing.T) {
 	if err := c.rdb.Set(t.Context(), c.prefix+"inbox:{bad}:state", "x", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	status, body, err := c.do(http.MethodPost, a.url("/api/v1/push"), []byte(`{"user_ids":["okay","bad","other"],"data":"m"}`))
+	status, body, err := c.do(http.MethodPost, a.URL("/api/v1/push"), []byte(`{"user_ids":["okay","bad","other"],"data":"m"}`))
 	if err != nil || status != http.StatusOK {
 		t.Fatalf("push: %d %s %v; want 200", status, body, err)
 	}
@@ -119,7 +119,7 @@ func TestPushManyPartialFailure(t *testing.T) {
 	}
 	ok.expectTexts(t, 0, "okay", `1 "m"`)
 	// Nothing at all accepted: 503.
-	status, body, _ = c.do(http.MethodPost, a.url("/api/v1/push"), []byte(`{"user_ids":["bad"],"data":"m"}`))
+	status, body, _ = c.do(http.MethodPost, a.URL("/api/v1/push"), []byte(`{"user_ids":["bad"],"data":"m"}`))
 	if status != http.StatusServiceUnavailable || !strings.Contains(string(body), "error") {
 		t.Fatalf("push to only a failing user: %d %s; want 503", status, body)
 	}

@@ -229,7 +229,7 @@ func TestCluster(t *testing.T) {
 	}
 	for user, c := range clients {
 		via := a.Addr() // push through the node the user is not on
-		if a.Hub().Online(user) {
+		if a.ForTest().Hub().Online(user) {
 			via = b.Addr()
 		}
 		msg := fmt.Sprintf(`"hello %s"`, user)

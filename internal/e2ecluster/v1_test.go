@@ -109,7 +109,7 @@ func TestClusterV1PresenceEvents(t *testing.T) {
 		wait.For(t, deadline, func() bool { return count(clusterEvents(t, cc), "delivered:"+u+":2") == 1 },
 			"%s: no delivered event for its receipt", u)
 		c.conn.Close()
-		wait.For(t, deadline, func() bool { return a.Hub().UserConns(u) == 0 }, "%s still on a", u)
+		wait.For(t, deadline, func() bool { return a.ForTest().Hub().UserConns(u) == 0 }, "%s still on a", u)
 		mustPush(t, a.Addr(), u, "4")
 		d := connectV1(t, b.Addr(), u, "since=3")
 		wait.For(t, deadline, func() bool { return len(d.frames()) >= 1 }, "%s: nothing after since=3", u)

@@ -25,15 +25,15 @@ func TestPubSubBlackholed(t *testing.T) {
 	rs := redistest.Start(t)
 	wp := startWedgeProxy(t, rs.Addr)
 	a := startNode(t, "a", onRedis(rs, redistest.Prefix(t)), server.Options{
-		BusRedisAddr:  wp.addr(), // only the bus's connections go through the proxy
+		BusRedisAddr:  wp.addr(),
 		ProbeInterval: 200 * time.Millisecond,
 		ProbeTimeout:  1500 * time.Millisecond,
 	})
-	r := newReader(t, client.Options{URL: userURL(a.addr, "held")}, true)
+	r := newReader(t, client.Options{URL: userURL(a.Addr, "held")}, true)
 	l := newLedger()
 	ledgers := map[string]*ledger{"held": l}
 	run := func(tag string, n int64, what string) {
-		p := startPusher(t, &pusher{bases: []string{a.base()}, users: []string{"held"}, tag: tag,
+		p := startPusher(t, &pusher{bases: []string{a.URL("")}, users: []string{"held"}, tag: tag,
 			every: 40 * time.Millisecond, ledgers: ledgers})
 		p.waitSent(t, n, what)
 		p.stop()
@@ -42,13 +42,13 @@ func TestPubSubBlackholed(t *testing.T) {
 	run("live", 20, "before the wedge")
 	r.waitAll(t, "held before the wedge", l, timeout)
 
-	rebuilt := a.metric("wsgateway_pubsub_reconnects_total")
+	rebuilt := a.Metric("wsgateway_pubsub_reconnects_total")
 	if n := wp.wedgeSubscribers(); n == 0 {
 		t.Fatal("no subscribed connection through the proxy to wedge")
 	}
 	wedgedAt := time.Now()
 	// Redis still counts the wedged connection as the user's subscriber.
-	if ans := mustPush(t, a.base(), "held", "", `"wedged-0"`); !ans.Online {
+	if ans := mustPush(t, a.URL(""), "held", "", `"wedged-0"`); !ans.Online {
 		t.Fatalf("push into the wedged link answered %+v, want online:true (Redis still counts the node)", ans)
 	} else {
 		l.accept(`"wedged-0"`, ans.Seq)
@@ -62,7 +62,7 @@ func TestPubSubBlackholed(t *testing.T) {
 	if n, swallowed := wp.wedgedOpen(), wp.swallowed.Load(); n != 0 || swallowed == 0 {
 		t.Fatalf("after the rebuild: %d wedged connections still open, %d bytes swallowed; want 0 and some", n, swallowed)
 	}
-	if a.metric("wsgateway_pubsub_reconnects_total") <= rebuilt || a.metric("wsgateway_pubsub_probe_failures_total") == 0 {
+	if a.Metric("wsgateway_pubsub_reconnects_total") <= rebuilt || a.Metric("wsgateway_pubsub_probe_failures_total") == 0 {
 		t.Fatal("the node did not rebuild its pub/sub connection after a probe failure")
 	}
 

@@ -48,7 +48,7 @@ func TestFrozenNetwork(t *testing.T) {
 				onRedis(rs, redistest.Prefix(t))(c)
 				tc.heartbeats(c)
 			}, server.Options{})
-			proxy := faultproxy.Start(t, n.addr)
+			proxy := faultproxy.Start(t, n.Addr)
 
 			// The client's URL names the proxy; its dialer takes the first connection
 			// there and every later one straight to the node: the phone on a new network.
@@ -58,7 +58,7 @@ func TestFrozenNetwork(t *testing.T) {
 				NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 					if dials.Add(1) > 1 {
 						direct.Add(1)
-						addr = n.addr
+						addr = n.Addr
 					}
 					return (&net.Dialer{}).DialContext(ctx, network, addr)
 				},
@@ -69,7 +69,7 @@ func TestFrozenNetwork(t *testing.T) {
 				Dialer:         dialer,
 			}, true)
 
-			p := startPusher(t, &pusher{bases: []string{n.base()}, users: []string{"phone"}, tag: "f", every: 40 * time.Millisecond})
+			p := startPusher(t, &pusher{bases: []string{n.URL("")}, users: []string{"phone"}, tag: "f", every: 40 * time.Millisecond})
 			l := p.ledgers["phone"]
 			p.waitSent(t, 25, "before the freeze")
 			wait.For(t, timeout, func() bool { return r.count() >= 20 }, "messages before the freeze: %s", lazy(func() string { return r.tail(5) }))
@@ -98,8 +98,8 @@ func TestFrozenNetwork(t *testing.T) {
 			if tc.serverNotices {
 				want = 1
 			}
-			wait.For(t, timeout, func() bool { return n.srv.Hub().Conns() == want },
-				"the node holds %s connections, want %d", lazy(func() string { return strconv.Itoa(n.srv.Hub().Conns()) }), want)
+			wait.For(t, timeout, func() bool { return n.Srv.ForTest().Hub().Conns() == want },
+				"the node holds %s connections, want %d", lazy(func() string { return strconv.Itoa(n.Srv.ForTest().Hub().Conns()) }), want)
 			t.Logf("%d pushes, %d of them while the link was frozen or the client reconnecting; all arrived once, in order",
 				l.count(), missed)
 		})

@@ -27,7 +27,7 @@ func TestGapWhenTrimmed(t *testing.T) {
 	l := newLedger()
 	for i := 1; i <= 12; i++ {
 		data := strconv.Quote("g-" + strconv.Itoa(i))
-		ans := mustPush(t, a.base(), "gappy", "", data)
+		ans := mustPush(t, a.URL(""), "gappy", "", data)
 		if ans.Seq != int64(i) {
 			t.Fatalf("push %d got seq %d", i, ans.Seq)
 		}
@@ -35,7 +35,7 @@ func TestGapWhenTrimmed(t *testing.T) {
 			l.accept(data, ans.Seq)
 		}
 	}
-	r := newReader(t, client.Options{URL: userURL(a.addr, "gappy"), Since: 3}, true)
+	r := newReader(t, client.Options{URL: userURL(a.Addr, "gappy"), Since: 3}, true)
 	r.waitFrom(t, "gappy", l, timeout, 8) // 8..12, nothing else
 	gaps := r.eventsOf(client.EventGap)
 	if len(gaps) != 1 || gaps[0].From != 4 || gaps[0].To != 7 {
@@ -74,12 +74,12 @@ func TestResetAfterExpiry(t *testing.T) {
 		old[u] = newLedger()
 		for i := 1; i <= 3; i++ {
 			data := strconv.Quote("old-" + strconv.Itoa(i))
-			old[u].accept(data, mustPush(t, a.base(), u, "", data).Seq)
+			old[u].accept(data, mustPush(t, a.URL(""), u, "", data).Seq)
 		}
 	}
-	live := newReader(t, client.Options{URL: userURL(a.addr, "live")}, true)
+	live := newReader(t, client.Options{URL: userURL(a.Addr, "live")}, true)
 	live.waitAll(t, "live before the expiry", old["live"], timeout)
-	first := newReader(t, client.Options{URL: userURL(a.addr, "back")}, true)
+	first := newReader(t, client.Options{URL: userURL(a.Addr, "back")}, true)
 	first.waitAll(t, "back before the expiry", old["back"], timeout)
 	saved := first.c.Last()
 	_ = first.c.Close() // acknowledges what it got
@@ -100,7 +100,7 @@ func TestResetAfterExpiry(t *testing.T) {
 	for i := 1; i <= 2; i++ {
 		for _, u := range users {
 			data := strconv.Quote("new-" + strconv.Itoa(i))
-			ans := mustPush(t, b.base(), u, "", data)
+			ans := mustPush(t, b.URL(""), u, "", data)
 			if ans.Seq != int64(i) {
 				t.Fatalf("%s: push %d after the expiry got seq %d: numbering did not start again", u, i, ans.Seq)
 			}
@@ -124,7 +124,7 @@ func TestResetAfterExpiry(t *testing.T) {
 		t.Fatalf("live: the reset was not reported before the new message 1: %s", live.tail(10))
 	}
 
-	back := newReader(t, client.Options{URL: userURL(b.addr, "back"), Since: saved}, true)
+	back := newReader(t, client.Options{URL: userURL(b.Addr, "back"), Since: saved}, true)
 	back.waitAll(t, "back", fresh["back"], timeout)
 	if resets := back.eventsOf(client.EventReset); len(resets) != 1 || resets[0].Latest != 2 {
 		t.Fatalf("back: reset events %+v, want one with latest 2", resets)

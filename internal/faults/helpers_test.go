@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"sort"
 	"strconv"
@@ -19,6 +18,7 @@ import (
 	"github.com/wsgateway/wsgateway/client"
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/server"
+	"github.com/wsgateway/wsgateway/internal/testutil/gwtest"
 	"github.com/wsgateway/wsgateway/internal/testutil/redistest"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
@@ -41,15 +41,7 @@ var (
 // --- nodes ---
 
 // node is one in-process gateway.
-type node struct {
-	id   string
-	srv  *server.Server
-	addr string
-	logs *syncBuffer
-
-	stopOnce sync.Once
-	stopErr  error
-}
+type node struct{ *gwtest.Node }
 
 // onRedis points a node at rs with the test's key prefix.
 func onRedis(rs *redistest.Server, prefix string) func(*config.Config) {
@@ -65,95 +57,9 @@ func onRedis(rs *redistest.Server, prefix string) func(*config.Config) {
 // down in the test's cleanup; its log is shown if the test failed.
 func startNode(t *testing.T, id string, set func(*config.Config), opt server.Options) *node {
 	t.Helper()
-	cfg := config.Default()
-	cfg.Addr = "127.0.0.1:0"
-	cfg.Dev = true
-	cfg.NodeID = id
-	cfg.ShutdownGrace = shutdownWait
-	set(&cfg)
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("node %s: config: %v", id, err)
-	}
-	logs := &syncBuffer{}
-	opt.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	if opt.ProbeInterval == 0 {
-		// A probe every 200ms keeps /readyz honest within a second; the timeout is wide
-		// enough that a -race run on a busy machine does not rebuild healthy connections.
-		opt.ProbeInterval, opt.ProbeTimeout = 200*time.Millisecond, 3*time.Second
-	}
-	if opt.CloseGrace == 0 {
-		opt.CloseGrace = 300 * time.Millisecond
-	}
-	srv, err := server.New(cfg, opt)
-	if err != nil {
-		t.Fatalf("node %s: %v", id, err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatalf("node %s: %v", id, err)
-	}
-	n := &node{id: id, srv: srv, addr: srv.Addr(), logs: logs}
-	t.Cleanup(func() {
-		if err := n.shutdown(); err != nil {
-			t.Errorf("node %s: shutdown: %v", id, err)
-		}
-		if t.Failed() {
-			t.Logf("node %s log (tail):\n%s", id, logs.tail(80))
-		}
-	})
-	waitReady(t, id, n.addr)
-	return n
-}
-
-// shutdown drains the node like SIGTERM would, at most once.
-func (n *node) shutdown() error {
-	n.stopOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), shutdownWait)
-		defer cancel()
-		n.stopErr = n.srv.Shutdown(ctx)
-	})
-	return n.stopErr
-}
-
-func (n *node) base() string { return "http://" + n.addr }
-
-// metric reads one counter or gauge of the node, summed over its labels.
-func (n *node) metric(name string) float64 {
-	mfs, err := n.srv.Metrics().Registry().Gather()
-	if err != nil {
-		return -1
-	}
-	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			switch {
-			case m.GetCounter() != nil:
-				sum += m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				sum += m.GetGauge().GetValue()
-			}
-		}
-	}
-	return sum
-}
-
-func waitReady(t *testing.T, id, addr string) {
-	t.Helper()
-	wait.For(t, timeout, func() bool { return status("http://"+addr+"/readyz") == http.StatusOK },
-		"node %s: /readyz never answered 200", id)
-}
-
-// status is the HTTP status of a GET, 0 when the request failed.
-func status(url string) int {
-	resp, err := httpc.Get(url)
-	if err != nil {
-		return 0
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode
+	return &node{gwtest.Start(t, id, gwtest.Options{
+		Config: set, Server: opt, Ready: timeout, ShutdownWait: shutdownWait, LogTail: 80,
+	})}
 }
 
 // --- pushes ---
@@ -620,29 +526,6 @@ func abbrev(b []byte) string {
 func userURL(addr, user string) string { return "ws://" + addr + "/ws?user_id=" + user }
 
 // --- misc ---
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) tail(n int) string {
-	b.mu.Lock()
-	s := b.buf.String()
-	b.mu.Unlock()
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
 
 // lazy formats as the result of calling it: wait.For formats its message only when it gives
 // up, so a lazy argument shows the state at the deadline rather than at the start.

@@ -23,7 +23,7 @@ func TestSamePushToTwoNodes(t *testing.T) {
 	prefix := redistest.Prefix(t)
 	a := startNode(t, "a", onRedis(rs, prefix), server.Options{})
 	b := startNode(t, "b", onRedis(rs, prefix), server.Options{})
-	r := newReader(t, client.Options{URL: userURL(b.addr, "idem")}, true)
+	r := newReader(t, client.Options{URL: userURL(b.Addr, "idem")}, true)
 
 	const ids, workers = 200, 8
 	type result struct {
@@ -50,7 +50,7 @@ func TestSamePushToTwoNodes(t *testing.T) {
 				for j, n := range []*node{a, b} {
 					pair.Go(func() {
 						<-start
-						code, ans, err := push(n.base(), "idem", id, data)
+						code, ans, err := push(n.URL(""), "idem", id, data)
 						results[i][j] = result{code, ans, err}
 					})
 				}
@@ -93,12 +93,12 @@ func TestSamePushToTwoNodes(t *testing.T) {
 	// Every id once more, through either node: the original seq, nothing stored or sent.
 	for i := 1; i <= ids; i += 7 {
 		id := "k" + strconv.Itoa(i)
-		ans := mustPush(t, []*node{a, b}[i%2].base(), "idem", id, strconv.Quote(id))
+		ans := mustPush(t, []*node{a, b}[i%2].URL(""), "idem", id, strconv.Quote(id))
 		if !ans.Duplicate || ans.Seq != l.accepted[strconv.Quote(id)] {
 			t.Fatalf("id %s repeated later: %+v, want duplicate with seq %d", id, ans, l.accepted[strconv.Quote(id)])
 		}
 	}
-	last := mustPush(t, a.base(), "idem", "", `"end"`)
+	last := mustPush(t, a.URL(""), "idem", "", `"end"`)
 	if last.Seq != ids+1 {
 		t.Fatalf("the next push got seq %d, want %d: a repeated id was numbered", last.Seq, ids+1)
 	}

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"context"
 	"net"
-	"net/http"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -15,8 +13,8 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/wsgateway/wsgateway/client"
+	"github.com/wsgateway/wsgateway/internal/testutil/gwbin"
 	"github.com/wsgateway/wsgateway/internal/testutil/nginxtest"
-	"github.com/wsgateway/wsgateway/internal/testutil/proc"
 	"github.com/wsgateway/wsgateway/internal/testutil/redistest"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
@@ -31,9 +29,8 @@ import (
 func TestNodeKilledWithMessagesInHand(t *testing.T) {
 	rs := redistest.Start(t)
 	prefix := redistest.Prefix(t)
-	bin := gatewayBinary(t)
-	nodes := []*procNode{startProcNode(t, bin, "x", rs.URL(), prefix), startProcNode(t, bin, "y", rs.URL(), prefix)}
-	lb := nginxtest.Start(t, "../../deploy/nginx.conf", []string{nodes[0].addr, nodes[1].addr})
+	nodes := []*procNode{startProcNode(t, "x", rs.URL(), prefix), startProcNode(t, "y", rs.URL(), prefix)}
+	lb := nginxtest.Start(t, "../../deploy/nginx.conf", []string{nodes[0].Addr, nodes[1].Addr})
 
 	// The client's socket keeps a small receive buffer, as a phone's would: on loopback the
 	// kernel's autotuning grows it to many megabytes, which would take a minute of pushes to
@@ -52,7 +49,7 @@ func TestNodeKilledWithMessagesInHand(t *testing.T) {
 	var x, y *procNode
 	wait.For(t, timeout, func() bool {
 		for i, n := range nodes {
-			if n.metric("wsgateway_connections") == 1 {
+			if n.Metric("wsgateway_connections") == 1 {
 				x, y = n, nodes[1-i]
 				return true
 			}
@@ -71,68 +68,45 @@ func TestNodeKilledWithMessagesInHand(t *testing.T) {
 	// buffers) and holds more than it has written (its send queue).
 	var queued, inFlight int64
 	wait.For(t, timeout, func() bool {
-		delivered := int64(x.metric("wsgateway_messages_delivered_total"))
+		delivered := int64(x.Metric("wsgateway_messages_delivered_total"))
 		queued, inFlight = p.sent.Load()-delivered, delivered-int64(r.count())
 		return queued >= 10 && inFlight >= 3
-	}, "node %s never backed up: %s", x.id, lazy(func() string {
+	}, "node %s never backed up: %s", x.ID, lazy(func() string {
 		return "queued " + strconv.FormatInt(queued, 10) + ", between the node and the client " + strconv.FormatInt(inFlight, 10)
 	}))
-	if err := x.p.Signal(syscall.SIGKILL); err != nil {
+	if err := x.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	wait.For(t, timeout, x.p.Exited, "node %s survived SIGKILL", x.id)
-	t.Logf("node %s killed with about %d messages in its queue and %d between it and the client", x.id, queued, inFlight)
+	wait.For(t, timeout, x.Exited, "node %s survived SIGKILL", x.ID)
+	t.Logf("node %s killed with about %d messages in its queue and %d between it and the client", x.ID, queued, inFlight)
 
 	r.resume()
 	waitEvent(t, r, client.EventConnected, 2)
-	wait.For(t, timeout, func() bool { return y.metric("wsgateway_connections") == 1 },
-		"the client did not come back on node %s", y.id)
+	wait.For(t, timeout, func() bool { return y.Metric("wsgateway_connections") == 1 },
+		"the client did not come back on node %s", y.ID)
 	p.waitSent(t, 20, "after the reconnect")
 	p.check(t)
 	r.waitAll(t, "k", l, timeout)
 	t.Logf("%d pushes answered 200 (%d attempts), all arrived once, in order", l.count(), p.tried.Load())
 }
 
-// procNode is a gateway run as a process from the binary of gatewayBinary, so that a test can
-// SIGKILL it.
-type procNode struct {
-	id, addr string
-	p        *proc.Process
-	logs     *syncBuffer
-}
+// procNode is a gateway run as a process (gwbin.Start), so that a test can SIGKILL it.
+type procNode struct{ *gwbin.Process }
 
-// startProcNode starts a --dev gateway process on a free loopback port against redisURL and
-// waits until it is ready. The cleanup stops it (SIGTERM, then SIGKILL) unless it is gone.
-func startProcNode(t *testing.T, bin, id, redisURL, prefix string) *procNode {
+// startProcNode starts a --dev gateway process against redisURL and waits until it is ready.
+// The cleanup stops it (SIGTERM, then SIGKILL) unless it is gone.
+func startProcNode(t *testing.T, id, redisURL, prefix string) *procNode {
 	t.Helper()
-	addr := freeAddr(t)
-	logs := &syncBuffer{}
-	cmd := exec.Command(bin, "--dev", "--addr", addr, "--redis-url", redisURL, "--key-prefix", prefix,
-		"--node-id", id, "--log-format", "text", "--log-level", "debug")
-	cmd.Stdout, cmd.Stderr = logs, logs
-	p, err := proc.Start(cmd, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := &procNode{id: id, addr: addr, p: p, logs: logs}
-	t.Cleanup(func() {
-		_, _ = p.Stop(syscall.SIGTERM, shutdownWait)
-		if t.Failed() {
-			t.Logf("node %s log (tail):\n%s", id, logs.tail(60))
-		}
-	})
-	wait.For(t, timeout, func() bool { return p.Exited() || status("http://"+addr+"/readyz") == http.StatusOK },
-		"node %s (process) never became ready", id)
-	if p.Exited() {
-		t.Fatalf("node %s exited at start-up: %v\n%s", id, p.Err(), logs.tail(30))
-	}
-	return n
+	return &procNode{gwbin.Start(t, id, gwbin.Options{
+		Args:  []string{"--redis-url", redisURL, "--key-prefix", prefix, "--log-level", "debug"},
+		Ready: timeout, StopSignal: syscall.SIGTERM, StopGrace: shutdownWait,
+	})}
 }
 
-// metric reads one counter or gauge from the node's /metrics, summed over its labels; -1 when
+// Metric reads one counter or gauge from the node's /metrics, summed over its labels; -1 when
 // the node does not answer.
-func (n *procNode) metric(name string) float64 {
-	resp, err := httpc.Get("http://" + n.addr + "/metrics")
+func (n *procNode) Metric(name string) float64 {
+	resp, err := httpc.Get("http://" + n.Addr + "/metrics")
 	if err != nil {
 		return -1
 	}
@@ -152,15 +126,4 @@ func (n *procNode) metric(name string) float64 {
 		}
 	}
 	return sum
-}
-
-// freeAddr returns a loopback address that was free a moment ago, for a node run as a process.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }

@@ -47,11 +47,11 @@ func TestFailoverLosingAPublishedWrite(t *testing.T) {
 		c.RedisWaitReplicas, c.RedisWaitTimeout = 1, 100*time.Millisecond
 		c.KeyPrefix = prefix
 	}, server.Options{})
-	r := newReader(t, client.Options{URL: userURL(a.addr, "u")}, true)
+	r := newReader(t, client.Options{URL: userURL(a.Addr, "u")}, true)
 	l := newLedger()
 	for i := 1; i <= 5; i++ {
 		d := strconv.Quote("m-" + strconv.Itoa(i))
-		l.accept(d, mustPush(t, a.base(), "u", "", d).Seq) // confirmed by the replica
+		l.accept(d, mustPush(t, a.URL(""), "u", "", d).Seq) // confirmed by the replica
 	}
 	r.waitAll(t, "u", l, timeout)
 
@@ -89,7 +89,7 @@ func TestFailoverLosingAPublishedWrite(t *testing.T) {
 	if err := master.Do(ctx, "CLIENT", "KILL", "TYPE", "replica").Err(); err != nil {
 		t.Fatal(err)
 	}
-	code, _, _ := push(a.base(), "u", "", `"x"`)
+	code, _, _ := push(a.URL(""), "u", "", `"x"`)
 	l.fail(`"x"`)
 	wait.For(t, timeout, func() bool { return r.count() >= 6 }, "x did not arrive live: %s", lazy(func() string { return r.tail(5) }))
 	old := rs.KillMaster(t)
@@ -104,7 +104,7 @@ func TestFailoverLosingAPublishedWrite(t *testing.T) {
 	}
 	t.Logf("x answered %d, delivered as seq 6, lost with the old master; the promoted replica's latest is 5", code)
 
-	waitReady(t, a.id, a.addr)
+	a.WaitReady(t, timeout)
 	wait.For(t, timeout, func() bool { return len(r.eventsOf(client.EventReset)) > 0 || r.count() > 6 },
 		"no catch-up after the failover: %s", lazy(func() string { return r.tail(10) }))
 	// What the guarantee asks: the pushes answered 200 arrived once; x, answered 503, at most once.

@@ -42,7 +42,7 @@ func TestInboxReadReplyLost(t *testing.T) {
 	l := newLedger()
 	for i := 1; i <= 3; i++ {
 		data := strconv.Quote("late-" + strconv.Itoa(i) + "." + strings.Repeat("x", 3000))
-		ans := mustPush(t, a.base(), "late", "", data)
+		ans := mustPush(t, a.URL(""), "late", "", data)
 		if !ans.Queued {
 			t.Fatalf("push %d to the offline user: %+v, want queued", i, ans)
 		}
@@ -51,13 +51,13 @@ func TestInboxReadReplyLost(t *testing.T) {
 
 	// A first connection of another user loads the read script into Redis, so that the
 	// dropped reply is the read's answer, not the NOSCRIPT error of a first EVALSHA.
-	warm := newReader(t, client.Options{URL: userURL(a.addr, "warm")}, true)
+	warm := newReader(t, client.Options{URL: userURL(a.Addr, "warm")}, true)
 	_ = warm.c.Close()
-	wait.For(t, timeout, func() bool { return a.srv.Hub().Conns() == 0 }, "the warm-up connection never ended")
+	wait.For(t, timeout, func() bool { return a.Srv.ForTest().Hub().Conns() == 0 }, "the warm-up connection never ended")
 
 	// The read's reply, not the presence count's small one before it.
 	proxy.DropNextAtLeast(faultproxy.Downstream, 3*3000)
-	r := newReader(t, client.Options{URL: userURL(a.addr, "late")}, false)
+	r := newReader(t, client.Options{URL: userURL(a.Addr, "late")}, false)
 	wait.For(t, timeout, func() bool { return proxy.Dropped(faultproxy.Downstream) > 0 }, "the node never read the inbox")
 	proxy.Refuse(true)
 	proxy.CloseAll() // the connection that lost the reply goes too

@@ -28,13 +28,13 @@ func newFleet(t *testing.T, nodes ...*node) *fleet {
 	t.Helper()
 	f := &fleet{readers: map[string]*reader{}}
 	for _, n := range nodes {
-		stay, resume := "stay-"+n.id, "resume-"+n.id
-		p := faultproxy.Start(t, n.addr)
+		stay, resume := "stay-"+n.ID, "resume-"+n.ID
+		p := faultproxy.Start(t, n.Addr)
 		f.proxies = append(f.proxies, p)
-		f.readers[stay] = newReader(t, client.Options{URL: userURL(n.addr, stay)}, true)
+		f.readers[stay] = newReader(t, client.Options{URL: userURL(n.Addr, stay)}, true)
 		f.readers[resume] = newReader(t, client.Options{URL: userURL(p.Addr(), resume)}, true)
 		f.users = append(f.users, stay, resume)
-		f.bases = append(f.bases, n.base())
+		f.bases = append(f.bases, n.URL(""))
 	}
 	return f
 }
@@ -83,8 +83,8 @@ func TestRedisKilledAndRestartedFromAOF(t *testing.T) {
 	wait.For(t, timeout, func() bool { return p.tried.Load()-p.sent.Load() >= 20 && p.tried.Load() > tried+20 },
 		"pushes were not refused while Redis was down")
 	rs.Restart(t)
-	waitReady(t, a.id, a.addr)
-	waitReady(t, b.id, b.addr)
+	a.WaitReady(t, timeout)
+	b.WaitReady(t, timeout)
 	p.waitSent(t, 80, "after the restart")
 	p.stop()
 	f.check(t, p)

@@ -6,19 +6,11 @@ package server_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
 	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -31,6 +23,7 @@ import (
 
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/server"
+	"github.com/wsgateway/wsgateway/internal/testutil/jwttest"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
 
@@ -92,7 +85,7 @@ func TestDeliverFrameType(t *testing.T) {
 	g := start(t, devConfig())
 	alice := g.dial(t, "alice")
 	bob1, bob2 := g.dial(t, "bob"), g.dial(t, "bob")
-	hub := g.srv.Hub()
+	hub := g.srv.ForTest().Hub()
 	cases := []struct {
 		name    string
 		send    func(data []byte)
@@ -125,7 +118,7 @@ func TestMultiDevice(t *testing.T) {
 	g := start(t, devConfig())
 	alice := []*websocket.Conn{g.dial(t, "alice"), g.dial(t, "alice"), g.dial(t, "alice")}
 	bob := g.dial(t, "bob")
-	if n := g.srv.Hub().Conns(); n != 4 {
+	if n := g.srv.ForTest().Hub().Conns(); n != 4 {
 		t.Fatalf("hub holds %d connections, want 4", n)
 	}
 	for i := range 3 {
@@ -342,7 +335,7 @@ func TestHeartbeat(t *testing.T) {
 		if !g.presence(t, "alice") {
 			t.Fatal("alice not online after connecting")
 		}
-		wait.For(t, patience, func() bool { return g.srv.Hub().Conns() == 0 }, "silent peer never dropped")
+		wait.For(t, patience, func() bool { return g.srv.ForTest().Hub().Conns() == 0 }, "silent peer never dropped")
 		took := time.Since(opened)
 		if limit := cfg.PingInterval + cfg.PongTimeout; took < limit {
 			t.Fatalf("dropped after %v, before ping-interval + pong-timeout (%v)", took, limit)
@@ -397,7 +390,7 @@ func TestHeartbeat(t *testing.T) {
 		if stayed, limit := time.Since(began), 3*(cfg.PingInterval+cfg.PongTimeout); stayed < limit {
 			t.Fatalf("70 pings came within %v, want them spread over at least %v", stayed, limit)
 		}
-		if g.srv.Hub().Conns() != 1 || !g.presence(t, "alice") {
+		if g.srv.ForTest().Hub().Conns() != 1 || !g.presence(t, "alice") {
 			t.Fatal("a peer that answers every ping was dropped")
 		}
 		if n := g.metric(t, "wsgateway_disconnects_total", "reason", "heartbeat_timeout"); n != 0 {
@@ -558,14 +551,8 @@ func TestInboundLimits(t *testing.T) {
 
 func TestClientAuth(t *testing.T) {
 	g := start(t, prodConfig())
-	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rsaKey := jwttest.NewRSA(t).Private
+	ecKey := jwttest.NewEC(t)
 	noExp := jwt.MapClaims{"sub": "alice"}
 	expired := jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(-time.Hour).Unix()}
 	cases := []struct {
@@ -575,20 +562,20 @@ func TestClientAuth(t *testing.T) {
 		token string // checked never to appear in the error body
 		ok    bool
 	}{
-		{name: "token in query", path: "/ws?token=" + hsToken(t, claims("alice")), ok: true},
-		{name: "token in header", path: "/ws", hdr: http.Header{"Authorization": {"Bearer " + hsToken(t, claims("alice"))}}, ok: true},
+		{name: "token in query", path: "/ws?token=" + hsToken(t, jwttest.Claims("alice")), ok: true},
+		{name: "token in header", path: "/ws", hdr: http.Header{"Authorization": {"Bearer " + hsToken(t, jwttest.Claims("alice"))}}, ok: true},
 		{name: "no token", path: "/ws"},
 		{name: "empty token", path: "/ws?token="},
 		{name: "garbage", path: "/ws?token=not.a.jwt", token: "not.a.jwt"},
-		{name: "wrong secret", token: sign(t, jwt.SigningMethodHS256, []byte("another-secret"), claims("alice"))},
+		{name: "wrong secret", token: jwttest.Sign(t, jwt.SigningMethodHS256, []byte("another-secret"), jwttest.Claims("alice"))},
 		{name: "expired", token: hsToken(t, expired)},
 		{name: "no exp", token: hsToken(t, noExp)},
-		{name: "alg none", token: sign(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, claims("alice"))},
-		{name: "RS256 on an HS256 server", token: sign(t, jwt.SigningMethodRS256, rsaKey, claims("alice"))},
-		{name: "ES256 on an HS256 server", token: sign(t, jwt.SigningMethodES256, ecKey, claims("alice"))},
-		{name: "HS512 with the right secret", token: sign(t, jwt.SigningMethodHS512, []byte(testSecret), claims("alice"))},
+		{name: "alg none", token: jwttest.Sign(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, jwttest.Claims("alice"))},
+		{name: "RS256 on an HS256 server", token: jwttest.Sign(t, jwt.SigningMethodRS256, rsaKey, jwttest.Claims("alice"))},
+		{name: "ES256 on an HS256 server", token: jwttest.Sign(t, jwt.SigningMethodES256, ecKey, jwttest.Claims("alice"))},
+		{name: "HS512 with the right secret", token: jwttest.Sign(t, jwt.SigningMethodHS512, []byte(testSecret), jwttest.Claims("alice"))},
 		{name: "no sub", token: hsToken(t, jwt.MapClaims{"exp": time.Now().Add(time.Hour).Unix()})},
-		{name: "invalid sub", token: hsToken(t, claims("al ice"))},
+		{name: "invalid sub", token: hsToken(t, jwttest.Claims("al ice"))},
 		{name: "user_id without --dev", path: "/ws?user_id=alice"},
 		{name: "user_id next to a bad token", path: "/ws?user_id=alice&token=bad", token: "bad"},
 	}
@@ -633,42 +620,28 @@ func TestClientAuth(t *testing.T) {
 // A server configured with an RSA public key accepts RS256 only: above all not an HS256
 // token whose "secret" is that public key's PEM, the classic algorithm-confusion attack.
 func TestClientAuthPublicKey(t *testing.T) {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
-	file := filepath.Join(t.TempDir(), "jwt.pub")
-	if err := os.WriteFile(file, pubPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Parse([]string{"--addr=127.0.0.1:0", "--jwt-public-key=" + file, "--api-keys=" + testKey1}, nil, nil)
+	rk := jwttest.NewRSA(t)
+	key, der, pubPEM := rk.Private, rk.DER, rk.PEM
+	cfg, err := config.Parse([]string{"--addr=127.0.0.1:0", "--jwt-public-key=" + rk.Path, "--api-keys=" + testKey1}, nil, nil)
 	if err != nil {
 		t.Fatalf("Parse: %v", err)
 	}
 	g := start(t, cfg)
-	other, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := jwttest.NewRSA(t).Private
 	cases := []struct {
 		name  string
 		token string
 		ok    bool
 	}{
-		{"RS256 with the key", sign(t, jwt.SigningMethodRS256, key, claims("alice")), true},
-		{"HS256 signed with the public key PEM", sign(t, jwt.SigningMethodHS256, pubPEM, claims("alice")), false},
-		{"HS256 signed with the public key DER", sign(t, jwt.SigningMethodHS256, der, claims("alice")), false},
-		{"RS256 with another key", sign(t, jwt.SigningMethodRS256, other, claims("alice")), false},
-		{"PS256 with the key", sign(t, jwt.SigningMethodPS256, key, claims("alice")), false},
-		{"RS512 with the key", sign(t, jwt.SigningMethodRS512, key, claims("alice")), false},
-		{"alg none", sign(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, claims("alice")), false},
-		{"RS256 expired", sign(t, jwt.SigningMethodRS256, key, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(-time.Minute).Unix()}), false},
-		{"RS256 without exp", sign(t, jwt.SigningMethodRS256, key, jwt.MapClaims{"sub": "alice"}), false},
+		{"RS256 with the key", jwttest.Sign(t, jwt.SigningMethodRS256, key, jwttest.Claims("alice")), true},
+		{"HS256 signed with the public key PEM", jwttest.Sign(t, jwt.SigningMethodHS256, pubPEM, jwttest.Claims("alice")), false},
+		{"HS256 signed with the public key DER", jwttest.Sign(t, jwt.SigningMethodHS256, der, jwttest.Claims("alice")), false},
+		{"RS256 with another key", jwttest.Sign(t, jwt.SigningMethodRS256, other, jwttest.Claims("alice")), false},
+		{"PS256 with the key", jwttest.Sign(t, jwt.SigningMethodPS256, key, jwttest.Claims("alice")), false},
+		{"RS512 with the key", jwttest.Sign(t, jwt.SigningMethodRS512, key, jwttest.Claims("alice")), false},
+		{"alg none", jwttest.Sign(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, jwttest.Claims("alice")), false},
+		{"RS256 expired", jwttest.Sign(t, jwt.SigningMethodRS256, key, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(-time.Minute).Unix()}), false},
+		{"RS256 without exp", jwttest.Sign(t, jwt.SigningMethodRS256, key, jwt.MapClaims{"sub": "alice"}), false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -744,7 +717,7 @@ func TestMaxConnsPerUser(t *testing.T) {
 	g.expectRefused(t, "/ws?user_id=alice", nil, http.StatusTooManyRequests)
 	g.dial(t, "bob")
 	a1.Close()
-	wait.For(t, patience, func() bool { return g.srv.Hub().Conns() == 2 }, "closed connection not released")
+	wait.For(t, patience, func() bool { return g.srv.ForTest().Hub().Conns() == 2 }, "closed connection not released")
 	c := g.dial(t, "alice")
 	g.push(t, "alice", `"still works"`)
 	expectNext(t, c, `"still works"`)
@@ -824,7 +797,7 @@ func TestAPIRequestErrors(t *testing.T) {
 // Outside --dev every /api call needs one of the API keys; both keys of a rotation work.
 func TestAPIKeys(t *testing.T) {
 	g := start(t, prodConfig())
-	c, resp, err := g.dialRaw(t, &dialer, "/ws?token="+hsToken(t, claims("alice")), nil)
+	c, resp, err := g.dialRaw(t, &dialer, "/ws?token="+hsToken(t, jwttest.Claims("alice")), nil)
 	if err != nil {
 		t.Fatalf("dial: %v (%s)", err, describe(resp))
 	}
@@ -839,7 +812,7 @@ func TestAPIKeys(t *testing.T) {
 		{"key with extra", "Bearer " + testKey1 + "x", 401},
 		{"not bearer", "Basic " + testKey1, 401},
 		{"bearer without space", "Bearer" + testKey1, 401},
-		{"client JWT is no API key", "Bearer " + hsToken(t, claims("alice")), 401},
+		{"client JWT is no API key", "Bearer " + hsToken(t, jwttest.Claims("alice")), 401},
 		{"first key", "Bearer " + testKey1, 200},
 		{"second key", "Bearer " + testKey2, 200},
 		{"scheme case-insensitive", "bearer " + testKey2, 200},
@@ -917,7 +890,7 @@ func TestPresence(t *testing.T) {
 		t.Fatal("bob online, he never connected")
 	}
 	c1.Close()
-	wait.For(t, patience, func() bool { return g.srv.Hub().Conns() == 1 }, "first connection not released")
+	wait.For(t, patience, func() bool { return g.srv.ForTest().Hub().Conns() == 1 }, "first connection not released")
 	if !g.presence(t, "alice") {
 		t.Fatal("alice offline while her second connection is open")
 	}
@@ -1079,7 +1052,7 @@ func TestEcho(t *testing.T) {
 	t.Run("not without dev", func(t *testing.T) {
 		g := start(t, prodConfig())
 		g.expectRefused(t, "/ws/echo", nil, http.StatusNotFound)
-		g.expectRefused(t, "/ws/echo?token="+hsToken(t, claims("alice")), nil, http.StatusNotFound)
+		g.expectRefused(t, "/ws/echo?token="+hsToken(t, jwttest.Claims("alice")), nil, http.StatusNotFound)
 	})
 }
 

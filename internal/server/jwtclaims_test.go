@@ -6,6 +6,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/wsgateway/wsgateway/internal/testutil/jwttest"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
 
@@ -19,7 +20,7 @@ func TestClientAuthAudienceIssuer(t *testing.T) {
 	cfg.JWTAudience, cfg.JWTIssuer = aud, iss
 	g := start(t, cfg)
 	with := func(kv ...any) jwt.MapClaims {
-		c := claims("alice")
+		c := jwttest.Claims("alice")
 		for i := 0; i < len(kv); i += 2 {
 			c[kv[i].(string)] = kv[i+1]
 		}
@@ -39,7 +40,7 @@ func TestClientAuthAudienceIssuer(t *testing.T) {
 		{"wrong iss", with("aud", aud, "iss", "https://evil.example"), false},
 		{"iss differing in case", with("aud", aud, "iss", "https://ID.example"), false},
 		{"no iss", with("aud", aud), false},
-		{"neither", claims("alice"), false},
+		{"neither", jwttest.Claims("alice"), false},
 	}
 	accepted := 0
 	for _, tc := range cases {

@@ -301,8 +301,18 @@ func (s *Server) Listen() error {
 // Addr is the bound address (useful with port 0).
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// Hub exposes the hub to tests.
-func (s *Server) Hub() *ws.Hub { return s.hub }
+// ForTest returns the server's test-only accessors. Nothing outside tests calls it; keeping
+// them behind one handle keeps them out of the server's own API.
+func (s *Server) ForTest() ForTest { return ForTest{s} }
+
+// ForTest is what tests may see inside a running server (see [Server.ForTest]).
+type ForTest struct{ s *Server }
+
+// Hub is the server's connection hub.
+func (t ForTest) Hub() *ws.Hub { return t.s.hub }
+
+// Metrics are the server's metrics, with their registry.
+func (t ForTest) Metrics() *metrics.Metrics { return t.s.metrics }
 
 // Push does what POST /api/v1/push does for one user, without HTTP (tests, tools); it returns
 // the message's number.
@@ -310,9 +320,6 @@ func (s *Server) Push(ctx context.Context, user string, data []byte) (int64, err
 	r, err := s.store.Push(ctx, user, data, inbox.PushOptions{})
 	return r.Seq, err
 }
-
-// Metrics exposes the metrics to tests.
-func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
 
 // Run listens, serves until ctx ends, then shuts down within shutdown-grace.
 func (s *Server) Run(ctx context.Context) error {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/server"
+	"github.com/wsgateway/wsgateway/internal/testutil/jwttest"
 )
 
 // patience bounds every wait of the suite. It is far above what any step takes on an idle
@@ -295,7 +296,7 @@ func (g *gw) presence(t *testing.T, user string) bool {
 // name, value); 0 when no such series exists yet.
 func (g *gw) metric(t *testing.T, name string, labels ...string) float64 {
 	t.Helper()
-	fams, err := g.srv.Metrics().Registry().Gather()
+	fams, err := g.srv.ForTest().Metrics().Registry().Gather()
 	if err != nil {
 		t.Fatalf("gather: %v", err)
 	}
@@ -330,7 +331,7 @@ func (g *gw) metric(t *testing.T, name string, labels ...string) float64 {
 // metricSum returns the sum of every series of the counter or gauge name.
 func (g *gw) metricSum(t *testing.T, name string) float64 {
 	t.Helper()
-	fams, err := g.srv.Metrics().Registry().Gather()
+	fams, err := g.srv.ForTest().Metrics().Registry().Gather()
 	if err != nil {
 		t.Fatalf("gather: %v", err)
 	}
@@ -476,21 +477,7 @@ func checkSequence(t *testing.T, got []int, n int) {
 // hsToken is a client token signed with the server's HS256 secret.
 func hsToken(t *testing.T, claims jwt.MapClaims) string {
 	t.Helper()
-	return sign(t, jwt.SigningMethodHS256, []byte(testSecret), claims)
-}
-
-func sign(t *testing.T, m jwt.SigningMethod, key any, claims jwt.MapClaims) string {
-	t.Helper()
-	s, err := jwt.NewWithClaims(m, claims).SignedString(key)
-	if err != nil {
-		t.Fatalf("signing a %s token: %v", m.Alg(), err)
-	}
-	return s
-}
-
-// claims returns the claims of a valid token for user, expiring in an hour.
-func claims(user string) jwt.MapClaims {
-	return jwt.MapClaims{"sub": user, "exp": time.Now().Add(time.Hour).Unix()}
+	return jwttest.Sign(t, jwt.SigningMethodHS256, []byte(testSecret), claims)
 }
 
 // itoa keeps table literals short.

@@ -25,6 +25,8 @@ import (
 
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/server"
+	"github.com/wsgateway/wsgateway/internal/testutil/jwttest"
+	"github.com/wsgateway/wsgateway/internal/testutil/logbuf"
 	"github.com/wsgateway/wsgateway/internal/testutil/redistest"
 )
 
@@ -66,7 +68,7 @@ func TestSoak(t *testing.T) {
 	base := snapshot()
 	t.Logf("baseline: %s", base)
 
-	logs := &lockedBuffer{}
+	logs := &logbuf.Buffer{Limit: 1 << 20}
 	nodes := []*server.Server{startNode(t, rs.URL(), prefix, "a", logs), startNode(t, rs.URL(), prefix, "b", logs)}
 	addrs := []string{nodes[0].Addr(), nodes[1].Addr()}
 	tr := &http.Transport{MaxIdleConnsPerHost: pushers * 2}
@@ -134,7 +136,7 @@ func TestSoak(t *testing.T) {
 
 	// Everything closes: the nodes had no connection left, then shut down.
 	for _, n := range nodes {
-		if c := n.Hub().Conns(); c != 0 {
+		if c := n.ForTest().Hub().Conns(); c != 0 {
 			t.Errorf("node has %d connections after every client left", c)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -184,7 +186,7 @@ func TestSoak(t *testing.T) {
 	if len(violations) > 0 {
 		t.Errorf("%d violations; examples (accepted at, relative to the restart):\n%s", v.total(),
 			strings.Join(violations[:min(30, len(violations))], "\n"))
-		t.Logf("node logs (tail):\n%s", logs.tail(20000))
+		t.Logf("node logs (tail):\n%s", logs.TailBytes(20000))
 	}
 	if len(leakedSubs) > 0 {
 		t.Errorf("%d users without a connection are still subscribed in Redis, e.g. %q", len(leakedSubs),
@@ -451,7 +453,7 @@ func push(client *http.Client, addr, body string) (int, error) {
 
 // --- the gateway ---
 
-func startNode(t *testing.T, redisURL, prefix, id string, logs *lockedBuffer) *server.Server {
+func startNode(t *testing.T, redisURL, prefix, id string, logs *logbuf.Buffer) *server.Server {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Addr = "127.0.0.1:0"
@@ -488,13 +490,8 @@ func dial(addr, token string) (*websocket.Conn, error) {
 }
 
 func token(t *testing.T, sub string) string {
-	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-		"sub": sub, "exp": time.Now().Add(24 * time.Hour).Unix(),
-	}).SignedString([]byte(secret))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	t.Helper()
+	return jwttest.Sign(t, jwt.SigningMethodHS256, []byte(secret), jwt.MapClaims{"sub": sub, "exp": time.Now().Add(24 * time.Hour).Unix()})
 }
 
 // --- bookkeeping ---
@@ -504,7 +501,7 @@ func token(t *testing.T, sub string) string {
 func nodeCounters(nodes []*server.Server) string {
 	sums := map[string]float64{}
 	for _, n := range nodes {
-		mfs, err := n.Metrics().Registry().Gather()
+		mfs, err := n.ForTest().Metrics().Registry().Gather()
 		if err != nil {
 			continue
 		}
@@ -653,28 +650,4 @@ func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
 		t.Fatalf("%s=%q: want a positive duration", name, v)
 	}
 	return d
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b.Len() > 1<<20 {
-		return len(p), nil // enough to see what went wrong
-	}
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) tail(n int) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := l.b.String()
-	if len(s) > n {
-		return "…" + s[len(s)-n:]
-	}
-	return s
 }

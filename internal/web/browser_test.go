@@ -28,10 +28,10 @@ import (
 
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
-	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/server"
+	"github.com/wsgateway/wsgateway/internal/testutil/jwttest"
 	"github.com/wsgateway/wsgateway/internal/testutil/redistest"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
@@ -687,12 +687,7 @@ func TestPageWithTokenAndAPIKey(t *testing.T) {
 	cfg.JWTSecret = secret
 	cfg.APIKeys = []string{apiKey}
 	gw := startGateway(t, cfg)
-	token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-		"sub": "zoe", "exp": time.Now().Add(time.Hour).Unix(),
-	}).SignedString([]byte(secret))
-	if err != nil {
-		t.Fatal(err)
-	}
+	token := jwttest.HS256(t, secret, "zoe")
 
 	tb := newTab(t, startBrowser(t), true)
 	tb.do(chromedp.Navigate(gw.base + "/?user=zoe"))

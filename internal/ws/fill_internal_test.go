@@ -100,12 +100,7 @@ func (nopBus) Unsubscribe(context.Context, string) error { return nil }
 
 func newFillHub(t *testing.T, in *fakeInbox) *Hub {
 	t.Helper()
-	h := NewHub(Config{SendQueue: 64, MaxConnsPerUser: 4, SubscribeTimeout: time.Second}, Deps{Bus: nopBus{}, Inbox: in})
-	t.Cleanup(func() {
-		h.fills.wait()
-		h.acks.stop(context.Background())
-	})
-	return h
+	return newTestHub(t, Config{SendQueue: 64, MaxConnsPerUser: 4, SubscribeTimeout: time.Second}, Deps{Bus: nopBus{}, Inbox: in})
 }
 
 // connect adds a connection of user as the handler does (register, then startFill), without
@@ -231,8 +226,7 @@ func TestFillLiveDuringRead(t *testing.T) {
 // reads again for the rest (maxSeen).
 func TestFillReadsAgainWhenPendingOverflowed(t *testing.T) {
 	in := newFakeInbox()
-	h := NewHub(Config{SendQueue: 2, MaxConnsPerUser: 4, SubscribeTimeout: time.Second}, Deps{Bus: nopBus{}, Inbox: in})
-	t.Cleanup(func() { h.fills.wait(); h.acks.stop(context.Background()) })
+	h := newTestHub(t, Config{SendQueue: 2, MaxConnsPerUser: 4, SubscribeTimeout: time.Second}, Deps{Bus: nopBus{}, Inbox: in})
 	answered, release := in.holdNextRead()
 	done := make(chan *Conn)
 	go func() { done <- connect(t, h, "erin", true, 0) }()

@@ -48,7 +48,7 @@ func BenchmarkIdleConnFootprint(b *testing.B) {
 func measureFootprint(b *testing.B, n int) (heap, stack, goroutines, rss float64) {
 	b.StopTimer()
 	srv := startServer(b)
-	hub := srv.Hub()
+	hub := srv.ForTest().Hub()
 	settle()
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)

@@ -134,7 +134,7 @@ func BenchmarkHubDeliver(b *testing.B) {
 			for i := range cs {
 				cs[i] = dialCounting(b, srv, "bench", nil)
 			}
-			hub := srv.Hub()
+			hub := srv.ForTest().Hub()
 			waitUntil(b, "connections", func() bool { return hub.Conns() == devices })
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -164,7 +164,7 @@ func BenchmarkHubBroadcast(b *testing.B) {
 			for i := range cs {
 				cs[i] = dialCounting(b, srv, fmt.Sprintf("b%d", i), sourceAddr(i))
 			}
-			hub := srv.Hub()
+			hub := srv.ForTest().Hub()
 			waitUntil(b, "connections", func() bool { return hub.Conns() == conns })
 			b.ReportAllocs()
 			b.ResetTimer()

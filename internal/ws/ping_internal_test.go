@@ -9,7 +9,7 @@ import (
 // A shard's ping round pings only its slot's connections, and the rounds of one interval
 // together ping every connection exactly once: a round never pings the whole shard at once.
 func TestPingRoundsPartitionTheShard(t *testing.T) {
-	h := NewHub(Config{SendQueue: 8}, Deps{}) // no ping timers: PingInterval 0
+	h := newTestHub(t, Config{SendQueue: 8}, Deps{}) // no ping timers: PingInterval 0
 	sh := &h.shards[0]
 	const n, slots = 50, 16
 	var conns []*Conn

@@ -126,7 +126,7 @@ func TestIdleConnectionsHaveNoGoroutine(t *testing.T) {
 	for i := range conns {
 		conns[i] = dialRaw(t, srv.Addr(), "idle"+string(rune('a'+i%26))+string(rune('a'+i/26)))
 	}
-	waitUntil(t, "all connections registered", func() bool { return srv.Hub().Conns() == n+1 })
+	waitUntil(t, "all connections registered", func() bool { return srv.ForTest().Hub().Conns() == n+1 })
 	settleGoroutines()
 	if d := runtime.NumGoroutine() - g0; d > n/10 {
 		t.Fatalf("%d idle connections added %d goroutines, want almost none", n, d)
@@ -173,12 +173,12 @@ func settleGoroutines() {
 func TestParkedConnectionClosedByPeer(t *testing.T) {
 	srv := startServer(t)
 	c := dialRaw(t, srv.Addr(), "leaver")
-	waitUntil(t, "connection registered", func() bool { return srv.Hub().Conns() == 1 })
+	waitUntil(t, "connection registered", func() bool { return srv.ForTest().Hub().Conns() == 1 })
 	if tc, ok := c.NetConn().(*net.TCPConn); ok {
 		_ = tc.SetLinger(0) // RST: no close frame, no FIN handshake
 	}
 	c.NetConn().Close()
-	waitUntil(t, "connection released", func() bool { return srv.Hub().Conns() == 0 })
+	waitUntil(t, "connection released", func() bool { return srv.ForTest().Hub().Conns() == 0 })
 }
 
 // Every connection gets a ping per ping-interval from the shard timers, the first within one

@@ -50,8 +50,7 @@ func (b *orderBus) order() string {
 // (issue: failSubscribe deleted the user's entry without marking it leaving).
 func TestFailedSubscribeThenReconnectIsNotDeaf(t *testing.T) {
 	bus := &orderBus{release: make(chan struct{}), unsub: make(chan struct{})}
-	h := NewHub(Config{SendQueue: 8, MaxConnsPerUser: 4, SubscribeTimeout: time.Second}, Deps{Bus: bus, Inbox: newFakeInbox()})
-	t.Cleanup(func() { h.acks.stop(context.Background()) })
+	h := newTestHub(t, Config{SendQueue: 8, MaxConnsPerUser: 4, SubscribeTimeout: time.Second}, Deps{Bus: bus, Inbox: newFakeInbox()})
 
 	first := make(chan error, 1)
 	go func() { _, err := h.register(context.Background(), h.newConn("alice", "test"), -1); first <- err }()

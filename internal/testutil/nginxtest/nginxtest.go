@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wsgateway/wsgateway/internal/testutil/freeport"
 	"github.com/wsgateway/wsgateway/internal/testutil/proc"
 )
 
@@ -84,7 +85,7 @@ func start(tb testing.TB, confPath string, upstreams []string) (addr, dir string
 // launch renders the config for a fresh port, starts nginx and waits until
 // the port accepts connections.
 func launch(bin string, conf []byte, upstreams []string, dir string) (string, *proc.Process, error) {
-	port, err := freePort()
+	port, err := freeport.Port()
 	if err != nil {
 		return "", nil, err
 	}
@@ -145,17 +146,6 @@ func launch(bin string, conf []byte, upstreams []string, dir string) (string, *p
 		time.Sleep(interval)
 		interval = min(interval*2, 100*time.Millisecond)
 	}
-}
-
-// freePort returns a loopback TCP port that was free a moment ago; if nginx
-// loses the race for it, start tries another.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // logTail returns the last lines of a log file for a failure message.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/wsgateway/wsgateway/internal/testutil/freeport"
 	"github.com/wsgateway/wsgateway/internal/testutil/proc"
 )
 
@@ -57,7 +58,7 @@ func (n *node) start() error {
 	var err error
 	for range startTries {
 		var ports []int
-		if ports, err = freePorts(n.nports); err != nil {
+		if ports, err = freeport.Ports(n.nports); err != nil {
 			return err
 		}
 		n.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
@@ -149,21 +150,6 @@ func roleOf(ctx context.Context, cl *redis.Client, addr string) (role, master st
 		master = net.JoinHostPort(host, fmt.Sprint(v[2]))
 	}
 	return role, master, nil
-}
-
-// freePorts returns n distinct loopback ports that were free a moment ago;
-// all are held open together, so they cannot repeat.
-func freePorts(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("find a free port: %w", err)
-		}
-		defer ln.Close()
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // stopNodes stops the nodes in parallel: sig, then SIGKILL after grace.

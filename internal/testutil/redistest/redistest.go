@@ -19,6 +19,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/wsgateway/wsgateway/internal/testutil/freeport"
 	"github.com/wsgateway/wsgateway/internal/testutil/proc"
 )
 
@@ -72,7 +73,7 @@ func Start(tb testing.TB) *Server {
 	var err error
 	for range startTries {
 		var port int
-		port, err = freePort()
+		port, err = freeport.Port()
 		if err != nil {
 			break
 		}
@@ -291,18 +292,6 @@ func ping(addr string) bool {
 	}
 	line, err := bufio.NewReader(conn).ReadString('\n')
 	return err == nil && line == "+PONG\r\n"
-}
-
-// freePort returns a loopback TCP port that was free a moment ago. Another
-// process may take it before redis-server binds it; launch detects that and
-// Start tries another port.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // logTail returns the last lines of redis.log for a failure message.
