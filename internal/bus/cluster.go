@@ -26,8 +26,8 @@ import (
 // Topology: every TopologyInterval, and at once when a shard hears from Redis that a slot moved
 // (a MOVED reply, or Redis dropping the channels of a slot that left), Cluster reads the slot
 // map (topology.go); users whose slot moved (resharding, failover) are subscribed on their new
-// owner and unsubscribed from the old one, and the hub drains their offline lists, because a
-// push made in between found no subscriber and was stored.
+// owner and unsubscribed from the old one, and the hub's connections read their inboxes
+// (Resync), because what was published in between reached no subscriber of theirs.
 //
 // Lock order: a user's lock (lockUser), then mu, then a shard bus's locks.
 type Cluster struct {
