@@ -28,7 +28,7 @@ type RedisOptions struct {
 	// SetupTimeout bounds (re)subscribing everything on a new pub/sub connection. Default 10s.
 	SetupTimeout time.Duration
 	// OnReady, when set, runs after every (re)established pub/sub connection, before the hub
-	// drains; the wiring uses it to reload the Redis Function after a Redis restart.
+	// catches up (Resync); the wiring uses it to reload the Redis Function after a Redis restart.
 	OnReady func(ctx context.Context)
 	Logger  *slog.Logger
 	// Sharded makes the bus use sharded pub/sub (SSUBSCRIBE, SPUBLISH) for users and for its
