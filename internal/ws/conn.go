@@ -254,9 +254,9 @@ func (c *Conn) end() {
 	}
 	<-c.writeDone
 	c.closeSocket()
-	h.finish(ctx, c)
-	h.admit.release(&h.cfg, c.remote)
 
+	// Counted before finish marks c done: Shutdown returns once every connection is done,
+	// and its caller may read the metrics right then.
 	c.mu.Lock()
 	reason := c.reason
 	c.mu.Unlock()
@@ -265,6 +265,8 @@ func (c *Conn) end() {
 	if h.log.Enabled(ctx, slog.LevelInfo) {
 		h.log.Info("disconnected", append(c.logAttrs(), "reason", reason, "duration", d.String())...)
 	}
+	h.finish(ctx, c)
+	h.admit.release(&h.cfg, c.remote)
 }
 
 // logAttrs are the attributes of every log line about c, built only when a line is written.
