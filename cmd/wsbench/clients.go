@@ -178,42 +178,20 @@ func (c *appClient) event(e wsclient.Event) {
 // connect starts every client, DialConcurrency handshakes in flight, and returns when all
 // are connected or ctx ends.
 func (f *appFleet) connect(ctx context.Context) error {
-	next := atomic.Int64{}
-	var wg sync.WaitGroup
-	var firstErr atomic.Value
-	for w := 0; w < min(f.cfg.DialConcurrency, len(f.clients)); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				i := int(next.Add(1) - 1)
-				if i >= len(f.clients) {
-					return
-				}
-				c := f.clients[i]
-				dctx, cancel := context.WithTimeout(ctx, 3*f.cfg.DialTimeout)
-				cl, err := wsclient.Dial(dctx, c.options())
-				cancel()
-				if err != nil {
-					f.dialErrs.Add(1)
-					firstErr.CompareAndSwap(nil, fmt.Errorf("%s: %w", c.user, err))
-					continue
-				}
-				c.cl = cl
-				f.connected.Add(1)
-				f.consumers.Add(1)
-				go c.consume()
-			}
-		}()
-	}
-	wg.Wait()
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	if n := f.dialErrs.Load(); n > 0 {
-		return fmt.Errorf("%d clients failed to connect, first: %v", n, firstErr.Load())
-	}
-	return nil
+	return dialAll(ctx, len(f.clients), f.cfg.DialConcurrency, &f.dialErrs, "client connects", func(i int) error {
+		c := f.clients[i]
+		dctx, cancel := context.WithTimeout(ctx, 3*f.cfg.DialTimeout)
+		cl, err := wsclient.Dial(dctx, c.options())
+		cancel()
+		if err != nil {
+			return fmt.Errorf("%s: %w", c.user, err)
+		}
+		c.cl = cl
+		f.connected.Add(1)
+		f.consumers.Add(1)
+		go c.consume()
+		return nil
+	})
 }
 
 // consume is the application: it takes every message and accounts for it.

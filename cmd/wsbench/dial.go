@@ -115,37 +115,45 @@ func (f *fleet) tokens() ([]string, error) {
 // three times. It returns when all are open or ctx ends; a handshake completes only after the
 // gateway confirmed the user's subscription (it subscribes before it upgrades).
 func (f *fleet) connect(ctx context.Context, toks []string) error {
+	return dialAll(ctx, len(f.clients), f.cfg.DialConcurrency, &f.dialErrs, "connections", func(i int) error {
+		tok := ""
+		if toks != nil {
+			tok = toks[i]
+		}
+		if err := f.dialOne(ctx, f.clients[i], tok); err != nil {
+			return err
+		}
+		f.connected.Add(1)
+		return nil
+	})
+}
+
+// dialAll runs dial(0..n-1) on at most workers goroutines and returns when all are done or ctx
+// ends; failures are counted in errs and the first one is reported.
+func dialAll(ctx context.Context, n, workers int, errs *atomic.Int64, what string, dial func(i int) error) error {
 	next := atomic.Int64{}
 	var wg sync.WaitGroup
 	var firstErr atomic.Value
-	for w := 0; w < min(f.cfg.DialConcurrency, len(f.clients)); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	for range min(workers, n) {
+		wg.Go(func() {
 			for ctx.Err() == nil {
 				i := int(next.Add(1) - 1)
-				if i >= len(f.clients) {
+				if i >= n {
 					return
 				}
-				tok := ""
-				if toks != nil {
-					tok = toks[i]
-				}
-				if err := f.dialOne(ctx, f.clients[i], tok); err != nil {
-					f.dialErrs.Add(1)
+				if err := dial(i); err != nil {
+					errs.Add(1)
 					firstErr.CompareAndSwap(nil, err)
-					continue
 				}
-				f.connected.Add(1)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if n := f.dialErrs.Load(); n > 0 {
-		return fmt.Errorf("%d connections failed, first: %v", n, firstErr.Load())
+	if k := errs.Load(); k > 0 {
+		return fmt.Errorf("%d %s failed, first: %v", k, what, firstErr.Load())
 	}
 	return nil
 }
