@@ -14,6 +14,7 @@ import (
 // The decisions of a topology round, as pure functions of the slot map and of what the Cluster
 // holds: no locks, no Redis. Cluster.apply (topology.go) carries them out.
 
+// slotOwner says that the master at addr owns the slots start to end.
 type slotOwner struct {
 	start, end int
 	addr       string
