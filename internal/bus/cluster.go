@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 
 	"github.com/redis/go-redis/v9"
@@ -47,11 +46,6 @@ type Cluster struct {
 	refresh chan struct{}
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
-}
-
-type slotOwner struct {
-	start, end int
-	addr       string
 }
 
 type shard struct {
@@ -205,17 +199,5 @@ func (c *Cluster) ownerOf(user string) *shard {
 	slot := Slot(c.Channel(user))
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	i, found := slices.BinarySearchFunc(c.slots, slot, func(o slotOwner, slot int) int {
-		switch {
-		case o.end < slot:
-			return -1
-		case o.start > slot:
-			return 1
-		}
-		return 0
-	})
-	if !found {
-		return nil
-	}
-	return c.shards[c.slots[i].addr]
+	return c.shards[ownerAt(c.slots, slot)]
 }

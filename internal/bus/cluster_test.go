@@ -16,18 +16,29 @@ import (
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
 
-// startCluster starts a Cluster bus on rc with a fast probe and waits until it is ready.
-func startCluster(t *testing.T, rc *redistest.Cluster, prefix string, h bus.Handler, obs bus.Observer) (*bus.Cluster, *redis.ClusterClient) {
+// clusterEnv is a Redis Cluster of three masters and a Cluster bus on it, started with a fast
+// probe and ready.
+type clusterEnv struct {
+	rc     *redistest.Cluster
+	prefix string
+	rec    *recorder
+	obs    *counters
+	b      *bus.Cluster
+	cc     *redis.ClusterClient
+}
+
+func startCluster(t *testing.T) clusterEnv {
 	t.Helper()
-	cc := rc.Client(t)
-	b := bus.NewCluster(cc, bus.RedisOptions{
-		Prefix: prefix, NodeID: "n1", ProbeInterval: 100 * time.Millisecond,
-		ProbeTimeout: 5 * time.Second, SetupTimeout: 5 * time.Second, Observer: obs,
+	e := clusterEnv{rc: redistest.StartCluster(t, 3, 0), prefix: redistest.Prefix(t), rec: newRecorder(), obs: &counters{}}
+	e.cc = e.rc.Client(t)
+	e.b = bus.NewCluster(e.cc, bus.RedisOptions{
+		Prefix: e.prefix, NodeID: "n1", ProbeInterval: 100 * time.Millisecond,
+		ProbeTimeout: 5 * time.Second, SetupTimeout: 5 * time.Second, Observer: e.obs,
 	})
-	b.Start(h)
-	t.Cleanup(func() { _ = b.Close() })
-	wait.For(t, 20*time.Second, func() bool { return b.Ready() == nil }, "cluster bus never became ready")
-	return b, cc
+	e.b.Start(e.rec)
+	t.Cleanup(func() { _ = e.b.Close() })
+	wait.For(t, 20*time.Second, func() bool { return e.b.Ready() == nil }, "cluster bus never became ready")
+	return e
 }
 
 // spreadUsers returns perMaster users for each master of rc, each user on a slot of its own,
@@ -82,15 +93,6 @@ func userOn(t *testing.T, rc *redistest.Cluster, prefix, name, master string, av
 	return ""
 }
 
-func subscribeCluster(t *testing.T, b *bus.Cluster, user string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := b.Subscribe(ctx, user); err != nil {
-		t.Fatalf("subscribe %s: %v", user, err)
-	}
-}
-
 // nodeClient is a plain client of one cluster node, for admin commands and per-node counts.
 func nodeClient(t *testing.T, addr string) *redis.Client {
 	t.Helper()
@@ -111,18 +113,18 @@ func shardNumSub(t *testing.T, client *redis.Client, ch string) int64 {
 
 // checkDelivery publishes to each user (SPUBLISH) and expects exactly one receiver, this bus,
 // and the message handed over.
-func checkDelivery(t *testing.T, cc *redis.ClusterClient, rec *recorder, prefix string, users []string, msg string) {
+func (e clusterEnv) checkDelivery(t *testing.T, users []string, msg string) {
 	t.Helper()
 	ctx := context.Background()
 	for _, u := range users {
-		n, err := cc.SPublish(ctx, prefix+"user:{"+u+"}", msg).Result()
+		n, err := e.cc.SPublish(ctx, e.b.Channel(u), msg).Result()
 		if err != nil || n != 1 {
 			t.Fatalf("SPUBLISH to %s counted %d receivers (%v), want 1", u, n, err)
 		}
 	}
 	for _, u := range users {
 		wait.For(t, 10*time.Second, func() bool {
-			for _, m := range rec.messages(u) {
+			for _, m := range e.rec.messages(u) {
 				if m == msg {
 					return true
 				}
@@ -136,20 +138,16 @@ func checkDelivery(t *testing.T, cc *redis.ClusterClient, rec *recorder, prefix 
 // once: every shard's link must come back (one SSUBSCRIBE per slot; Redis answers CROSSSLOT to
 // one command that spans slots) and every user must receive again.
 func TestClusterPubSubKilledOnEveryMaster(t *testing.T) {
-	rc := redistest.StartCluster(t, 3, 0)
-	prefix := redistest.Prefix(t)
-	rec := newRecorder()
-	var obs counters
-	b, cc := startCluster(t, rc, prefix, rec, &obs)
-	spread := spreadUsers(t, rc, prefix, 4)
+	e := startCluster(t)
+	spread := spreadUsers(t, e.rc, e.prefix, 4)
 	var users []string
 	for _, us := range spread {
 		users = append(users, us...)
 	}
 	for _, u := range users {
-		subscribeCluster(t, b, u)
+		subscribe(t, e.b, u)
 	}
-	checkDelivery(t, cc, rec, prefix, users, "before")
+	e.checkDelivery(t, users, "before")
 
 	ctx := context.Background()
 	for m := range spread {
@@ -158,19 +156,15 @@ func TestClusterPubSubKilledOnEveryMaster(t *testing.T) {
 		}
 	}
 	// Three shard links and the classic one were killed; each rebuilds once.
-	wait.For(t, 10*time.Second, func() bool { return obs.reconnects.Load() >= 4 }, "only %d links rebuilt", obs.reconnects.Load())
-	wait.For(t, 10*time.Second, func() bool { return b.Ready() == nil }, "not ready 10s after the kill: %v", b.Ready())
-	checkDelivery(t, cc, rec, prefix, users, "after")
+	wait.For(t, 10*time.Second, func() bool { return e.obs.reconnects.Load() >= 4 }, "only %d links rebuilt", e.obs.reconnects.Load())
+	wait.For(t, 10*time.Second, func() bool { return e.b.Ready() == nil }, "not ready 10s after the kill: %v", e.b.Ready())
+	e.checkDelivery(t, users, "after")
 }
 
 // A connect storm on a Cluster: concurrent subscribes of users on many slots all succeed and
 // the bus stays ready.
 func TestClusterConcurrentSubscribes(t *testing.T) {
-	rc := redistest.StartCluster(t, 3, 0)
-	prefix := redistest.Prefix(t)
-	rec := newRecorder()
-	b, cc := startCluster(t, rc, prefix, rec, nil)
-
+	e := startCluster(t)
 	const n = 300
 	users := make([]string, n)
 	errs := make([]error, n)
@@ -180,7 +174,7 @@ func TestClusterConcurrentSubscribes(t *testing.T) {
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()
-			errs[i] = b.Subscribe(ctx, users[i])
+			errs[i] = e.b.Subscribe(ctx, users[i])
 		})
 	}
 	wg.Wait()
@@ -196,10 +190,10 @@ func TestClusterConcurrentSubscribes(t *testing.T) {
 	if failed > 0 {
 		t.Fatalf("%d of %d concurrent subscribes failed", failed, n)
 	}
-	if err := b.Ready(); err != nil {
+	if err := e.b.Ready(); err != nil {
 		t.Fatalf("not ready after the storm: %v", err)
 	}
-	checkDelivery(t, cc, rec, prefix, users, "hello")
+	e.checkDelivery(t, users, "hello")
 }
 
 // An error reply to SSUBSCRIBE (here MOVED: the slot belongs to another master) fails that
@@ -261,32 +255,28 @@ func TestShardErrorReplyFailsOnlyThatCommand(t *testing.T) {
 // SUNSUBSCRIBE there is answered MOVED. That reply must not tear down the old owner's link:
 // the same connection stays, users on its other slots keep receiving, and nothing reconnects.
 func TestClusterSlotMigrationKeepsOldOwnersLink(t *testing.T) {
-	rc := redistest.StartCluster(t, 3, 0)
-	prefix := redistest.Prefix(t)
-	rec := newRecorder()
-	var obs counters
-	b, cc := startCluster(t, rc, prefix, rec, &obs)
-	from, to := rc.Addrs[0], rc.Addrs[1]
-	mover := userOn(t, rc, prefix, "mover", from)
-	stayer := userOn(t, rc, prefix, "stayer", from, mover)
-	subscribeCluster(t, b, mover)
-	subscribeCluster(t, b, stayer)
-	checkDelivery(t, cc, rec, prefix, []string{mover, stayer}, "before")
+	e := startCluster(t)
+	from, to := e.rc.Addrs[0], e.rc.Addrs[1]
+	mover := userOn(t, e.rc, e.prefix, "mover", from)
+	stayer := userOn(t, e.rc, e.prefix, "stayer", from, mover)
+	subscribe(t, e.b, mover)
+	subscribe(t, e.b, stayer)
+	e.checkDelivery(t, []string{mover, stayer}, "before")
 	fromC, toC := nodeClient(t, from), nodeClient(t, to)
 	link := pubsubClientID(t, fromC)
 
-	rc.MigrateSlot(t, bus.Slot(prefix+"user:{"+mover+"}"), to)
-	ch := prefix + "user:{" + mover + "}"
+	ch := e.b.Channel(mover)
+	e.rc.MigrateSlot(t, bus.Slot(ch), to)
 	wait.For(t, 10*time.Second, func() bool { return shardNumSub(t, toC, ch) == 1 }, "%s not subscribed on its new owner", mover)
-	wait.For(t, 10*time.Second, func() bool { return b.Ready() == nil }, "not ready after the migration: %v", b.Ready())
-	checkDelivery(t, cc, rec, prefix, []string{mover, stayer}, "after")
+	wait.For(t, 10*time.Second, func() bool { return e.b.Ready() == nil }, "not ready after the migration: %v", e.b.Ready())
+	e.checkDelivery(t, []string{mover, stayer}, "after")
 	if got := pubsubClientID(t, fromC); got != link {
 		t.Fatalf("the old owner's pub/sub connection was replaced (client id %s, was %s)", got, link)
 	}
 	if n := shardNumSub(t, fromC, ch); n != 0 {
 		t.Fatalf("%d subscriptions of %s left on the old owner", n, mover)
 	}
-	if r := obs.reconnects.Load(); r != 0 {
+	if r := e.obs.reconnects.Load(); r != 0 {
 		t.Fatalf("%d pub/sub links rebuilt by a slot migration", r)
 	}
 }
@@ -345,7 +335,7 @@ func TestClusterMoveRacingUnsubscribeLeavesNoSubscription(t *testing.T) {
 	from, to := rc.Addrs[0], rc.Addrs[1]
 	user := userOn(t, rc, prefix, "racer", from)
 	ch := c.Channel(user)
-	subscribeCluster(t, c, user)
+	subscribe(t, c, user)
 	rc.MigrateSlot(t, bus.Slot(ch), to)
 	top, err := c.ReadTopology(ctx)
 	if err != nil {
@@ -386,22 +376,19 @@ func TestClusterMoveRacingUnsubscribeLeavesNoSubscription(t *testing.T) {
 // subscription; the shard must pick a probe in a slot it still owns, else it never hears its
 // probe again and stays not ready.
 func TestClusterProbeSlotMigrated(t *testing.T) {
-	rc := redistest.StartCluster(t, 3, 0)
-	prefix := redistest.Prefix(t)
-	var obs counters
-	b, cc := startCluster(t, rc, prefix, newRecorder(), &obs)
-	from, to := rc.Addrs[0], rc.Addrs[1]
-	probe := b.ProbeChannel(from)
-	rc.MigrateSlot(t, bus.Slot(probe), to)
-	wait.For(t, 10*time.Second, func() bool { return b.ProbeChannel(from) != probe }, "the shard of %s kept probe %s", from, probe)
-	next := b.ProbeChannel(from)
-	if got := rc.MasterFor(t, next); got != from {
+	e := startCluster(t)
+	from, to := e.rc.Addrs[0], e.rc.Addrs[1]
+	probe := e.b.ProbeChannel(from)
+	e.rc.MigrateSlot(t, bus.Slot(probe), to)
+	wait.For(t, 10*time.Second, func() bool { return e.b.ProbeChannel(from) != probe }, "the shard of %s kept probe %s", from, probe)
+	next := e.b.ProbeChannel(from)
+	if got := e.rc.MasterFor(t, next); got != from {
 		t.Fatalf("new probe %s is owned by %s, not by its shard %s", next, got, from)
 	}
-	wait.For(t, 10*time.Second, func() bool { return cc.SPublish(context.Background(), next, "0").Val() == 1 },
+	wait.For(t, 10*time.Second, func() bool { return e.cc.SPublish(context.Background(), next, "0").Val() == 1 },
 		"new probe %s not subscribed", next)
-	wait.For(t, 10*time.Second, func() bool { return b.Ready() == nil }, "not ready: %v", b.Ready())
-	if n := obs.reconnects.Load(); n != 0 {
+	wait.For(t, 10*time.Second, func() bool { return e.b.Ready() == nil }, "not ready: %v", e.b.Ready())
+	if n := e.obs.reconnects.Load(); n != 0 {
 		t.Fatalf("%d links rebuilt", n)
 	}
 }

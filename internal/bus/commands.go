@@ -163,26 +163,20 @@ func (r *Redis) send(ctx context.Context, g *generation, unsub bool, channels []
 	return c, nil
 }
 
-// failReply records an error reply for the oldest command not yet answered.
-func (r *Redis) failReply(g *generation, err error) {
+// reply takes Redis's answer to the oldest command not yet answered: an error reply (err), or
+// the pong of its marker (payload), which completes it. A reply that does not fit — no command
+// waiting, a second error for one command, another marker — means the replies are out of step
+// with the commands, and only a new connection sets that right.
+func (r *Redis) reply(g *generation, payload string, err error) {
 	r.mu.Lock()
-	if len(g.pending) == 0 || g.pending[0].err != nil {
+	if len(g.pending) == 0 || err != nil && g.pending[0].err != nil || err == nil && g.pending[0].marker != payload {
 		r.mu.Unlock()
-		// Not ours, or a second error for one command: the replies are out of step with the
-		// commands, and only a new connection sets that right.
-		r.connLost(g, fmt.Errorf("unexpected error reply: %w", err))
+		r.connLost(g, fmt.Errorf("reply (pong %q, error %v) out of step with the commands", payload, err))
 		return
 	}
-	g.pending[0].err = err
-	r.mu.Unlock()
-}
-
-// answered completes the oldest command when its marker came back.
-func (r *Redis) answered(g *generation, payload string) {
-	r.mu.Lock()
-	if len(g.pending) == 0 || g.pending[0].marker != payload {
+	if err != nil {
+		g.pending[0].err = err
 		r.mu.Unlock()
-		r.connLost(g, fmt.Errorf("pong %q does not match the oldest command", payload))
 		return
 	}
 	c := g.pending[0]

@@ -26,26 +26,24 @@ func (c *Cluster) Apply(ctx context.Context, t Topology) { c.apply(ctx, t.owners
 
 // Subscribing reports whether a Subscribe of user waits for Redis on the shard of addr.
 func (c *Cluster) Subscribing(addr, user string) bool {
-	b := c.shardBus(addr)
-	if b == nil {
-		return false
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.subWait[b.Channel(user)]) > 0
+	return c.inShard(addr, func(b *Redis) bool { return len(b.subWait[b.Channel(user)]) > 0 })
 }
 
 // Wants reports whether the shard of addr wants user's channel (subscribes it on every
 // connection it builds).
 func (c *Cluster) Wants(addr, user string) bool {
+	return c.inShard(addr, func(b *Redis) bool { _, ok := b.want[b.Channel(user)]; return ok })
+}
+
+// inShard reports f of the bus of addr's shard, under that bus's lock; false without one.
+func (c *Cluster) inShard(addr string, f func(*Redis) bool) bool {
 	b := c.shardBus(addr)
 	if b == nil {
 		return false
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	_, ok := b.want[b.Channel(user)]
-	return ok
+	return f(b)
 }
 
 // ProbeChannel returns the probe channel of the shard of addr.

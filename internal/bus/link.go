@@ -249,7 +249,7 @@ func (r *Redis) closeGen(g *generation) {
 //
 // go-redis's Receive returns an error reply to a command (CROSSSLOT, MOVED, NOPERM, …) as an
 // error that implements redis.Error, and keeps the connection; that is a failed command, not a
-// lost link (failReply). Any other error is the connection failing: then lost is closed (run
+// lost link (reply). Any other error is the connection failing: then lost is closed (run
 // rebuilds the generation, whose Resync catches the hub's connections up) but the loop goes on
 // receiving, because go-redis has redialled and re-subscribed the same PubSub: what Redis
 // delivers there is dispatched until closeGen closes it.
@@ -263,7 +263,7 @@ func (r *Redis) receive(g *generation) {
 				return // closeGen closed it
 			}
 			if r.isReply(err) && !g.failed() {
-				r.failReply(g, err)
+				r.reply(g, "", err)
 				continue
 			}
 			r.connLost(g, err)
@@ -276,7 +276,7 @@ func (r *Redis) receive(g *generation) {
 			r.dispatch(m)
 		case *redis.Pong:
 			if !g.failed() {
-				r.answered(g, m.Payload)
+				r.reply(g, m.Payload, nil)
 			}
 		case *redis.Subscription:
 			r.confirmed(g, m)

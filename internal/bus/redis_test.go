@@ -92,9 +92,11 @@ func startBusProbe(t *testing.T, rdb redis.UniversalClient, prefix string, h bus
 	return b
 }
 
-func subscribe(t *testing.T, b *bus.Redis, user string) {
+func subscribe(t *testing.T, b interface {
+	Subscribe(ctx context.Context, user string) error
+}, user string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := b.Subscribe(ctx, user); err != nil {
 		t.Fatalf("subscribe %s: %v", user, err)

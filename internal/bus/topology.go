@@ -2,16 +2,11 @@ package bus
 
 import (
 	"context"
-	"net"
-	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/wsgateway/wsgateway/internal/keys"
 )
 
 // TopologyInterval is how often Cluster rereads the slot map.
@@ -65,74 +60,42 @@ func (c *Cluster) readTopology(ctx context.Context) ([]slotOwner, map[string]boo
 	if err != nil {
 		return nil, nil, err
 	}
-	var owners []slotOwner
-	masters := map[string]bool{}
-	for _, sh := range shards {
-		addr := ""
-		for _, n := range sh.Nodes {
-			if n.Role == "master" && n.Health != "fail" {
-				host := n.Endpoint
-				if host == "" || host == "?" {
-					host = n.IP
-				}
-				addr = net.JoinHostPort(host, strconv.FormatInt(n.Port, 10))
-			}
-		}
-		if addr == "" || len(sh.Slots) == 0 {
-			continue
-		}
-		masters[addr] = true
-		for _, r := range sh.Slots {
-			owners = append(owners, slotOwner{start: int(r.Start), end: int(r.End), addr: addr})
-		}
-	}
-	slices.SortFunc(owners, func(a, b slotOwner) int { return a.start - b.start })
+	owners, masters := slotMap(shards)
 	return owners, masters, nil
 }
 
-// apply starts buses for new masters, moves users whose slot changed owner, and retires buses
-// of nodes that own no slot any more.
+// apply carries out a round's plan (planTopology): starts buses for new masters, moves users
+// whose slot changed owner, and retires buses of nodes that own no slot any more.
 func (c *Cluster) apply(ctx context.Context, owners []slotOwner, masters map[string]bool) {
 	c.mu.Lock()
+	p := planTopology(owners, masters, c.stateLocked())
 	var started []*shard
-	if !slices.Equal(owners, c.slots) {
-		for addr := range masters {
-			if c.shards[addr] == nil {
-				s := c.newShard(addr, owners)
-				c.shards[addr] = s
-				started = append(started, s)
-			}
-		}
-		// A shard whose probe's slot moved away would never hear its probe again.
-		for addr, s := range c.shards {
-			if masters[addr] && !ownsSlot(owners, addr, Slot(s.bus.probe.Load().cur)) {
-				s.bus.setProbe(probeChannelFor(c.opt.Prefix, c.opt.NodeID, addr, owners))
-			}
-		}
+	for _, addr := range p.start {
+		s := c.newShard(addr, owners)
+		c.shards[addr] = s
+		started = append(started, s)
+	}
+	for _, addr := range p.reprobe {
+		c.shards[addr].bus.setProbe(probeChannelFor(c.opt.Prefix, c.opt.NodeID, addr, owners))
+	}
+	if p.changed {
 		c.slots = owners
 		// The ClusterClient that runs pushes learns new owners only lazily (a MOVED reply,
 		// which a dead master never sends): tell it now.
 		c.cc.ReloadState(ctx)
 	}
-	// Users whose owner changed. Checked on every round, not only when the map changed: a
-	// move fails while the new shard's connection is still being set up, and is retried.
 	type move struct {
 		user     string
 		from, to *shard
 	}
 	var moves []move
-	for user, from := range c.users {
-		// No owner (slots uncovered mid-failover): wait for the next round.
-		if to := c.ownerLocked(user); to != nil && to != from {
-			moves = append(moves, move{user, from, to})
-		}
+	for _, m := range p.moves {
+		moves = append(moves, move{m.user, c.users[m.user], c.shards[m.to]})
 	}
 	var retired []*shard
-	for addr, s := range c.shards {
-		if !masters[addr] {
-			retired = append(retired, s)
-			delete(c.shards, addr)
-		}
+	for _, addr := range p.retire {
+		retired = append(retired, c.shards[addr])
+		delete(c.shards, addr)
 	}
 	c.mu.Unlock()
 
@@ -237,14 +200,20 @@ func (c *Cluster) kickSoon(ctx context.Context) {
 	}()
 }
 
-func (c *Cluster) ownerLocked(user string) *shard {
-	slot := Slot(c.Channel(user))
-	for _, o := range c.slots {
-		if slot >= o.start && slot <= o.end {
-			return c.shards[o.addr]
-		}
+// stateLocked is what a round decides against; under mu.
+func (c *Cluster) stateLocked() clusterState {
+	st := clusterState{slots: c.slots, probes: make(map[string]int, len(c.shards)), users: make([]placedUser, 0, len(c.users))}
+	for addr, s := range c.shards {
+		st.probes[addr] = Slot(s.bus.probe.Load().cur)
 	}
-	return nil
+	for user, s := range c.users {
+		addr := s.addr
+		if c.shards[addr] != s {
+			addr = "" // retired in an earlier round
+		}
+		st.users = append(st.users, placedUser{user, Slot(c.Channel(user)), addr})
+	}
+	return st
 }
 
 // newShard makes the bus of one master. Its probe channel carries a hash tag chosen so that
@@ -262,23 +231,4 @@ func (c *Cluster) newShard(addr string, owners []slotOwner) *shard {
 	b := NewRedis(client, opt)
 	b.onMoved = c.refreshSoon
 	return &shard{addr: addr, client: client, bus: b}
-}
-
-func probeChannelFor(prefix, node, addr string, owners []slotOwner) string {
-	for i := 0; i < 1<<16; i++ {
-		ch := keys.Prefix(prefix).Probe(node + "-" + strconv.Itoa(i))
-		if ownsSlot(owners, addr, Slot(ch)) {
-			return ch
-		}
-	}
-	return keys.Prefix(prefix).Probe(node) // the master owns no slot: it will be retired
-}
-
-func ownsSlot(owners []slotOwner, addr string, slot int) bool {
-	for _, o := range owners {
-		if o.addr == addr && slot >= o.start && slot <= o.end {
-			return true
-		}
-	}
-	return false
 }
