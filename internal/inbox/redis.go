@@ -41,14 +41,16 @@ var (
 // the hash tag {id}, so a Cluster keeps them and the user's channel on one shard, where each
 // script runs atomically.
 type Redis struct {
-	rdb   redis.UniversalClient
-	opt   Options
-	push  *redis.Script
-	read  *redis.Script
-	ack   *redis.Script
-	batch *scripts.Batcher // shares round trips between concurrent calls; Close stops it
-	ev    *events.Writer
-	due   dueRunner // the undelivered schedule (due.go)
+	rdb  redis.UniversalClient
+	opt  Options
+	push *redis.Script
+	// pushBatch runs many pushes in one call (lua/batch.lua, pushbatch.go).
+	pushBatch *redis.Script
+	read      *redis.Script
+	ack       *redis.Script
+	batch     *scripts.Batcher // shares round trips between concurrent calls; Close stops it
+	ev        *events.Writer
+	due       dueRunner // the undelivered schedule (due.go)
 }
 
 // Options configure the Redis inbox. Zero durations take the defaults of the gateway's flags.
@@ -111,13 +113,14 @@ var ErrNotReplicated = errors.New("inbox: not confirmed by enough replicas in ti
 func NewRedis(rdb redis.UniversalClient, opt Options) *Redis {
 	opt.defaults()
 	s := &Redis{
-		rdb:   rdb,
-		opt:   opt,
-		push:  redis.NewScript(pushLua + strings.Replace(scriptLua, "PUBLISH_COMMAND", "'"+publishCommand(opt.Sharded)+"'", 1)),
-		read:  redis.NewScript(readLua),
-		ack:   events.NewScript(ackLua),
-		batch: scripts.New(rdb),
-		ev:    events.NewWriter(rdb, keys.Prefix(opt.Prefix).Events()),
+		rdb:       rdb,
+		opt:       opt,
+		push:      redis.NewScript(pushLua + strings.Replace(scriptLua, "PUBLISH_COMMAND", "'"+publishCommand(opt.Sharded)+"'", 1)),
+		pushBatch: redis.NewScript(pushLua + batchLua),
+		read:      redis.NewScript(readLua),
+		ack:       events.NewScript(ackLua),
+		batch:     scripts.New(rdb),
+		ev:        events.NewWriter(rdb, keys.Prefix(opt.Prefix).Events()),
 	}
 	s.due = dueRunner{s: s, check: events.NewScript(dueLua), claim: redis.NewScript(claimLua), release: redis.NewScript(releaseLua)}
 	return s
@@ -221,37 +224,6 @@ func (s *Redis) Push(ctx context.Context, user string, data []byte, o PushOption
 		}
 	}
 	return res, nil
-}
-
-// PushMany pushes data to every user and answers each user on its own: a user whose push
-// failed gets Err, the others succeed. The pushes share the batcher's pipelines.
-func (s *Redis) PushMany(ctx context.Context, users []string, data []byte, o PushOptions) []Result {
-	out := make([]Result, len(users))
-	done := make(chan struct{}, len(users))
-	// One goroutine per user would be many for 1,000 users; a few callers keep the batcher's
-	// pipelines full while bounding the goroutines.
-	const callers = 16
-	next := make(chan int, len(users))
-	for i := range users {
-		next <- i
-	}
-	close(next)
-	for range min(callers, len(users)) {
-		go func() {
-			for i := range next {
-				r, err := s.Push(ctx, users[i], data, o)
-				if err != nil {
-					r.Err = err
-				}
-				out[i] = r
-				done <- struct{}{}
-			}
-		}()
-	}
-	for range users {
-		<-done
-	}
-	return out
 }
 
 func parsePush(cmd *redis.Cmd) (Result, error) {
