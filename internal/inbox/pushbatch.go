@@ -3,6 +3,7 @@ package inbox
 import (
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
 	"hash/crc32"
 
@@ -36,6 +37,41 @@ func (s *Redis) PushBatch(ctx context.Context, msgs []Message) []Result {
 	if s.opt.Sharded {
 		return s.pushEach(ctx, msgs)
 	}
+	return s.runBatch(ctx, msgs)
+}
+
+// pushCall is one Push waiting for a batch (single-node Redis): concurrent pushes share
+// script runs as the messages of one batch.
+type pushCall struct {
+	ctx   context.Context
+	msg   Message
+	reply chan Result // buffered: a batch never waits for its caller
+}
+
+// execPushes runs the pushes of concurrent callers as one batch. Not under any caller's
+// context: one caller leaving must not fail the others (retry bounds it).
+// A caller that gave up while the batch formed is answered without running.
+func (s *Redis) execPushes(calls []*pushCall) {
+	msgs := make([]Message, 0, len(calls))
+	run := calls[:0]
+	for _, c := range calls {
+		if err := c.ctx.Err(); err != nil {
+			c.reply <- Result{Err: fmt.Errorf("inbox: push %s: %w", c.msg.User, err)}
+			continue
+		}
+		msgs = append(msgs, c.msg)
+		run = append(run, c)
+	}
+	if len(run) == 0 {
+		return
+	}
+	for i, r := range s.runBatch(context.Background(), msgs) {
+		run[i].reply <- r
+	}
+}
+
+// runBatch runs msgs as scripts of up to batchSize pushes, retried as a unit.
+func (s *Redis) runBatch(ctx context.Context, msgs []Message) []Result {
 	out := make([]Result, len(msgs))
 	chunks := make([]batchChunk, 0, (len(msgs)+batchSize-1)/batchSize)
 	for lo := 0; lo < len(msgs); lo += batchSize {
@@ -43,8 +79,11 @@ func (s *Redis) PushBatch(ctx context.Context, msgs []Message) []Result {
 	}
 	err := retry(ctx, func() error { return s.runChunks(ctx, chunks, out) })
 	for i := range out {
-		if err != nil && out[i].Err == nil && out[i].Seq == 0 {
+		switch {
+		case err != nil && out[i].Err == nil && out[i].Seq == 0:
 			out[i].Err = fmt.Errorf("inbox: push %s: %w", msgs[i].User, err)
+		case out[i].Err != nil:
+			out[i].Err = fmt.Errorf("inbox: push %s: %w", msgs[i].User, out[i].Err)
 		}
 	}
 	return out
@@ -84,15 +123,22 @@ func (s *Redis) runChunks(ctx context.Context, chunks []batchChunk, out []Result
 	for attempt := 0; ; attempt++ {
 		cmds := make([]*redis.Cmd, len(chunks))
 		var wait *redis.Cmd
-		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for i, c := range chunks {
-				cmds[i] = s.pushBatch.EvalSha(ctx, p, c.keys, c.args...)
-			}
-			if s.opt.WaitReplicas > 0 {
-				wait = p.Do(ctx, "WAIT", s.opt.WaitReplicas, s.opt.WaitTimeout.Milliseconds())
-			}
-			return nil
-		})
+		var err error
+		if len(chunks) == 1 && s.opt.WaitReplicas == 0 {
+			// A plain command costs less than a pipeline of one.
+			cmds[0] = s.pushBatch.EvalSha(ctx, s.rdb, chunks[0].keys, chunks[0].args...)
+			err = cmds[0].Err()
+		} else {
+			_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for i, c := range chunks {
+					cmds[i] = s.pushBatch.EvalSha(ctx, p, c.keys, c.args...)
+				}
+				if s.opt.WaitReplicas > 0 {
+					wait = p.Do(ctx, "WAIT", s.opt.WaitReplicas, s.opt.WaitTimeout.Milliseconds())
+				}
+				return nil
+			})
+		}
 		if attempt == 0 && redis.HasErrorPrefix(cmds[0].Err(), "NOSCRIPT") {
 			if err := s.pushBatch.Load(ctx, s.rdb).Err(); err != nil {
 				return err
@@ -138,7 +184,7 @@ func parseBatch(cmd *redis.Cmd, out []Result) error {
 			}
 		}
 		if n[0] < 0 {
-			out[i] = Result{Err: fmt.Errorf("inbox: push failed in Redis (a key of the wrong type?)")}
+			out[i] = Result{Err: errors.New("failed in Redis (a key of the wrong type?)")}
 			continue
 		}
 		out[i] = Result{Seq: n[0], Receivers: n[1], Duplicate: n[2] == 1, deadline: n[3]}
