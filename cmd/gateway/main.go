@@ -12,6 +12,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
+
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/server"
 )
@@ -31,6 +33,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := newLogger(cfg, stderr)
+	setMemoryLimit(log, memlimit.FromCgroup)
 
 	// The first SIGINT/SIGTERM starts the drain; stop() restores the default action first, so
 	// that a second signal ends the process at once however soon it follows: the server sees

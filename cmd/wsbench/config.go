@@ -19,12 +19,13 @@ const (
 	scThroughput = "throughput"
 	scBroadcast  = "broadcast"
 	scBatch      = "batch"
+	scBulk       = "bulk"
 	scCrossNode  = "cross-node"
 	scDrops      = "drops"
 	scMemory     = "memory"
 )
 
-var scenarios = []string{scIdle, scLatency, scThroughput, scBroadcast, scBatch, scCrossNode, scDrops, scMemory}
+var scenarios = []string{scIdle, scLatency, scThroughput, scBroadcast, scBatch, scBulk, scCrossNode, scDrops, scMemory}
 
 // Client modes of the drops and memory scenarios.
 const (
@@ -112,6 +113,9 @@ Scenarios:
               broadcasts not yet delivered everywhere: deliveries/s to all --conns
   batch       --publishers concurrent HTTP publishers of pushes with user_ids lists of
               --batch users: pushes/s and deliveries/s
+  bulk        --publishers concurrent HTTP publishers of bulk pushes ({"messages": […]}) of
+              --batch different messages, each to its own user: requests/s (pushes/s) and
+              messages/s (deliveries/s)
   cross-node  like latency, with the clients spread over several --target nodes and the
               pushes going through --api, another node
   drops       clients of the Go client package (--mode v1: wsgateway.v1 with resume and acks;
@@ -162,7 +166,7 @@ func parseFlags(args []string, out io.Writer) (*config, error) {
 	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "length of the measured phase (idle: how long the connections stay idle before the second RSS reading)")
 	fs.StringVar(&publishers, "publishers", "", "concurrent publishers (throughput 64, batch 8, broadcast 1, latency/cross-node 256 open-loop workers)")
 	fs.StringVar(&c.Via, "via", "http", "latency, cross-node: http (POST /api/v1/push), redis (PUBLISH to the user's channel) or fcall (FCALL wsgateway_push)")
-	fs.IntVar(&c.BatchSize, "batch", 100, "batch: users per push (user_ids, at most 1000)")
+	fs.IntVar(&c.BatchSize, "batch", 100, "batch: users per push (user_ids); bulk: messages per request (at most 1000)")
 	fs.StringVar(&window, "window", "", "most messages sent but not yet delivered to all their recipients before publishers wait; 0 = no limit (default: broadcast 8, others 0)")
 	fs.IntVar(&c.Payload, "payload", 100, "approximate payload size in bytes (the JSON \"data\" delivered to clients)")
 	fs.BoolVar(&c.Probe, "probe", true, "before measuring, push one probe to every user and wait until all arrived (proves every connection is subscribed end to end)")
@@ -217,7 +221,7 @@ func parseFlags(args []string, out io.Writer) (*config, error) {
 	}
 	c.Rate = defaultInt(rate, 2000)
 	c.Publishers = defaultInt(publishers, map[string]int{
-		scIdle: 1, scThroughput: 64, scBatch: 8, scBroadcast: 1, scLatency: 256, scCrossNode: 256, scDrops: 256, scMemory: 1,
+		scIdle: 1, scThroughput: 64, scBatch: 8, scBulk: 8, scBroadcast: 1, scLatency: 256, scCrossNode: 256, scDrops: 256, scMemory: 1,
 	}[c.Scenario])
 	c.Window = defaultInt(window, map[string]int{scBroadcast: 8}[c.Scenario])
 	if c.Mode == "" {
@@ -290,8 +294,8 @@ func (c *config) validate() error {
 		return errors.New("cross-node: give --api (the node pushes go through) or --spawn-gateway")
 	case c.Scenario == scCrossNode && c.SpawnGateway != "" && c.Nodes < 2:
 		return errors.New("cross-node: --nodes must be at least 2")
-	case c.Scenario == scBatch && c.BatchSize*c.Publishers > c.Conns:
-		return fmt.Errorf("batch: --batch × --publishers (%d) must not exceed --conns (%d): each user belongs to one publisher", c.BatchSize*c.Publishers, c.Conns)
+	case (c.Scenario == scBatch || c.Scenario == scBulk) && c.BatchSize*c.Publishers > c.Conns:
+		return fmt.Errorf("%s: --batch × --publishers (%d) must not exceed --conns (%d): each user belongs to one publisher", c.Scenario, c.BatchSize*c.Publishers, c.Conns)
 	case (c.Scenario == scThroughput) && c.Publishers > c.Conns:
 		return errors.New("throughput: --publishers must not exceed --conns: each user belongs to one publisher")
 	case c.Mode != modeV1 && c.Mode != modeRaw:

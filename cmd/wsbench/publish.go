@@ -63,7 +63,6 @@ func (s *sender) next(ts time.Duration) []byte {
 // push sends data to users (one: user_id; several: user_ids) and accounts for the answer,
 // which it returns when it was a 200 (valid until the next call), else nil.
 func (s *sender) push(users []int, data []byte) []byte {
-	cnt := s.b.cnt
 	b := s.body[:0]
 	if len(users) == 1 {
 		b = append(b, `{"user_id":"`...)
@@ -85,6 +84,31 @@ func (s *sender) push(users []int, data []byte) []byte {
 	}
 	b = append(b, data...)
 	b = append(b, '}')
+	return s.send(b, len(users))
+}
+
+// bulk sends one bulk push: a message of its own (the stream's next) to each of users.
+func (s *sender) bulk(users []int) []byte {
+	b := append(s.body[:0], `{"messages":[`...)
+	for i, u := range users {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"user_id":"`...)
+		b = append(b, s.b.cfg.UserPrefix...)
+		b = strconv.AppendInt(b, int64(u), 10)
+		b = append(b, `","data":`...)
+		b = append(b, s.next(time.Since(s.b.base))...)
+		b = append(b, '}')
+	}
+	b = append(b, `]}`...)
+	return s.send(b, len(users))
+}
+
+// send posts a push body for n messages and accounts for the answer, which it returns when it
+// was a 200 (valid until the next call), else nil.
+func (s *sender) send(b []byte, n int) []byte {
+	cnt := s.b.cnt
 	s.body = b
 	cnt.sent.Add(1)
 	status, resp, err := s.http.do("POST", "/api/v1/push", b)
@@ -96,7 +120,7 @@ func (s *sender) push(users []int, data []byte) []byte {
 	cnt.accepted.Add(1)
 	on := bytes.Count(resp, []byte(`"online":true`))
 	cnt.expected.Add(int64(on))
-	if off := len(users) - on; off > 0 {
+	if off := n - on; off > 0 {
 		cnt.offline.Add(int64(off))
 	}
 	return resp

@@ -95,7 +95,7 @@ func (r *result) fill(cfg *config) {
 		r.Via, r.Rate, r.Publishers = cfg.Via, cfg.Rate, cfg.Publishers
 	case scThroughput, scBroadcast:
 		r.Publishers, r.Window = cfg.Publishers, cfg.Window
-	case scBatch:
+	case scBatch, scBulk:
 		r.Publishers, r.Window, r.Batch = cfg.Publishers, cfg.Window, cfg.BatchSize
 	}
 }

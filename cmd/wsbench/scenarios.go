@@ -33,6 +33,9 @@ func (b *bench) scenario(ctx context.Context) error {
 	case scBatch:
 		b.logf("batch: %d publishers, pushes to %d users each for %s (window %d)", n, cfg.BatchSize, cfg.Duration, cfg.Window)
 		b.phase(ctx, func(ctx context.Context) { b.closedLoop(ctx, senders, cfg.BatchSize) })
+	case scBulk:
+		b.logf("bulk: %d publishers, %d messages (each to its own user) per request for %s (window %d)", n, cfg.BatchSize, cfg.Duration, cfg.Window)
+		b.phase(ctx, func(ctx context.Context) { b.closedLoop(ctx, senders, cfg.BatchSize) })
 	case scBroadcast:
 		b.logf("broadcast: %d publishers for %s, at most %d broadcasts outstanding", n, cfg.Duration, cfg.Window)
 		b.phase(ctx, func(ctx context.Context) { b.closedLoop(ctx, senders, 0) })
@@ -126,7 +129,8 @@ loop:
 }
 
 // closedLoop runs Publishers publishers as fast as the gateway answers, for Duration.
-// batch 1: single-user pushes; batch K > 1: pushes to K users (user_ids); 0: broadcasts.
+// batch 1: single-user pushes; batch K > 1: pushes to K users (user_ids), or in the bulk
+// scenario K different messages to K users; 0: broadcasts.
 // Every user belongs to one publisher (user % Publishers), so its messages come from one
 // ordered stream. With --window, a publisher waits while more than Window messages are
 // outstanding (sent, not yet received by all their recipients).
@@ -155,16 +159,19 @@ func (b *bench) closedLoop(ctx context.Context, senders []*sender, batch int) {
 						time.Sleep(200 * time.Microsecond)
 					}
 				}
-				data := s.next(time.Since(b.base))
 				if batch == 0 {
-					s.broadcast(data)
+					s.broadcast(s.next(time.Since(b.base)))
 					continue
 				}
 				for i := range to {
 					to[i] = own[next]
 					next = (next + 1) % len(own)
 				}
-				s.push(to, data)
+				if cfg.Scenario == scBulk {
+					s.bulk(to)
+					continue
+				}
+				s.push(to, s.next(time.Since(b.base)))
 			}
 		}()
 	}

@@ -20,15 +20,23 @@ import (
 // MaxBody is the largest request body accepted; larger → 413.
 const MaxBody = 1 << 20
 
-// MaxUsers is the most user ids one push may name.
+// MaxUsers is the most user ids one push may name, and the most messages of a bulk push.
 const MaxUsers = 1000
 
 // Pusher numbers a message for each user, keeps it in the user's inbox and delivers it live
 // where the user is connected.
 type Pusher interface {
 	Push(ctx context.Context, user string, data []byte, o PushOptions) (PushResult, error)
-	// PushMany answers each user on its own: a user whose push failed gets Err.
-	PushMany(ctx context.Context, users []string, data []byte, o PushOptions) []PushResult
+	// PushBatch answers each message on its own, in order: a message whose push failed gets
+	// Err. Messages to one user are numbered in their order.
+	PushBatch(ctx context.Context, msgs []Message) []PushResult
+}
+
+// Message is one push of a batch.
+type Message struct {
+	User string
+	Data []byte
+	PushOptions
 }
 
 // PushOptions are a push's "id" (idempotent per user when not empty) and "receipt" (a
@@ -106,9 +114,20 @@ func (a *api) fail(c *gin.Context, status int, msg string) {
 	c.AbortWithStatusJSON(status, gin.H{"error": msg})
 }
 
+// pushRequest is a push to one user (user_id), one message to many (user_ids), or a bulk push
+// (messages: many messages, each to its own user).
 type pushRequest struct {
+	UserID   string          `json:"user_id"`
+	UserIDs  []string        `json:"user_ids"`
+	Data     json.RawMessage `json:"data"`
+	ID       string          `json:"id"`
+	Receipt  bool            `json:"receipt"`
+	Messages []bulkMessage   `json:"messages"`
+}
+
+// bulkMessage is one message of a bulk push.
+type bulkMessage struct {
 	UserID  string          `json:"user_id"`
-	UserIDs []string        `json:"user_ids"`
 	Data    json.RawMessage `json:"data"`
 	ID      string          `json:"id"`
 	Receipt bool            `json:"receipt"`
@@ -194,27 +213,18 @@ func (a *api) push(c *gin.Context) {
 	if !a.decode(c, &req) {
 		return
 	}
-	if missingData(req.Data) {
-		a.fail(c, http.StatusBadRequest, "data is required")
-		return
-	}
-	users, msg := a.users(req)
+	msgs, msg := a.messages(req)
 	if msg != "" {
 		a.fail(c, http.StatusBadRequest, msg)
 		return
 	}
-	if req.ID != "" && !a.ValidUser(req.ID) {
-		a.fail(c, http.StatusBadRequest, "id must be 1-128 bytes of A-Z a-z 0-9 _ . : @ -")
-		return
-	}
-	data := []byte(req.Data)
 	var results []PushResult
-	if len(users) == 1 {
-		r, err := a.Pusher.Push(c.Request.Context(), users[0], data, PushOptions{ID: req.ID, Receipt: req.Receipt})
+	if len(msgs) == 1 {
+		r, err := a.Pusher.Push(c.Request.Context(), msgs[0].User, msgs[0].Data, msgs[0].PushOptions)
 		r.Err = err
 		results = []PushResult{r}
 	} else {
-		results = a.Pusher.PushMany(c.Request.Context(), users, data, PushOptions{ID: req.ID, Receipt: req.Receipt})
+		results = a.Pusher.PushBatch(c.Request.Context(), msgs)
 	}
 	accepted, queued := 0, 0
 	for _, r := range results {
@@ -232,26 +242,78 @@ func (a *api) push(c *gin.Context) {
 	if queued > 0 && a.Observer != nil {
 		a.Observer.StoredOffline(queued)
 	}
-	writeResults(c, users, results)
+	writeResults(c, msgs, results)
+}
+
+// messages validates a push request and returns its messages, or what is wrong with it.
+func (a *api) messages(req pushRequest) ([]Message, string) {
+	if req.Messages != nil {
+		return a.bulk(req)
+	}
+	if missingData(req.Data) {
+		return nil, "data is required"
+	}
+	users, msg := a.users(req)
+	if msg != "" {
+		return nil, msg
+	}
+	if req.ID != "" && !a.ValidUser(req.ID) {
+		return nil, "id must be 1-128 bytes of A-Z a-z 0-9 _ . : @ -"
+	}
+	o := PushOptions{ID: req.ID, Receipt: req.Receipt}
+	msgs := make([]Message, len(users))
+	for i, u := range users {
+		msgs[i] = Message{User: u, Data: req.Data, PushOptions: o}
+	}
+	return msgs, ""
+}
+
+// bulk validates a bulk push: messages alone (no user_id, user_ids, data, id or receipt beside
+// it), 1 to MaxUsers of them, each with a valid user_id, data and optional id. A user may get
+// several messages; they are numbered in their order.
+func (a *api) bulk(req pushRequest) ([]Message, string) {
+	switch {
+	case req.UserID != "" || req.UserIDs != nil || req.Data != nil || req.ID != "" || req.Receipt:
+		return nil, "give messages alone: each message has its own user_id, data, id and receipt"
+	case len(req.Messages) == 0:
+		return nil, "messages is empty"
+	case len(req.Messages) > MaxUsers:
+		return nil, "messages may hold at most 1000 messages"
+	}
+	msgs := make([]Message, len(req.Messages))
+	for i, m := range req.Messages {
+		at := "messages[" + strconv.Itoa(i) + "]: "
+		switch {
+		case !a.ValidUser(m.UserID):
+			return nil, at + "user_id must be 1-128 bytes of A-Z a-z 0-9 _ . : @ -"
+		case missingData(m.Data):
+			return nil, at + "data is required"
+		case m.ID != "" && !a.ValidUser(m.ID):
+			return nil, at + "id must be 1-128 bytes of A-Z a-z 0-9 _ . : @ -"
+		}
+		msgs[i] = Message{User: m.UserID, Data: m.Data, PushOptions: PushOptions{ID: m.ID, Receipt: m.Receipt}}
+	}
+	return msgs, ""
 }
 
 // jsonContentType is what gin's c.JSON sends.
 var jsonContentType = []string{"application/json; charset=utf-8"}
 
-// writeResults answers 200 {"results": [{"user_id": …, "seq": …, "online": …, "queued": …}, …]}
-// (with "duplicate": true for a repeated id, or only "error" for a user whose push failed),
+// writeResults answers 200 {"results": [{"user_id": …, "seq": …, "online": …, "queued": …}, …]},
+// one per message in its order (with "duplicate": true for a repeated id, or only "error" for a
+// message whose push failed),
 // built by hand: user ids are valid ids (A-Z a-z 0-9 _ . : @ -, auth.ValidUserID), so none
 // needs escaping. "queued" means no node took it live: it waits in the user's inbox.
-func writeResults(c *gin.Context, users []string, results []PushResult) {
+func writeResults(c *gin.Context, msgs []Message, results []PushResult) {
 	buf := bodyPool.Get().(*bytes.Buffer)
 	buf.WriteString(`{"results":[`)
-	for i, u := range users {
+	for i, m := range msgs {
 		r := results[i]
 		if i > 0 {
 			buf.WriteByte(',')
 		}
 		buf.WriteString(`{"user_id":"`)
-		buf.WriteString(u)
+		buf.WriteString(m.User)
 		if r.Err != nil {
 			buf.WriteString(`","error":"redis unavailable, not accepted"}`)
 			continue

@@ -154,7 +154,11 @@ func TestWriteResultsMatchesJSON(t *testing.T) {
 		c.JSON(http.StatusOK, gin.H{"results": res})
 		got := httptest.NewRecorder()
 		c, _ = gin.CreateTestContext(got)
-		writeResults(c, users, results)
+		msgs := make([]Message, len(users))
+		for i, u := range users {
+			msgs[i].User = u
+		}
+		writeResults(c, msgs, results)
 		if got.Code != want.Code || !bytes.Equal(got.Body.Bytes(), want.Body.Bytes()) ||
 			!reflect.DeepEqual(got.Header(), want.Header()) {
 			t.Fatalf("%d users: got %d %v %.300s\nwant %d %v %.300s", n,

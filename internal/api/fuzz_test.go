@@ -64,10 +64,10 @@ func (p fzPusher) Push(ctx context.Context, user string, data []byte, o api.Push
 	return api.PushResult{Seq: r.Seq, Online: r.Receivers > 0, Duplicate: r.Duplicate}, err
 }
 
-func (p fzPusher) PushMany(ctx context.Context, users []string, data []byte, o api.PushOptions) []api.PushResult {
-	out := make([]api.PushResult, len(users))
-	for i, u := range users {
-		out[i], out[i].Err = p.Push(ctx, u, data, o)
+func (p fzPusher) PushBatch(ctx context.Context, msgs []api.Message) []api.PushResult {
+	out := make([]api.PushResult, len(msgs))
+	for i, m := range msgs {
+		out[i], out[i].Err = p.Push(ctx, m.User, m.Data, m.PushOptions)
 	}
 	return out
 }
@@ -149,6 +149,9 @@ var fzSeeds = []string{
 	`{"USER_ID":"alice","Data":  [ 1 , 2 ] }`,
 	`{"user_id":"alice","data":1,"data":2}`,
 	`{"user_id":"{alice}","data":1}`,
+	`{"messages":[{"user_id":"alice","data":1},{"user_id":"bob","data":{"x":2}},{"user_id":"alice","data":"again","id":"m-1"},{"user_id":"alice","data":3,"id":"m-1"}]}`,
+	`{"messages":[]}`, `{"messages":{}}`, `{"messages":[{"user_id":"alice"}]}`, `{"messages":[{"data":1}]}`,
+	`{"messages":[{"user_id":"alice","data":1}],"data":2}`, `{"messages":[{"user_id":"alice","data":1,"id":"a b"}]}`,
 	`[]`, `null`, ``, `{`, `"x"`,
 }
 
@@ -160,11 +163,15 @@ func FuzzPushBody(f *testing.F) {
 		g := fzNew(t)
 		w := g.do(http.MethodPost, "/api/v1/push", body)
 		var req struct {
-			UserID  string   `json:"user_id"`
-			UserIDs []string `json:"user_ids"`
+			UserID   string          `json:"user_id"`
+			UserIDs  []string        `json:"user_ids"`
+			Messages []fzBulkMessage `json:"messages"`
 		}
 		_ = json.Unmarshal(body, &req) // best effort: the users the body may have named
 		named := append([]string{req.UserID}, req.UserIDs...)
+		for _, m := range req.Messages {
+			named = append(named, m.UserID)
+		}
 		if w.Code != http.StatusOK {
 			fzCheckError(t, w, body)
 			for _, u := range named {
@@ -175,19 +182,16 @@ func FuzzPushBody(f *testing.F) {
 			}
 			return
 		}
-		var res struct {
-			Results []struct {
-				UserID string `json:"user_id"`
-				Seq    int64  `json:"seq"`
-				Online bool   `json:"online"`
-				Queued bool   `json:"queued"`
-			} `json:"results"`
-		}
+		var res struct{ Results []fzResult }
 		if err := json.Unmarshal(w.Body.Bytes(), &res); err != nil || len(res.Results) == 0 {
 			t.Fatalf("200 with body %q (%v)", w.Body, err)
 		}
 		if len(res.Results) > api.MaxUsers {
 			t.Fatalf("%d results", len(res.Results))
+		}
+		if req.Messages != nil {
+			fzCheckBulk(t, g, req.Messages, res.Results)
+			return
 		}
 		var want []string // the distinct users, in the order the body named them
 		for _, u := range req.UserIDs {
@@ -226,6 +230,67 @@ func FuzzPushBody(f *testing.F) {
 			t.Fatalf("results %+v for users %q", res.Results, want)
 		}
 	})
+}
+
+type fzResult struct {
+	UserID    string `json:"user_id"`
+	Seq       int64  `json:"seq"`
+	Online    bool   `json:"online"`
+	Queued    bool   `json:"queued"`
+	Duplicate bool   `json:"duplicate"`
+}
+
+type fzBulkMessage struct {
+	UserID string          `json:"user_id"`
+	Data   json.RawMessage `json:"data"`
+	ID     string          `json:"id"`
+}
+
+// fzCheckBulk asserts what an accepted bulk push did: a result per message in its order, each
+// user's messages numbered, stored and delivered live in their order, exactly as sent, and a
+// repeated id of one user answered as a duplicate of its first use.
+func fzCheckBulk(t *testing.T, g *fzGateway, msgs []fzBulkMessage, results []fzResult) {
+	if len(results) != len(msgs) {
+		t.Fatalf("%d results for %d messages", len(results), len(msgs))
+	}
+	want := map[string][]string{}
+	firstSeq := map[[2]string]int64{}
+	for i, m := range msgs {
+		r := results[i]
+		if r.UserID != m.UserID {
+			t.Fatalf("result %d is for %q, message for %q", i, r.UserID, m.UserID)
+		}
+		key := [2]string{m.UserID, m.ID}
+		if seq, seen := firstSeq[key]; seen && m.ID != "" {
+			if !r.Duplicate || r.Seq != seq {
+				t.Fatalf("result %d %+v: want a duplicate of seq %d", i, r, seq)
+			}
+			continue
+		}
+		want[m.UserID] = append(want[m.UserID], string(m.Data))
+		online := slices.Contains(fzOnline, m.UserID)
+		if r.Duplicate || r.Seq != int64(len(want[m.UserID])) || r.Online != online || r.Queued == online {
+			t.Fatalf("result %d %+v for message %d of %s", i, r, len(want[m.UserID]), m.UserID)
+		}
+		firstSeq[key] = r.Seq
+	}
+	for u, datas := range want {
+		stored, _ := g.store.Read(context.Background(), u, 0)
+		if got := fzStrings(stored.Msgs); !slices.Equal(got, datas) {
+			t.Fatalf("%s stored %q, want %q", u, got, datas)
+		}
+		if slices.Contains(fzOnline, u) && !slices.Equal(fzStrings(g.sink.delivered[u]), datas) {
+			t.Fatalf("%s got %q live, want %q", u, g.sink.delivered[u], datas)
+		}
+	}
+}
+
+func fzStrings(b [][]byte) []string {
+	out := make([]string, len(b))
+	for i, x := range b {
+		out[i] = string(x)
+	}
+	return out
 }
 
 func FuzzBroadcastBody(f *testing.F) {

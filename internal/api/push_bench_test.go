@@ -34,8 +34,8 @@ type onlinePusher struct{}
 func (onlinePusher) Push(context.Context, string, []byte, api.PushOptions) (api.PushResult, error) {
 	return api.PushResult{Seq: 1, Online: true}, nil
 }
-func (onlinePusher) PushMany(_ context.Context, users []string, _ []byte, _ api.PushOptions) []api.PushResult {
-	out := make([]api.PushResult, len(users))
+func (onlinePusher) PushBatch(_ context.Context, msgs []api.Message) []api.PushResult {
+	out := make([]api.PushResult, len(msgs))
 	for i := range out {
 		out[i] = api.PushResult{Seq: 1, Online: true}
 	}

@@ -20,7 +20,8 @@ import (
 )
 
 // pipeHook watches what the batcher sends: how many commands or pipelines are in flight
-// (sent, not yet answered) and the longest pipeline.
+// (sent, not yet answered) and the most calls sent together: the longest pipeline, or the most
+// pushes in one batch script run.
 type pipeHook struct{ inFlight, longest atomic.Int64 }
 
 func (h *pipeHook) DialHook(next redis.DialHook) redis.DialHook { return next }
@@ -28,6 +29,7 @@ func (h *pipeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		h.inFlight.Add(1)
 		defer h.inFlight.Add(-1)
+		h.note(pushesIn(cmd))
 		return next(ctx, cmd)
 	}
 }
@@ -35,14 +37,38 @@ func (h *pipeHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		h.inFlight.Add(1)
 		defer h.inFlight.Add(-1)
-		for n := int64(len(cmds)); ; {
-			m := h.longest.Load()
-			if n <= m || h.longest.CompareAndSwap(m, n) {
-				break
-			}
+		h.note(int64(len(cmds)))
+		for _, c := range cmds {
+			h.note(pushesIn(c))
 		}
 		return next(ctx, cmds)
 	}
+}
+
+func (h *pipeHook) note(n int64) {
+	for {
+		m := h.longest.Load()
+		if n <= m || h.longest.CompareAndSwap(m, n) {
+			return
+		}
+	}
+}
+
+// batchHash names the batch script in EVALSHA.
+var batchHash = redis.NewScript(pushLua + batchLua).Hash()
+
+// pushesIn is the number of pushes cmd carries when it runs the batch script, else 0.
+func pushesIn(cmd redis.Cmder) int64 {
+	a := cmd.Args()
+	if cmd.Name() != "evalsha" || len(a) < 4 || a[1] != batchHash {
+		return 0
+	}
+	nkeys, _ := a[2].(int)
+	if len(a) <= 3+nkeys {
+		return 0
+	}
+	n, _ := a[3+nkeys].(int)
+	return int64(n)
 }
 
 type batchEnv struct {

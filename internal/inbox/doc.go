@@ -18,7 +18,7 @@ type Result struct {
 	Seq       int64 // the message's number for the user
 	Receivers int64 // nodes that took it live; 0: it waits in the inbox
 	Duplicate bool  // the push id was seen before: nothing was stored or sent, Seq is the first push's
-	Err       error // PushMany only: this user's push failed (the others may have succeeded)
+	Err       error // PushBatch only: this message's push failed (the others may have succeeded)
 	deadline  int64 // when it counts as undelivered (ms, Redis time); 0: never
 }
 

@@ -73,11 +73,11 @@ func (m *Memory) Push(_ context.Context, user string, data []byte, o PushOptions
 	return Result{Seq: b.seq, Receivers: int64(n)}, nil
 }
 
-// PushMany pushes data to each user; it cannot fail in memory.
-func (m *Memory) PushMany(ctx context.Context, users []string, data []byte, o PushOptions) []Result {
-	out := make([]Result, len(users))
-	for i, u := range users {
-		out[i], _ = m.Push(ctx, u, data, o)
+// PushBatch pushes every message in order; it cannot fail in memory.
+func (m *Memory) PushBatch(ctx context.Context, msgs []Message) []Result {
+	out := make([]Result, len(msgs))
+	for i, msg := range msgs {
+		out[i], _ = m.Push(ctx, msg.User, msg.Data, msg.PushOptions)
 	}
 	return out
 }

@@ -41,14 +41,18 @@ var (
 // the hash tag {id}, so a Cluster keeps them and the user's channel on one shard, where each
 // script runs atomically.
 type Redis struct {
-	rdb   redis.UniversalClient
-	opt   Options
-	push  *redis.Script
-	read  *redis.Script
-	ack   *redis.Script
-	batch *scripts.Batcher // shares round trips between concurrent calls; Close stops it
-	ev    *events.Writer
-	due   dueRunner // the undelivered schedule (due.go)
+	rdb  redis.UniversalClient
+	opt  Options
+	push *redis.Script
+	// pushBatch runs many pushes in one call (lua/batch.lua, pushbatch.go).
+	pushBatch *redis.Script
+	read      *redis.Script
+	ack       *redis.Script
+	batch     *scripts.Batcher // shares round trips between concurrent calls; Close stops it
+	// pushes makes batches of concurrent pushes (single-node Redis; nil in a Cluster).
+	pushes *scripts.Runner[*pushCall]
+	ev     *events.Writer
+	due    dueRunner // the undelivered schedule (due.go)
 }
 
 // Options configure the Redis inbox. Zero durations take the defaults of the gateway's flags.
@@ -111,13 +115,17 @@ var ErrNotReplicated = errors.New("inbox: not confirmed by enough replicas in ti
 func NewRedis(rdb redis.UniversalClient, opt Options) *Redis {
 	opt.defaults()
 	s := &Redis{
-		rdb:   rdb,
-		opt:   opt,
-		push:  redis.NewScript(pushLua + strings.Replace(scriptLua, "PUBLISH_COMMAND", "'"+publishCommand(opt.Sharded)+"'", 1)),
-		read:  redis.NewScript(readLua),
-		ack:   events.NewScript(ackLua),
-		batch: scripts.New(rdb),
-		ev:    events.NewWriter(rdb, keys.Prefix(opt.Prefix).Events()),
+		rdb:       rdb,
+		opt:       opt,
+		push:      redis.NewScript(pushLua + strings.Replace(scriptLua, "PUBLISH_COMMAND", "'"+publishCommand(opt.Sharded)+"'", 1)),
+		pushBatch: redis.NewScript(pushLua + batchLua),
+		read:      redis.NewScript(readLua),
+		ack:       events.NewScript(ackLua),
+		batch:     scripts.New(rdb),
+		ev:        events.NewWriter(rdb, keys.Prefix(opt.Prefix).Events()),
+	}
+	if !opt.Sharded {
+		s.pushes = scripts.NewRunner(s.execPushes)
 	}
 	s.due = dueRunner{s: s, check: events.NewScript(dueLua), claim: redis.NewScript(claimLua), release: redis.NewScript(releaseLua)}
 	return s
@@ -153,6 +161,9 @@ func publishCommand(sharded bool) string {
 // afterwards.
 func (s *Redis) Close() {
 	s.due.stop()
+	if s.pushes != nil {
+		s.pushes.Close()
+	}
 	s.batch.Close()
 }
 
@@ -162,9 +173,10 @@ func (s *Redis) Channel(user string) string { return keys.Prefix(s.opt.Prefix).U
 // Key returns the inbox list of user; its companions share the prefix (Key + ":state", …).
 func (s *Redis) Key(user string) string { return keys.Prefix(s.opt.Prefix).Inbox(user) }
 
-// internalIDTTL is how long an id the gateway made up for a push without one is remembered.
-// It only has to outlive the gateway's own retries of that push (pushRetryFor, plus go-redis's
-// retries inside each attempt), and it costs one small key per push while it lives.
+// internalIDTTL is how long an id the gateway made up is remembered: a Cluster push's without
+// one of its caller's, a batch's record. It only has to outlive the gateway's own retries
+// (pushRetryFor, plus go-redis's retries inside each attempt), and it costs one small key while
+// it lives.
 const internalIDTTL = time.Minute
 
 // NewID returns a random push id for a push whose caller gave none.
@@ -188,12 +200,20 @@ func (s *Redis) pushArgs(user string, data []byte, o PushOptions) []any {
 
 func seconds(d time.Duration) int64 { return max(1, int64(d/time.Second)) }
 
-// Push numbers data, stores it in user's inbox and publishes it.
+// Push numbers data, stores it in user's inbox and publishes it. On a single Redis, pushes
+// made at the same time go to Redis as one batch (pushbatch.go); in a Cluster each is a script
+// run of its own, under an id the gateway makes up when the caller gave none, so that a retry
+// after a lost reply is recognized.
 func (s *Redis) Push(ctx context.Context, user string, data []byte, o PushOptions) (Result, error) {
-	keys := []string{s.Channel(user), s.Key(user)}
-	if !s.opt.Sharded && s.opt.UndeliveredAfter > 0 {
-		keys = append(keys, s.dueKey()) // the script schedules the user itself
+	if s.pushes != nil {
+		c := &pushCall{ctx: ctx, msg: Message{User: user, Data: data, PushOptions: o}, reply: make(chan Result, 1)}
+		if err := s.pushes.Do(ctx, c); err != nil {
+			return Result{}, fmt.Errorf("inbox: push %s: %w", user, err)
+		}
+		r := <-c.reply
+		return r, r.Err
 	}
+	keys := []string{s.Channel(user), s.Key(user)}
 	args := s.pushArgs(user, data, o)
 	var res Result
 	err := retry(ctx, func() error {
@@ -213,7 +233,7 @@ func (s *Redis) Push(ctx context.Context, user string, data []byte, o PushOption
 	if err != nil {
 		return Result{}, fmt.Errorf("inbox: push %s: %w", user, err)
 	}
-	if res.deadline > 0 && s.opt.Sharded {
+	if res.deadline > 0 {
 		// In a Cluster the schedule lives in another slot than the user: added after the
 		// push, it is missed if this node dies in between (README, events).
 		if err := s.rdb.ZAddLT(ctx, s.dueKey(), redis.Z{Score: float64(res.deadline), Member: user}).Err(); err != nil {
@@ -221,37 +241,6 @@ func (s *Redis) Push(ctx context.Context, user string, data []byte, o PushOption
 		}
 	}
 	return res, nil
-}
-
-// PushMany pushes data to every user and answers each user on its own: a user whose push
-// failed gets Err, the others succeed. The pushes share the batcher's pipelines.
-func (s *Redis) PushMany(ctx context.Context, users []string, data []byte, o PushOptions) []Result {
-	out := make([]Result, len(users))
-	done := make(chan struct{}, len(users))
-	// One goroutine per user would be many for 1,000 users; a few callers keep the batcher's
-	// pipelines full while bounding the goroutines.
-	const callers = 16
-	next := make(chan int, len(users))
-	for i := range users {
-		next <- i
-	}
-	close(next)
-	for range min(callers, len(users)) {
-		go func() {
-			for i := range next {
-				r, err := s.Push(ctx, users[i], data, o)
-				if err != nil {
-					r.Err = err
-				}
-				out[i] = r
-				done <- struct{}{}
-			}
-		}()
-	}
-	for range users {
-		<-done
-	}
-	return out
 }
 
 func parsePush(cmd *redis.Cmd) (Result, error) {

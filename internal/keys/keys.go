@@ -45,3 +45,8 @@ func (p Prefix) Reap(node string) string { return string(p) + "reap:{" + node + 
 
 // Due is the schedule of users with an undelivered-after deadline pending.
 func (p Prefix) Due() string { return string(p) + "due" }
+
+// PushBatch records the results of one batch of pushes (id: the gateway's own), so that a batch
+// whose reply was lost and that is sent again answers what it did instead of pushing twice.
+// Single-node Redis only: a batch names keys of many users.
+func (p Prefix) PushBatch(id string) string { return string(p) + "batch:" + id }

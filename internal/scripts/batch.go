@@ -4,24 +4,9 @@ package scripts
 
 import (
 	"context"
-	"errors"
 	"slices"
-	"sync"
-	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
-)
-
-// ErrClosed is returned by Run once Close has begun.
-var ErrClosed = errors.New("scripts: closed")
-
-const (
-	// Workers is how many batches may be in flight at once. Each worker takes one call,
-	// then whatever else is already waiting: concurrent calls share a round trip, and a
-	// lone call goes out at once.
-	Workers = 3
-	// MaxBatch bounds one pipeline.
-	MaxBatch = 128
 )
 
 // scriptCall is one script run waiting for a batch.
@@ -36,48 +21,21 @@ type scriptCall struct {
 }
 
 // Batcher runs the scripts of concurrent calls in shared pipelines (one write and one read
-// for many calls instead of one each). It never waits for a batch to fill: a call made while
-// nothing is in flight runs at once on its caller's goroutine; one made while others are in
-// flight goes to a worker, which takes it and whatever else is waiting. The workers start
-// with the first such call and stop at close.
+// for many calls instead of one each), batched by a Runner: never waiting for a batch to fill.
 type Batcher struct {
-	rdb       redis.UniversalClient
-	calls     chan *scriptCall // unbuffered: a call is either taken by a worker or not at all
-	stop      chan struct{}
-	startOnce sync.Once
-	stopOnce  sync.Once
-	wg        sync.WaitGroup
-	// active counts the batches being run (by a worker or by an idle caller itself).
-	active atomic.Int32
-	// mu is held shared by callers that run their call themselves; close takes it to wait
-	// for them and set closed.
-	mu     sync.RWMutex
-	closed bool
+	rdb redis.UniversalClient
+	run *Runner[*scriptCall]
 }
 
 func New(rdb redis.UniversalClient) *Batcher {
-	return &Batcher{rdb: rdb, calls: make(chan *scriptCall), stop: make(chan struct{})}
-}
-
-func (b *Batcher) start() {
-	b.wg.Add(Workers)
-	for range Workers {
-		go b.work()
-	}
+	b := &Batcher{rdb: rdb}
+	b.run = NewRunner(b.exec)
+	return b
 }
 
 // Close stops the workers after the batches in flight; calls not yet taken get ErrClosed. The
 // Redis client is the caller's: close it afterwards.
-func (b *Batcher) Close() {
-	b.stopOnce.Do(func() {
-		b.startOnce.Do(func() {}) // no workers start after this
-		close(b.stop)             // first: the callers waiting for a worker get ErrClosed now
-		b.mu.Lock()
-		b.closed = true
-		b.mu.Unlock()
-	})
-	b.wg.Wait()
-}
+func (b *Batcher) Close() { b.run.Close() }
 
 // Run runs script like script.Run, in a batch with whatever other calls are waiting.
 //
@@ -87,27 +45,8 @@ func (b *Batcher) Close() {
 // caller had left".
 func (b *Batcher) Run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
 	c := &scriptCall{ctx: ctx, script: script, keys: keys, args: args, reply: make(chan *redis.Cmd, 1)}
-	if b.active.Load() == 0 {
-		// Nothing in flight, so nothing to share a round trip with: run it here. The hand-off
-		// to a worker and back costs two goroutine wake-ups (≈ 15 µs per call on the
-		// benchmark machine), which a lone call would pay for nothing.
-		b.mu.RLock()
-		defer b.mu.RUnlock()
-		if b.closed {
-			return errCmd(ctx, ErrClosed)
-		}
-		b.active.Add(1)
-		defer b.active.Add(-1)
-		b.exec([]*scriptCall{c})
-		return <-c.reply
-	}
-	b.startOnce.Do(b.start)
-	select {
-	case b.calls <- c:
-	case <-ctx.Done():
-		return errCmd(ctx, ctx.Err())
-	case <-b.stop:
-		return errCmd(ctx, ErrClosed)
+	if err := b.run.Do(ctx, c); err != nil {
+		return errCmd(ctx, err)
 	}
 	return <-c.reply
 }
@@ -116,33 +55,6 @@ func errCmd(ctx context.Context, err error) *redis.Cmd {
 	cmd := redis.NewCmd(ctx)
 	cmd.SetErr(err)
 	return cmd
-}
-
-func (b *Batcher) work() {
-	defer b.wg.Done()
-	batch := make([]*scriptCall, 0, MaxBatch)
-	for {
-		select {
-		case c := <-b.calls:
-			batch = append(batch, c)
-			b.active.Add(1)
-		case <-b.stop:
-			return
-		}
-	more: // take what is already waiting, without waiting for more
-		for len(batch) < MaxBatch {
-			select {
-			case c := <-b.calls:
-				batch = append(batch, c)
-			default:
-				break more
-			}
-		}
-		b.exec(batch)
-		b.active.Add(-1)
-		clear(batch)
-		batch = batch[:0]
-	}
 }
 
 // exec runs batch as one pipeline and answers every call. A NOSCRIPT (Redis restarted or its

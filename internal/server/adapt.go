@@ -13,7 +13,7 @@ import (
 // the API each declare what they need in their own types; the adapters below translate.
 type store interface {
 	Push(ctx context.Context, user string, data []byte, o inbox.PushOptions) (inbox.Result, error)
-	PushMany(ctx context.Context, users []string, data []byte, o inbox.PushOptions) []inbox.Result
+	PushBatch(ctx context.Context, msgs []inbox.Message) []inbox.Result
 	Read(ctx context.Context, user string, after int64) (inbox.Range, error)
 	Ack(ctx context.Context, user string, seq int64) error
 }
@@ -38,8 +38,12 @@ func (p apiPusher) Push(ctx context.Context, user string, data []byte, o api.Pus
 	return apiResult(r), err
 }
 
-func (p apiPusher) PushMany(ctx context.Context, users []string, data []byte, o api.PushOptions) []api.PushResult {
-	rs := p.s.PushMany(ctx, users, data, inbox.PushOptions(o))
+func (p apiPusher) PushBatch(ctx context.Context, msgs []api.Message) []api.PushResult {
+	in := make([]inbox.Message, len(msgs))
+	for i, m := range msgs {
+		in[i] = inbox.Message{User: m.User, Data: m.Data, PushOptions: inbox.PushOptions(m.PushOptions)}
+	}
+	rs := p.s.PushBatch(ctx, in)
 	out := make([]api.PushResult, len(rs))
 	for i, r := range rs {
 		out[i] = apiResult(r)
