@@ -282,8 +282,8 @@ func TestRedisLostReplyIsNotDuplicated(t *testing.T) {
 	}
 }
 
-// loseReply runs a push script and then reports a connection error, once per push, as a
-// Redis that died after running it would.
+// loseReply runs a script (or a pipeline of them) and then reports a connection error, every
+// other time, as a Redis that died after running it would.
 type loseReply struct {
 	on   atomic.Bool
 	lost atomic.Int64
@@ -292,16 +292,23 @@ type loseReply struct {
 func (h *loseReply) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (h *loseReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		err := next(ctx, cmd)
-		if h.on.Load() && err == nil && cmd.Name() == "evalsha" && h.lost.Add(1)%2 == 1 {
-			cmd.SetErr(io.ErrUnexpectedEOF)
-			return io.ErrUnexpectedEOF
-		}
-		return err
+		return h.lose(next(ctx, cmd), cmd)
 	}
 }
 func (h *loseReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		return h.lose(next(ctx, cmds), cmds...)
+	}
+}
+
+func (h *loseReply) lose(err error, cmds ...redis.Cmder) error {
+	if !h.on.Load() || err != nil || cmds[0].Name() != "evalsha" || h.lost.Add(1)%2 == 0 {
+		return err
+	}
+	for _, c := range cmds {
+		c.SetErr(io.ErrUnexpectedEOF)
+	}
+	return io.ErrUnexpectedEOF
 }
 
 // A multi-user push answers each user: one that failed gets Err, the others are accepted.

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strconv"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -71,7 +69,7 @@ func TestPushBatchOrder(t *testing.T) {
 func TestRedisBatchLostReplyIsNotDuplicated(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1}) // only our retry
-	hook := &losePipelineReply{}
+	hook := &loseReply{}
 	rdb.AddHook(hook)
 	t.Cleanup(func() { _ = rdb.Close() })
 	s := inbox.NewRedis(rdb, inbox.Options{Prefix: redistest.Prefix(t), Max: 100})
@@ -96,30 +94,6 @@ func TestRedisBatchLostReplyIsNotDuplicated(t *testing.T) {
 		if r := read(t, s, u, 0); r.Latest != 75 || len(r.Msgs) != 75 {
 			t.Fatalf("%s stored: %s; want each message exactly once", u, rangeString(r))
 		}
-	}
-}
-
-// losePipelineReply lets the first pipeline that runs scripts through, then reports a
-// connection error, as a Redis that died after running it would.
-type losePipelineReply struct {
-	on   atomic.Bool
-	lost atomic.Int64
-}
-
-func (h *losePipelineReply) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *losePipelineReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return next
-}
-func (h *losePipelineReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		err := next(ctx, cmds)
-		if h.on.Load() && err == nil && cmds[0].Name() == "evalsha" && h.lost.Add(1) == 1 {
-			for _, c := range cmds {
-				c.SetErr(io.ErrUnexpectedEOF)
-			}
-			return io.ErrUnexpectedEOF
-		}
-		return err
 	}
 }
 
