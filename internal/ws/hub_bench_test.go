@@ -1,20 +1,16 @@
 package ws_test
 
 import (
-	"context"
 	"fmt"
-	"io"
-	"net"
 	"runtime"
 	"strconv"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/server"
+	"github.com/wsgateway/wsgateway/internal/testutil/gwtest"
+	"github.com/wsgateway/wsgateway/internal/testutil/wsclient"
 )
 
 // The hub benchmarks run the real server in-process (in-memory bus and store, --dev) with real
@@ -37,90 +33,11 @@ func startServer(tb testing.TB) *server.Server {
 // startServerWith is startServer with the settings changed by edit before the start.
 func startServerWith(tb testing.TB, edit func(*config.Config)) *server.Server {
 	tb.Helper()
-	cfg := config.Default()
-	cfg.Dev = true
-	cfg.Addr = "127.0.0.1:0"
-	cfg.NodeID = "bench"
-	cfg.ShutdownGrace = 10 * time.Second
-	edit(&cfg)
-	srv, err := server.New(cfg, server.Options{CloseGrace: 100 * time.Millisecond})
-	if err != nil {
-		tb.Fatalf("server.New: %v", err)
-	}
-	if err := srv.Listen(); err != nil {
-		tb.Fatalf("Listen: %v", err)
-	}
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			tb.Errorf("Shutdown: %v", err)
-		}
-	})
-	return srv
-}
-
-// counter is what one benchmark client read. closed is set when its connection ended.
-type counter struct {
-	n      atomic.Int64
-	closed atomic.Bool
-}
-
-// minRead is the fewest messages any of cs read; it fails the benchmark when a connection
-// ended (a slow-consumer close would otherwise look like a hang).
-func minRead(tb testing.TB, cs []*counter) int64 {
-	m := int64(-1)
-	for _, c := range cs {
-		if c.closed.Load() {
-			tb.Fatal("a client connection ended during the benchmark (slow consumer?)")
-		}
-		if n := c.n.Load(); m < 0 || n < m {
-			m = n
-		}
-	}
-	return m
-}
-
-// dialCounting connects user and counts every message it reads. The reader ends when the
-// server closes the connection (its clean-up, or Shutdown).
-func dialCounting(tb testing.TB, srv *server.Server, user string, local net.IP) *counter {
-	tb.Helper()
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, NetDialContext: dialFrom(local)}
-	c, _, err := d.Dial("ws://"+srv.Addr()+"/ws?user_id="+user, nil)
-	if err != nil {
-		tb.Fatalf("dial %s: %v", user, err)
-	}
-	cnt := &counter{}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			_, r, err := c.NextReader()
-			if err != nil {
-				cnt.closed.Store(true)
-				return
-			}
-			if _, err := io.Copy(io.Discard, r); err != nil {
-				cnt.closed.Store(true)
-				return
-			}
-			cnt.n.Add(1)
-		}
-	}()
-	tb.Cleanup(func() { c.Close(); <-done })
-	return cnt
-}
-
-// waitUntil polls cond until it holds or 30 s passed.
-func waitUntil(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	return gwtest.Start(tb, "bench", gwtest.Options{
+		Config:       edit,
+		Server:       server.Options{CloseGrace: 100 * time.Millisecond},
+		ShutdownWait: 10 * time.Second,
+	}).Srv
 }
 
 // BenchmarkHubDeliver is the fan-out to one user's devices: Hub.Deliver (what the bus calls
@@ -130,22 +47,22 @@ func BenchmarkHubDeliver(b *testing.B) {
 	for _, devices := range []int{1, 4, 16} {
 		b.Run("devices="+strconv.Itoa(devices), func(b *testing.B) {
 			srv := startServer(b)
-			cs := make([]*counter, devices)
+			cs := make(wsclient.Counters, devices)
 			for i := range cs {
-				cs[i] = dialCounting(b, srv, "bench", nil)
+				cs[i] = wsclient.Count(b, srv.Addr(), wsclient.Options{User: "bench"})
 			}
 			hub := srv.ForTest().Hub()
-			waitUntil(b, "connections", func() bool { return hub.Conns() == devices })
+			wsclient.Await(b, "connections", func() bool { return hub.Conns() == devices })
 			b.ReportAllocs()
 			b.ResetTimer()
 			start := time.Now()
 			for i := 0; i < b.N; i++ {
-				for int64(i-window) > minRead(b, cs) {
+				for int64(i-window) > cs.Min(b) {
 					runtime.Gosched()
 				}
 				hub.Deliver("bench", 0, benchPayload)
 			}
-			waitUntil(b, "deliveries", func() bool { return minRead(b, cs) >= int64(b.N) })
+			wsclient.Await(b, "deliveries", func() bool { return cs.Min(b) >= int64(b.N) })
 			el := time.Since(start)
 			b.StopTimer()
 			want := int64(b.N) * int64(devices)
@@ -160,22 +77,22 @@ func BenchmarkHubBroadcast(b *testing.B) {
 	for _, conns := range []int{100, 1000} {
 		b.Run("conns="+strconv.Itoa(conns), func(b *testing.B) {
 			srv := startServer(b)
-			cs := make([]*counter, conns)
+			cs := make(wsclient.Counters, conns)
 			for i := range cs {
-				cs[i] = dialCounting(b, srv, fmt.Sprintf("b%d", i), sourceAddr(i))
+				cs[i] = wsclient.Count(b, srv.Addr(), wsclient.Options{User: fmt.Sprintf("b%d", i), Local: wsclient.SourceAddr(i)})
 			}
 			hub := srv.ForTest().Hub()
-			waitUntil(b, "connections", func() bool { return hub.Conns() == conns })
+			wsclient.Await(b, "connections", func() bool { return hub.Conns() == conns })
 			b.ReportAllocs()
 			b.ResetTimer()
 			start := time.Now()
 			for i := 0; i < b.N; i++ {
-				for int64(i-window/4) > minRead(b, cs) {
+				for int64(i-window/4) > cs.Min(b) {
 					runtime.Gosched()
 				}
 				hub.Broadcast(benchPayload)
 			}
-			waitUntil(b, "deliveries", func() bool { return minRead(b, cs) >= int64(b.N) })
+			wsclient.Await(b, "deliveries", func() bool { return cs.Min(b) >= int64(b.N) })
 			el := time.Since(start)
 			b.StopTimer()
 			want := int64(b.N) * int64(conns)
@@ -184,16 +101,3 @@ func BenchmarkHubBroadcast(b *testing.B) {
 		})
 	}
 }
-
-// dialFrom dials from local (nil: the kernel's choice).
-func dialFrom(local net.IP) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	d := &net.Dialer{}
-	if local != nil {
-		d.LocalAddr = &net.TCPAddr{IP: local}
-	}
-	return d.DialContext
-}
-
-// sourceAddr spreads client sockets over 127.0.0.2–127.0.0.50 (each address has its own
-// ephemeral ports).
-func sourceAddr(i int) net.IP { return net.IPv4(127, 0, 0, byte(2+i%49)) }

@@ -2,10 +2,8 @@ package wsclient
 
 import (
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 )
 
@@ -105,39 +103,4 @@ func (c *Conn) ExpectV1(tb testing.TB, want string) Frame {
 func (c *Conn) Ack(tb testing.TB, seq int64) {
 	tb.Helper()
 	c.Send(tb, "ack "+strconv.FormatInt(seq, 10))
-}
-
-// Counter is a client that only counts what it reads, for benchmarks: its reader discards
-// every message so the gateway never sees a slow consumer.
-type Counter struct {
-	N      atomic.Int64 // messages read
-	Closed atomic.Bool  // the connection ended
-}
-
-// Count connects like [MustDial] and counts the messages read by a goroutine of its own; the
-// test's clean-up closes the connection and waits for that reader.
-func Count(tb testing.TB, addr string, o Options) *Counter {
-	tb.Helper()
-	c, resp, err := Dial(addr, o)
-	if err != nil {
-		tb.Fatalf("dial %s: %v (%s)", redact(URL(addr, o)), err, Describe(resp))
-	}
-	cnt := &Counter{}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		defer cnt.Closed.Store(true)
-		for {
-			_, r, err := c.NextReader()
-			if err != nil {
-				return
-			}
-			if _, err := io.Copy(io.Discard, r); err != nil {
-				return
-			}
-			cnt.N.Add(1)
-		}
-	}()
-	tb.Cleanup(func() { c.Close(); <-done })
-	return cnt
 }
