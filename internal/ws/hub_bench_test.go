@@ -11,6 +11,7 @@ import (
 	"github.com/wsgateway/wsgateway/internal/server"
 	"github.com/wsgateway/wsgateway/internal/testutil/gwtest"
 	"github.com/wsgateway/wsgateway/internal/testutil/wsclient"
+	"github.com/wsgateway/wsgateway/internal/ws"
 )
 
 // The hub benchmarks run the real server in-process (in-memory bus and store, --dev) with real
@@ -46,28 +47,8 @@ func startServerWith(tb testing.TB, edit func(*config.Config)) *server.Server {
 func BenchmarkHubDeliver(b *testing.B) {
 	for _, devices := range []int{1, 4, 16} {
 		b.Run("devices="+strconv.Itoa(devices), func(b *testing.B) {
-			srv := startServer(b)
-			cs := make(wsclient.Counters, devices)
-			for i := range cs {
-				cs[i] = wsclient.Count(b, srv.Addr(), wsclient.Options{User: "bench"})
-			}
-			hub := srv.ForTest().Hub()
-			wsclient.Await(b, "connections", func() bool { return hub.Conns() == devices })
-			b.ReportAllocs()
-			b.ResetTimer()
-			start := time.Now()
-			for i := 0; i < b.N; i++ {
-				for int64(i-window) > cs.Min(b) {
-					runtime.Gosched()
-				}
-				hub.Deliver("bench", 0, benchPayload)
-			}
-			wsclient.Await(b, "deliveries", func() bool { return cs.Min(b) >= int64(b.N) })
-			el := time.Since(start)
-			b.StopTimer()
-			want := int64(b.N) * int64(devices)
-			b.ReportMetric(float64(want)/el.Seconds(), "msgs/s")
-			b.ReportMetric(float64(el.Nanoseconds())/float64(want), "ns/msg")
+			benchFanout(b, devices, window, func(int) wsclient.Options { return wsclient.Options{User: "bench"} },
+				func(hub *ws.Hub) { hub.Deliver("bench", 0, benchPayload) })
 		})
 	}
 }
@@ -76,28 +57,37 @@ func BenchmarkHubDeliver(b *testing.B) {
 func BenchmarkHubBroadcast(b *testing.B) {
 	for _, conns := range []int{100, 1000} {
 		b.Run("conns="+strconv.Itoa(conns), func(b *testing.B) {
-			srv := startServer(b)
-			cs := make(wsclient.Counters, conns)
-			for i := range cs {
-				cs[i] = wsclient.Count(b, srv.Addr(), wsclient.Options{User: fmt.Sprintf("b%d", i), Local: wsclient.SourceAddr(i)})
-			}
-			hub := srv.ForTest().Hub()
-			wsclient.Await(b, "connections", func() bool { return hub.Conns() == conns })
-			b.ReportAllocs()
-			b.ResetTimer()
-			start := time.Now()
-			for i := 0; i < b.N; i++ {
-				for int64(i-window/4) > cs.Min(b) {
-					runtime.Gosched()
-				}
-				hub.Broadcast(benchPayload)
-			}
-			wsclient.Await(b, "deliveries", func() bool { return cs.Min(b) >= int64(b.N) })
-			el := time.Since(start)
-			b.StopTimer()
-			want := int64(b.N) * int64(conns)
-			b.ReportMetric(float64(want)/el.Seconds(), "msgs/s")
-			b.ReportMetric(float64(el.Nanoseconds())/float64(want), "ns/msg")
+			benchFanout(b, conns, window/4, func(i int) wsclient.Options {
+				return wsclient.Options{User: fmt.Sprintf("b%d", i), Local: wsclient.SourceAddr(i)}
+			}, func(hub *ws.Hub) { hub.Broadcast(benchPayload) })
 		})
 	}
+}
+
+// benchFanout connects n counting clients (client(i) says how), then sends b.N times, never
+// while the slowest client is more than behind messages back, and reports the copies read per
+// second and the time per copy.
+func benchFanout(b *testing.B, n, behind int, client func(i int) wsclient.Options, send func(*ws.Hub)) {
+	srv := startServer(b)
+	cs := make(wsclient.Counters, n)
+	for i := range cs {
+		cs[i] = wsclient.Count(b, srv.Addr(), client(i))
+	}
+	hub := srv.ForTest().Hub()
+	wsclient.Await(b, "connections", func() bool { return hub.Conns() == n })
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		for int64(i-behind) > cs.Min(b) {
+			runtime.Gosched()
+		}
+		send(hub)
+	}
+	wsclient.Await(b, "deliveries", func() bool { return cs.Min(b) >= int64(b.N) })
+	el := time.Since(start)
+	b.StopTimer()
+	want := int64(b.N) * int64(n)
+	b.ReportMetric(float64(want)/el.Seconds(), "msgs/s")
+	b.ReportMetric(float64(el.Nanoseconds())/float64(want), "ns/msg")
 }
