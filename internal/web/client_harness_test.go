@@ -220,6 +220,18 @@ func (h clientHarness) kick(name, user string) {
 	h.waitState(name, "stopped")
 }
 
+// awayAndBack has client name (of user) receive <prefix>1..<prefix><had>, be kicked (stopped),
+// miss what is pushed up to <prefix><upTo>, and connect again.
+func (h clientHarness) awayAndBack(name, user, prefix string, had, upTo int) {
+	h.t.Helper()
+	h.waitState(name, "open")
+	pushN(h.t, h.gw, user, prefix, 1, had)
+	h.waitMessages(name, had)
+	h.kick(name, user)
+	pushN(h.t, h.gw, user, prefix, had+1, upTo)
+	mustEval[bool](h.tab, fmt.Sprintf(`runs[%q].c.connect(), true`, name))
+}
+
 // withoutPongs drops the "pong" frames from what a socket received.
 func withoutPongs(frames []string) []string {
 	return slices.DeleteFunc(slices.Clone(frames), func(f string) bool { return f == "pong" })

@@ -19,13 +19,7 @@ import (
 func TestClientResume(t *testing.T) {
 	h := startHarness(t)
 	h.start("r", fmt.Sprintf(`{url: %q, userId: "rosa", ackInterval: 600000, ackEvery: 100000}`, h.wsURL()))
-	h.waitState("r", "open")
-	pushN(t, h.gw, "rosa", "m", 1, 3)
-	h.waitMessages("r", 3)
-
-	h.kick("r", "rosa")
-	pushN(t, h.gw, "rosa", "m", 4, 5)
-	mustEval[bool](h.tab, `runs["r"].c.connect(), true`)
+	h.awayAndBack("r", "rosa", "m", 3, 5)
 	h.waitMessages("r", 5)
 	pushN(t, h.gw, "rosa", "m", 6, 6)
 	msgs := h.waitMessages("r", 6)
@@ -92,13 +86,7 @@ func TestClientGap(t *testing.T) {
 	cfg.OfflineMax = 3
 	h := startHarnessWith(t, cfg)
 	h.start("g", fmt.Sprintf(`{url: %q, userId: "gil"}`, h.wsURL()))
-	h.waitState("g", "open")
-	pushN(t, h.gw, "gil", "g", 1, 2)
-	h.waitMessages("g", 2)
-
-	h.kick("g", "gil")
-	pushN(t, h.gw, "gil", "g", 3, 10)
-	mustEval[bool](h.tab, `runs["g"].c.connect(), true`)
+	h.awayAndBack("g", "gil", "g", 2, 10)
 	h.waitMessages("g", 5)
 
 	var order []string
