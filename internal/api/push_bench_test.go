@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -14,13 +13,14 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/gorilla/websocket"
 
 	"github.com/wsgateway/wsgateway/internal/api"
 	"github.com/wsgateway/wsgateway/internal/auth"
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/server"
+	"github.com/wsgateway/wsgateway/internal/testutil/gwtest"
 	"github.com/wsgateway/wsgateway/internal/testutil/redistest"
+	"github.com/wsgateway/wsgateway/internal/testutil/wsclient"
 )
 
 // benchData is about the size of a typical push (the figures use ~100 bytes).
@@ -99,42 +99,25 @@ func BenchmarkPushHandler(b *testing.B) {
 func BenchmarkPushServer(b *testing.B) {
 	for _, mode := range []string{"memory", "redis"} {
 		b.Run(mode, func(b *testing.B) {
-			cfg := config.Default()
-			cfg.Addr = "127.0.0.1:0"
-			cfg.NodeID = "bench"
-			cfg.JWTSecret = "bench-secret"
-			cfg.APIKeys = []string{benchKey}
-			cfg.Dev = true // ?user_id= for the clients; the API still wants the key
-			if mode == "redis" {
-				rs := redistest.Start(b)
-				cfg.RedisURL = rs.URL()
-				cfg.KeyPrefix = redistest.Prefix(b)
-			}
-			srv, err := server.New(cfg, server.Options{CloseGrace: 100 * time.Millisecond})
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := srv.Listen(); err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				_ = srv.Shutdown(ctx)
+			n := gwtest.Start(b, "bench", gwtest.Options{
+				Config: func(cfg *config.Config) {
+					cfg.JWTSecret = "bench-secret"
+					cfg.APIKeys = []string{benchKey} // --dev's ?user_id= for the clients; the API wants the key
+					if mode == "redis" {
+						rs := redistest.Start(b)
+						cfg.RedisURL = rs.URL()
+						cfg.KeyPrefix = redistest.Prefix(b)
+					}
+				},
+				Server:       server.Options{CloseGrace: 100 * time.Millisecond},
+				Ready:        30 * time.Second,
+				ShutdownWait: 10 * time.Second,
 			})
-			base := "http://" + srv.Addr()
-			waitUntil(b, "/readyz", func() bool {
-				resp, err := http.Get(base + "/readyz")
-				if err != nil {
-					return false
-				}
-				resp.Body.Close()
-				return resp.StatusCode == http.StatusOK
-			})
+			base := n.URL("")
 			const users = 256
-			var recv atomic.Int64
-			for i := range users {
-				dialCounting(b, "ws://"+srv.Addr()+"/ws?user_id=u"+strconv.Itoa(i), i, &recv)
+			cs := make(wsclient.Counters, users)
+			for i := range cs {
+				cs[i] = wsclient.Count(b, n.Addr, wsclient.Options{User: "u" + strconv.Itoa(i), Local: wsclient.SourceAddr(i)})
 			}
 			tr := &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}
 			defer tr.CloseIdleConnections()
@@ -163,51 +146,14 @@ func BenchmarkPushServer(b *testing.B) {
 				}
 			})
 			sent := next.Load()
-			waitUntil(b, "deliveries", func() bool { return recv.Load() >= sent-failed.Load() })
+			wsclient.Await(b, "deliveries", func() bool { return cs.Sum() >= sent-failed.Load() })
 			el := time.Since(start)
 			b.StopTimer()
 			if f := failed.Load(); f > 0 {
 				b.Fatalf("%d pushes failed", f)
 			}
 			b.ReportMetric(float64(sent)/el.Seconds(), "pushes/s")
-			b.ReportMetric(float64(recv.Load())/el.Seconds(), "deliveries/s")
+			b.ReportMetric(float64(cs.Sum())/el.Seconds(), "deliveries/s")
 		})
-	}
-}
-
-// dialCounting connects a client to u and counts the messages it reads.
-func dialCounting(tb testing.TB, u string, i int, recv *atomic.Int64) {
-	tb.Helper()
-	d := websocket.Dialer{
-		HandshakeTimeout: 10 * time.Second,
-		NetDialContext:   (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%49))}}).DialContext,
-	}
-	c, _, err := d.Dial(u, nil)
-	if err != nil {
-		tb.Fatalf("dial %s: %v", u, err)
-	}
-	tb.Cleanup(func() { c.Close() })
-	go func() {
-		for {
-			_, r, err := c.NextReader()
-			if err != nil {
-				return
-			}
-			if _, err := io.Copy(io.Discard, r); err != nil {
-				return
-			}
-			recv.Add(1)
-		}
-	}()
-}
-
-func waitUntil(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }

@@ -84,40 +84,29 @@ func TestProtocolViolations(t *testing.T) {
 	g.stillServes(t, c)
 }
 
-// TestPingFlood: every ping costs the gateway a pong write, so pings count against
-// max-inbound-rate; a flood is closed with 1008 after the burst (twice the rate).
-func TestPingFlood(t *testing.T) {
+// TestControlFloods: every ping costs the gateway a pong write, and unsolicited pongs, legal
+// (RFC 6455 5.5.3), are still inbound work: both count against max-inbound-rate, so a flood of
+// either is closed with 1008 after the burst (twice the rate).
+func TestControlFloods(t *testing.T) {
 	t.Parallel()
-	g := start(t, func(c *config.Config) { c.MaxInboundRate = 20 }, server.Options{})
-	c := g.startCanary(t)
-
-	r := g.rawDial(t, "pinger")
-	flood := make([]byte, 0, 500*12)
-	for i := range 500 {
-		flood = append(flood, frame(opPing, []byte(strconv.Itoa(i)))...)
+	for _, op := range []byte{opPing, opPong} {
+		t.Run(map[byte]string{opPing: "ping", opPong: "pong"}[op], func(t *testing.T) {
+			t.Parallel()
+			g := start(t, func(c *config.Config) { c.MaxInboundRate = 20 }, server.Options{})
+			c := g.startCanary(t)
+			r := g.rawDial(t, "flooder")
+			flood := make([]byte, 0, 500*12)
+			for i := range 500 {
+				flood = append(flood, frame(op, []byte(strconv.Itoa(i)))...)
+			}
+			r.send(t, flood)
+			if pongs, burst := r.expectClose(t, 1008), 2*20; pongs > burst+5 {
+				t.Errorf("%d pongs before the close; the burst is %d", pongs, burst)
+			}
+			g.waitMetric(t, 1, "wsgateway_disconnects_total", "reason", "rate_limited")
+			g.stillServes(t, c)
+		})
 	}
-	r.send(t, flood)
-	pongs := r.expectClose(t, 1008)
-	if burst := 2 * 20; pongs > burst+5 {
-		t.Errorf("%d pongs before the close; the burst is %d", pongs, burst)
-	}
-	g.waitMetric(t, 1, "wsgateway_disconnects_total", "reason", "rate_limited")
-	g.stillServes(t, c)
-}
-
-// TestPongFlood: unsolicited pongs are legal (RFC 6455 5.5.3) but a flood of them is still
-// inbound work; they count against max-inbound-rate like every other frame.
-func TestPongFlood(t *testing.T) {
-	t.Parallel()
-	g := start(t, func(c *config.Config) { c.MaxInboundRate = 20 }, server.Options{})
-	c := g.startCanary(t)
-
-	r := g.rawDial(t, "ponger")
-	flood := bytes.Repeat(frame(opPong, []byte("p")), 500)
-	r.send(t, flood)
-	r.expectClose(t, 1008)
-	g.waitMetric(t, 1, "wsgateway_disconnects_total", "reason", "rate_limited")
-	g.stillServes(t, c)
 }
 
 // TestDataFlood: data frames, and the text "ping" that costs a "pong" each, over

@@ -66,10 +66,7 @@ func TestCrossSiteHijacking(t *testing.T) {
 				if o != "" {
 					hdr = origin(expand(o))
 				}
-				conn, resp, err := g.dial(attackerIP, tok, hdr)
-				if err != nil {
-					t.Fatalf("origin %q: %v (HTTP %d)", o, err, status(resp))
-				}
+				conn := g.connect(t, attackerIP, tok, hdr)
 				conn.Close()
 			}
 			g.stillServes(t, c)
@@ -134,10 +131,7 @@ func TestForgedTokens(t *testing.T) {
 	g.waitMetric(t, float64(n), "wsgateway_refused_total", "status", "401")
 
 	// The control: a genuine RS256 token connects, so the refusals above are about the forgery.
-	conn, resp, err := g.dial(attackerIP, "token="+g.sign("victim"), nil)
-	if err != nil {
-		t.Fatalf("genuine RS256 token: %v (HTTP %d)", err, status(resp))
-	}
+	conn := g.connect(t, attackerIP, "token="+g.sign("victim"), nil)
 	conn.Close()
 	g.stillServes(t, c)
 	logs := g.logs.String()
@@ -171,17 +165,14 @@ func TestOtherUsersIDWithoutDev(t *testing.T) {
 		{"user_id=victim&token=" + mallory, nil},
 		{"user_id=victim", http.Header{"Authorization": {"Bearer " + mallory}}},
 	} {
-		conn, resp, err := g.dial(attackerIP, tc.query, tc.hdr)
-		if err != nil {
-			t.Fatalf("mallory's token: %v (HTTP %d)", err, status(resp))
-		}
+		conn := g.connect(t, attackerIP, tc.query, tc.hdr)
 		if code, body := g.push(t, "victim", `"for victim"`); code != http.StatusOK || !strings.Contains(body, `"online":false`) {
 			t.Fatalf("push to victim: HTTP %d %s; want 200 with victim offline", code, body)
 		}
 		if code, _ := g.push(t, "mallory", `"for mallory"`); code != http.StatusOK {
 			t.Fatalf("push to mallory: HTTP %d", code)
 		}
-		if got := readText(t, conn); got != `"for mallory"` {
+		if got := conn.NextText(t); got != `"for mallory"` {
 			t.Fatalf("mallory received %q", got)
 		}
 		conn.Close()
@@ -321,9 +312,8 @@ func TestMaxConnsPerIP(t *testing.T) {
 
 	held[0].Close()
 	wait.For(t, patience, func() bool {
-		conn, resp, err := g.dial(attackerIP, "token="+g.sign("attacker-again"), nil)
+		conn, _, err := g.dial(attackerIP, "token="+g.sign("attacker-again"), nil)
 		if err != nil {
-			status(resp)
 			return false
 		}
 		conn.Close()

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"go.uber.org/goleak"
 
 	"github.com/wsgateway/wsgateway/internal/config"
@@ -24,6 +23,7 @@ import (
 	"github.com/wsgateway/wsgateway/internal/testutil/logbuf"
 	"github.com/wsgateway/wsgateway/internal/testutil/metricstest"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
+	"github.com/wsgateway/wsgateway/internal/testutil/wsclient"
 )
 
 // goleak runs after every test and every gateway's Shutdown: an attack that leaves a
@@ -111,74 +111,31 @@ func start(t *testing.T, mutate func(*config.Config), opt server.Options) *gatew
 
 // dial opens /ws?query from the loopback address local. It returns the handshake response
 // too, whose status tells a refusal.
-func (g *gateway) dial(local, query string, hdr http.Header) (*websocket.Conn, *http.Response, error) {
-	nd := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}, Timeout: patience}
-	d := websocket.Dialer{NetDialContext: nd.DialContext, HandshakeTimeout: patience}
-	return d.Dial("ws://"+g.addr+"/ws?"+query, hdr)
+func (g *gateway) dial(local, query string, hdr http.Header) (*wsclient.Conn, *http.Response, error) {
+	return wsclient.Dial(g.addr, g.options(local, query, hdr))
+}
+
+func (g *gateway) options(local, query string, hdr http.Header) wsclient.Options {
+	return wsclient.Options{Local: net.ParseIP(local), Query: query, Header: hdr, Timeout: patience}
+}
+
+// connect opens /ws?query from local, or fails the test; the clean-up closes it.
+func (g *gateway) connect(t *testing.T, local, query string, hdr http.Header) *wsclient.Conn {
+	t.Helper()
+	return wsclient.MustDial(t, g.addr, g.options(local, query, hdr))
 }
 
 // mustDial connects user with a valid token from local, or fails the test.
-func (g *gateway) mustDial(t *testing.T, local, user string) *websocket.Conn {
+func (g *gateway) mustDial(t *testing.T, local, user string) *wsclient.Conn {
 	t.Helper()
-	c, resp, err := g.dial(local, "token="+g.sign(user), nil)
-	if err != nil {
-		t.Fatalf("dial %s from %s: %v (status %d)", user, local, err, status(resp))
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	return g.connect(t, local, "token="+g.sign(user), nil)
 }
 
 // expectRefused dials and asserts an HTTP refusal with want before the upgrade; it returns
 // the JSON error text.
 func (g *gateway) expectRefused(t *testing.T, want int, local, query string, hdr http.Header) string {
 	t.Helper()
-	c, resp, err := g.dial(local, query, hdr)
-	if err == nil {
-		c.Close()
-		t.Fatalf("dial %q: upgraded; want HTTP %d", redact(query), want)
-	}
-	if resp == nil {
-		t.Fatalf("dial %q: %v; want HTTP %d", redact(query), err, want)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != want {
-		t.Fatalf("dial %q: HTTP %d %s; want %d", redact(query), resp.StatusCode, body, want)
-	}
-	var e struct {
-		Error string `json:"error"`
-	}
-	if err := json.Unmarshal(body, &e); err != nil || e.Error == "" {
-		t.Fatalf("dial %q: body %q is not {\"error\": …}", redact(query), body)
-	}
-	return e.Error
-}
-
-func status(resp *http.Response) int {
-	if resp == nil {
-		return 0
-	}
-	resp.Body.Close()
-	return resp.StatusCode
-}
-
-// redact shortens a query for messages: tokens are long and secret-ish.
-func redact(q string) string {
-	if len(q) > 60 {
-		return q[:60] + "…"
-	}
-	return q
-}
-
-// readText reads the next data message from c within patience.
-func readText(t *testing.T, c *websocket.Conn) string {
-	t.Helper()
-	_ = c.SetReadDeadline(time.Now().Add(patience))
-	_, b, err := c.ReadMessage()
-	if err != nil {
-		t.Fatalf("read: %v", err)
-	}
-	return string(b)
+	return wsclient.ExpectRefused(t, g.addr, g.options(local, query, hdr), want)
 }
 
 // --- HTTP API ---
@@ -233,7 +190,7 @@ func (g *gateway) waitMetric(t *testing.T, want float64, name string, labels ...
 type canary struct {
 	g    *gateway
 	user string
-	conn *websocket.Conn
+	conn *wsclient.Conn
 
 	pushed atomic.Int64 // highest sequence number the API accepted
 	mu     sync.Mutex
@@ -367,7 +324,7 @@ func (g *gateway) stillServes(t *testing.T, c *canary) {
 	if code, body := g.push(t, user, `"hello"`); code != http.StatusOK || !strings.Contains(body, `"online":true`) {
 		t.Fatalf("push to a fresh client: HTTP %d %s", code, body)
 	}
-	if got := readText(t, conn); got != `"hello"` {
+	if got := conn.NextText(t); got != `"hello"` {
 		t.Fatalf("fresh client received %q; want %q", got, `"hello"`)
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/wsgateway/wsgateway/internal/testutil/jwttest"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
+	"github.com/wsgateway/wsgateway/internal/testutil/wsclient"
 )
 
 // With --jwt-audience and --jwt-issuer set, a token opens /ws only when it names this
@@ -51,23 +52,17 @@ func TestClientAuthAudienceIssuer(t *testing.T) {
 				return
 			}
 			accepted++
-			c, resp, err := g.dialRaw(t, &dialer, path, nil)
-			if err != nil {
-				t.Fatalf("dial: %v (%s)", err, describe(resp))
-			}
+			c := g.connect(t, wsclient.Options{Path: path})
 			c.Close()
 			wait.For(t, patience, func() bool { return !g.presence(t, "alice") }, "alice still online")
 		})
 	}
-	if n := g.metric(t, "wsgateway_connects_total"); n != float64(accepted) {
+	if n := g.Metric("wsgateway_connects_total"); n != float64(accepted) {
 		t.Fatalf("connects_total = %v, want %d (only the tokens with the right aud and iss)", n, accepted)
 	}
 
 	// Without the settings, aud and iss are not looked at (as before them).
 	open := start(t, prodConfig())
-	c, resp, err := open.dialRaw(t, &dialer, "/ws?token="+hsToken(t, with("aud", "other-app", "iss", "https://evil.example")), nil)
-	if err != nil {
-		t.Fatalf("no jwt-audience/jwt-issuer set, a token with some aud and iss: %v (%s)", err, describe(resp))
-	}
+	c := open.connect(t, wsclient.Options{Token: hsToken(t, with("aud", "other-app", "iss", "https://evil.example"))})
 	c.Close()
 }

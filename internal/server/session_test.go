@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"net/http"
 	"testing"
 	"time"
 
@@ -9,6 +8,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
+	"github.com/wsgateway/wsgateway/internal/testutil/wsclient"
 )
 
 // expiringToken is a token for user that expires at exp (JWT exp has whole seconds).
@@ -22,19 +22,14 @@ func nextWholeSecond(min time.Duration) time.Time {
 	return time.Now().Add(min + time.Second).Truncate(time.Second)
 }
 
-var v1Protocol = http.Header{"Sec-WebSocket-Protocol": {"wsgateway.v1"}}
-
 // With enforce-token-expiry (the default) a connection is closed with 4002 when its token's exp
 // passes: at exp, within a second.
 func TestTokenExpiryCloses(t *testing.T) {
 	g := start(t, prodConfig())
-	for _, proto := range []http.Header{nil, v1Protocol} {
+	for _, v1 := range []bool{false, true} {
 		exp := nextWholeSecond(time.Second)
-		c, resp, err := g.dialRaw(t, &dialer, "/ws?token="+expiringToken(t, "eve", exp), proto)
-		if err != nil {
-			t.Fatalf("dial: %v (%s)", err, describe(resp))
-		}
-		_, code := readUntilClose(t, c)
+		c := g.connect(t, wsclient.Options{Token: expiringToken(t, "eve", exp), V1: v1})
+		_, code := c.ReadUntilClose(t)
 		closed := time.Now()
 		if code != 4002 {
 			t.Fatalf("closed with %d, want 4002 (token expired)", code)
@@ -43,7 +38,7 @@ func TestTokenExpiryCloses(t *testing.T) {
 			t.Fatalf("closed %v from exp, want within ±1s", d)
 		}
 	}
-	wait.For(t, patience, func() bool { return g.metric(t, "wsgateway_disconnects_total", "reason", "token_expired") == 2 },
+	wait.For(t, patience, func() bool { return g.Metric("wsgateway_disconnects_total", "reason", "token_expired") == 2 },
 		"disconnects_total{reason=token_expired} never reached 2")
 }
 
@@ -52,38 +47,26 @@ func TestTokenExpiryCloses(t *testing.T) {
 func TestTokenRefreshInBand(t *testing.T) {
 	g := start(t, prodConfig())
 	exp := nextWholeSecond(time.Second)
-	c, resp, err := g.dialRaw(t, &dialer, "/ws?token="+expiringToken(t, "fay", exp), v1Protocol)
-	if err != nil {
-		t.Fatalf("dial: %v (%s)", err, describe(resp))
-	}
+	c := g.connect(t, wsclient.Options{Token: expiringToken(t, "fay", exp), V1: true})
 	defer c.Close()
-	if err := c.WriteMessage(websocket.TextMessage, []byte("auth "+expiringToken(t, "fay", exp.Add(time.Hour)))); err != nil {
-		t.Fatal(err)
-	}
+	c.Send(t, "auth "+expiringToken(t, "fay", exp.Add(time.Hour)))
 	// Past the first exp, the connection still receives.
 	for time.Now().Before(exp.Add(1500 * time.Millisecond)) {
-		if err := c.WriteMessage(websocket.TextMessage, []byte("ping")); err != nil {
-			t.Fatal(err)
-		}
-		expectNext(t, c, "pong")
+		c.Send(t, "ping")
+		c.Expect(t, "pong")
 		time.Sleep(250 * time.Millisecond) // pacing the pings, not waiting for a condition
 	}
 	g.push(t, "fay", `"still here"`)
-	expectNext(t, c, `1 "still here"`)
+	c.Expect(t, `1 "still here"`)
 
 	for name, token := range map[string]string{
 		"another user": expiringToken(t, "mallory", exp.Add(time.Hour)),
 		"invalid":      "not.a.jwt",
 		"expired":      expiringToken(t, "fay", time.Now().Add(-time.Minute)),
 	} {
-		c, resp, err := g.dialRaw(t, &dialer, "/ws?token="+expiringToken(t, "fay", exp.Add(time.Hour)), v1Protocol)
-		if err != nil {
-			t.Fatalf("%s: dial: %v (%s)", name, err, describe(resp))
-		}
-		if err := c.WriteMessage(websocket.TextMessage, []byte("auth "+token)); err != nil {
-			t.Fatal(err)
-		}
-		msgs, code := readUntilClose(t, c)
+		c := g.connect(t, wsclient.Options{Token: expiringToken(t, "fay", exp.Add(time.Hour)), V1: true})
+		c.Send(t, "auth "+token)
+		msgs, code := c.ReadUntilClose(t)
 		if code != websocket.ClosePolicyViolation {
 			t.Fatalf("%s: closed with %d after %q, want 1008", name, code, msgs)
 		}
@@ -96,18 +79,13 @@ func TestTokenExpiryOff(t *testing.T) {
 	cfg.EnforceTokenExpiry = false
 	g := start(t, cfg)
 	exp := nextWholeSecond(0)
-	c, resp, err := g.dialRaw(t, &dialer, "/ws?token="+expiringToken(t, "gus", exp), nil)
-	if err != nil {
-		t.Fatalf("dial: %v (%s)", err, describe(resp))
-	}
+	c := g.connect(t, wsclient.Options{Token: expiringToken(t, "gus", exp)})
 	defer c.Close()
 	for time.Now().Before(exp.Add(1500 * time.Millisecond)) {
-		if err := c.WriteMessage(websocket.TextMessage, []byte("ping")); err != nil {
-			t.Fatal(err)
-		}
-		expectNext(t, c, "pong")
+		c.Send(t, "ping")
+		c.Expect(t, "pong")
 		time.Sleep(250 * time.Millisecond) // pacing the pings, not waiting for a condition
 	}
 	g.push(t, "gus", `"alive"`)
-	expectNext(t, c, `"alive"`)
+	c.Expect(t, `"alive"`)
 }

@@ -9,434 +9,21 @@ package web_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
-	"github.com/wsgateway/wsgateway/internal/config"
-	"github.com/wsgateway/wsgateway/internal/server"
 	"github.com/wsgateway/wsgateway/internal/testutil/jwttest"
 	"github.com/wsgateway/wsgateway/internal/testutil/redistest"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
-
-// patience bounds every wait. It is far above what any step takes on an idle machine: the
-// suite runs with -race next to other packages on 2-core CI boxes, where chromium starts slowly.
-const patience = 20 * time.Second
-
-// lazy formats as the result of calling it, so a wait.For message can show the last value seen
-// (its args are taken when For is called, the message built only when it fails).
-type lazy func() string
-
-func (l lazy) String() string { return l() }
-
-// --- the gateway -------------------------------------------------------------------------
-
-// gateway is one real gateway process (server.Server) serving one test.
-type gateway struct {
-	srv    *server.Server
-	base   string // http://127.0.0.1:port
-	closed bool
-}
-
-// devConfig is a --dev gateway on a random loopback port, with a fast heartbeat so that the
-// server pings the browser often (Chrome answers pings itself; JavaScript never sees them).
-func devConfig() config.Config {
-	c := config.Default()
-	c.Dev = true
-	c.Addr = "127.0.0.1:0"
-	c.NodeID = "browser-test"
-	c.PingInterval = 250 * time.Millisecond
-	c.PongTimeout = time.Second
-	c.ShutdownGrace = patience
-	return c
-}
-
-// startGateway boots a gateway on cfg.Addr. A fixed address may still be held for a moment
-// (an ephemeral port of some outgoing connection), so binding it is retried until patience.
-// The test's clean-up shuts it down unless the test did.
-func startGateway(t *testing.T, cfg config.Config) *gateway {
-	t.Helper()
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("test config invalid: %v", err)
-	}
-	srv, err := server.New(cfg, server.Options{})
-	if err != nil {
-		t.Fatalf("server.New: %v", err)
-	}
-	g := &gateway{srv: srv}
-	t.Cleanup(func() { g.shutdown(t) })
-	var lastErr error
-	wait.For(t, patience, func() bool {
-		lastErr = srv.Listen()
-		return lastErr == nil
-	}, "gateway listening on %s: %s", cfg.Addr, lazy(func() string { return fmt.Sprint(lastErr) }))
-	g.base = "http://" + srv.Addr()
-	return g
-}
-
-// shutdown drains the gateway: clients get 1001.
-func (g *gateway) shutdown(t *testing.T) {
-	t.Helper()
-	if g.closed {
-		return
-	}
-	g.closed = true
-	defer httpClient.CloseIdleConnections() // no keep-alive goroutines left for goleak
-	ctx, cancel := context.WithTimeout(context.Background(), patience)
-	defer cancel()
-	if err := g.srv.Shutdown(ctx); err != nil {
-		t.Errorf("gateway shutdown: %v", err)
-	}
-}
-
-var httpClient = &http.Client{Timeout: patience, Transport: &http.Transport{Proxy: nil}}
-
-// call does one API request and returns the status and body.
-func (g *gateway) call(t *testing.T, method, path, body string) (int, string) {
-	t.Helper()
-	req, err := http.NewRequest(method, g.base+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, path, err)
-	}
-	return resp.StatusCode, string(b)
-}
-
-type pushResult struct {
-	UserID string `json:"user_id"`
-	Online bool   `json:"online"`
-	Queued bool   `json:"queued"`
-}
-
-// push sends data (JSON text) to user through POST /api/v1/push.
-func (g *gateway) push(t *testing.T, user, data string) pushResult {
-	t.Helper()
-	status, body := g.call(t, http.MethodPost, "/api/v1/push", fmt.Sprintf(`{"user_id":%q,"data":%s}`, user, data))
-	if status != http.StatusOK {
-		t.Fatalf("push to %s: %d %s", user, status, body)
-	}
-	var r struct{ Results []pushResult }
-	if err := json.Unmarshal([]byte(body), &r); err != nil || len(r.Results) != 1 {
-		t.Fatalf("push to %s: answer %s (%v)", user, body, err)
-	}
-	return r.Results[0]
-}
-
-// online asks the presence API whether any node holds a connection of user.
-func (g *gateway) online(t *testing.T, user string) bool {
-	t.Helper()
-	status, body := g.call(t, http.MethodGet, "/api/v1/users/"+url.PathEscape(user)+"/presence", "")
-	if status != http.StatusOK {
-		t.Fatalf("presence of %s: %d %s", user, status, body)
-	}
-	var r struct{ Online bool }
-	if err := json.Unmarshal([]byte(body), &r); err != nil {
-		t.Fatalf("presence of %s: %s (%v)", user, body, err)
-	}
-	return r.Online
-}
-
-// --- the browser -------------------------------------------------------------------------
-
-// chromiumPath finds Debian's chromium: on PATH, else /usr/bin/chromium. Missing, the test is
-// skipped locally and fails in CI (CI set), like the redis-server and nginx helpers.
-func chromiumPath(t *testing.T) string {
-	t.Helper()
-	if p, err := exec.LookPath("chromium"); err == nil {
-		return p
-	}
-	const debian = "/usr/bin/chromium"
-	if fi, err := os.Stat(debian); err == nil && !fi.IsDir() && fi.Mode().Perm()&0o111 != 0 {
-		return debian
-	}
-	msg := "chromium not found on PATH or at " + debian + " (Debian: apt-get install chromium)"
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s; CI is set, so this is a failure, not a skip", msg)
-	}
-	t.Skip(msg)
-	return ""
-}
-
-// startBrowser launches a headless chromium with a fresh profile and returns the context of
-// its first tab. The flags keep it off the network: no first-run, component, sync or
-// background requests, no QUIC. Clean-up closes the browser and makes sure that no process of
-// it is left (they would keep writing into the profile directory while it is removed).
-func startBrowser(t *testing.T) context.Context {
-	t.Helper()
-	exe := chromiumPath(t)
-	profile := t.TempDir()
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(exe),
-		chromedp.Flag("headless", true),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.UserDataDir(profile),
-		chromedp.WindowSize(1280, 800),
-	)
-	var done atomic.Bool // chromedp may log from its goroutines after the test ended
-	logf := func(format string, args ...any) {
-		if !done.Load() {
-			t.Logf("chromedp: "+format, args...)
-		}
-	}
-	ctx, cancel := chromedp.NewContext(allocCtx, chromedp.WithErrorf(logf))
-	t.Cleanup(func() {
-		cctx, ccancel := context.WithTimeout(ctx, patience)
-		if err := chromedp.Cancel(cctx); err != nil {
-			t.Logf("closing chromium: %v", err)
-		}
-		ccancel()
-		cancel()
-		cancelAlloc() // waits for the browser process
-		done.Store(true)
-		var left []int
-		wait.For(t, patience, func() bool {
-			left = processesUsing(profile)
-			return len(left) == 0
-		}, "chromium processes still running after close: %s", lazy(func() string { return fmt.Sprint(left) }))
-	})
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium (%s): %v", exe, err)
-	}
-	return ctx
-}
-
-// processesUsing lists the processes started with --user-data-dir=dir (chromium passes it to
-// every child), and sends each a SIGKILL, so the next look finds them gone.
-func processesUsing(dir string) []int {
-	want := []byte("--user-data-dir=" + dir + "\x00")
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || !strings.Contains(string(cmdline), string(want)) {
-			continue
-		}
-		pids = append(pids, pid)
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-	}
-	return pids
-}
-
-// tab is one browser tab and what went wrong in it.
-type tab struct {
-	t   *testing.T
-	ctx context.Context
-
-	mu         sync.Mutex
-	exceptions []string // uncaught JavaScript exceptions
-}
-
-// newTab opens a tab in the browser of parent (parent itself is the browser's first tab when
-// first is true). Uncaught exceptions in the page fail the test.
-func newTab(t *testing.T, parent context.Context, first bool) *tab {
-	t.Helper()
-	ctx := parent
-	if !first {
-		var cancel context.CancelFunc
-		ctx, cancel = chromedp.NewContext(parent)
-		t.Cleanup(cancel)
-	}
-	tb := &tab{t: t, ctx: ctx}
-	if err := chromedp.Listen(ctx, func(ev any) {
-		if ex, ok := ev.(*runtime.EventExceptionThrown); ok {
-			msg := ex.ExceptionDetails.Text
-			if ex.ExceptionDetails.Exception != nil && ex.ExceptionDetails.Exception.Description != "" {
-				msg += " " + ex.ExceptionDetails.Exception.Description
-			}
-			tb.mu.Lock()
-			tb.exceptions = append(tb.exceptions, msg)
-			tb.mu.Unlock()
-		}
-	}); err != nil {
-		t.Fatalf("listen to tab: %v", err)
-	}
-	t.Cleanup(func() {
-		tb.mu.Lock()
-		defer tb.mu.Unlock()
-		for _, e := range tb.exceptions {
-			t.Errorf("uncaught exception in the page: %s", e)
-		}
-	})
-	return tb
-}
-
-// do runs actions with a deadline.
-func (tb *tab) do(actions ...chromedp.Action[chromedp.Void]) {
-	tb.t.Helper()
-	ctx, cancel := context.WithTimeout(tb.ctx, patience)
-	defer cancel()
-	if err := chromedp.Do(ctx, actions...); err != nil {
-		tb.t.Fatalf("browser: %v", err)
-	}
-}
-
-// eval evaluates a JavaScript expression in the tab (awaiting a promise) into a T.
-func eval[T any](tb *tab, expr string) (T, error) {
-	ctx, cancel := context.WithTimeout(tb.ctx, patience)
-	defer cancel()
-	return chromedp.Run(ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
-}
-
-// mustEval is eval that fails the test on an error.
-func mustEval[T any](tb *tab, expr string) T {
-	tb.t.Helper()
-	v, err := eval[T](tb, expr)
-	if err != nil {
-		tb.t.Fatalf("evaluate %s: %v", expr, err)
-	}
-	return v
-}
-
-// waitJS polls a boolean JavaScript expression until it is true; show is evaluated for the
-// failure message.
-func (tb *tab) waitJS(cond, show, msg string, args ...any) {
-	tb.t.Helper()
-	var last string
-	wait.For(tb.t, patience, func() bool {
-		ok, err := eval[bool](tb, cond)
-		if err != nil {
-			last = "error: " + err.Error()
-			return false
-		}
-		if !ok && show != "" {
-			v, err := eval[json.RawMessage](tb, show)
-			last = string(v)
-			if err != nil {
-				last = "error: " + err.Error()
-			}
-		}
-		return ok
-	}, "%s (last seen: %s)", fmt.Sprintf(msg, args...), lazy(func() string { return last }))
-}
-
-// consistently fails the test when cond turns false within d. It is the opposite of wait.For:
-// it checks that something stays so (a stopped page does not come back).
-func consistently(t *testing.T, d time.Duration, cond func() (bool, string), msg string) {
-	t.Helper()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.Now().Add(d)
-	for {
-		if ok, seen := cond(); !ok {
-			t.Fatalf("%s: no longer true after %v (saw %s)", msg, d-time.Until(deadline), seen)
-		}
-		if time.Now().After(deadline) {
-			return
-		}
-		<-tick.C
-	}
-}
-
-// --- the demo page -----------------------------------------------------------------------
-
-// demo is the demo page (index.html) in a tab.
-type demo struct{ *tab }
-
-// openDemo loads the page as user (it connects by itself) and waits until it is open.
-func openDemo(t *testing.T, tb *tab, base, user string) demo {
-	t.Helper()
-	tb.do(chromedp.Navigate(base + "/?user=" + url.QueryEscape(user)))
-	d := demo{tb}
-	d.waitState("open")
-	return d
-}
-
-func (d demo) state() string {
-	return mustEval[string](d.tab, `document.getElementById("state").textContent`)
-}
-
-func (d demo) waitState(want string) {
-	d.t.Helper()
-	d.waitJS(fmt.Sprintf(`document.getElementById("state").textContent === %q`, want),
-		`document.getElementById("state").textContent`, "page state %q", want)
-}
-
-// jsMessages lists the payloads on the page, newest first.
-const jsMessages = `[...document.querySelectorAll("#messages li.msg .data")].map((e) => e.textContent)`
-
-// jsSeqs lists the numbers shown next to the messages ("#3", or "–" for none), newest first.
-const jsSeqs = `[...document.querySelectorAll("#messages li.msg .seq")].map((e) => e.textContent)`
-
-// jsEvents lists the page's event lines as "tag: text", newest first.
-const jsEvents = `[...document.querySelectorAll("#messages li.event")].map((e) => e.querySelector(".tag").textContent + ": " + e.querySelector(".data").textContent)`
-
-// waitMessages waits until the list holds exactly want (newest first).
-func (d demo) waitMessages(want ...string) {
-	d.t.Helper()
-	w, _ := json.Marshal(want)
-	d.waitJS(fmt.Sprintf(`JSON.stringify(%s) === %q`, jsMessages, string(w)), jsMessages, "messages %s", w)
-}
-
-// waitOfflineWindowClosed waits until the page counts what arrives as live again.
-func (d demo) waitOfflineWindowClosed() {
-	d.t.Helper()
-	d.waitJS(`document.getElementById("offline-count").dataset.window === "closed"`,
-		`document.getElementById("offline-count").dataset.window`, "offline window closed")
-}
-
-func (d demo) offlineCount() int {
-	n, err := strconv.Atoi(mustEval[string](d.tab, `document.getElementById("offline-count").textContent`))
-	if err != nil {
-		d.t.Fatalf("#offline-count: %v", err)
-	}
-	return n
-}
-
-// fill sets a form field's value.
-func (d demo) fill(id, value string) {
-	d.t.Helper()
-	if value == "" {
-		// chromedp's SetValue cannot set "": the empty argument reaches the page as undefined.
-		mustEval[bool](d.tab, fmt.Sprintf(`(document.getElementById(%q).value = "", true)`, id))
-		return
-	}
-	d.do(chromedp.SetValue(chromedp.ID(id), value))
-}
-
-// click clicks an element with the mouse, as a user would.
-func (d demo) click(id string) {
-	d.t.Helper()
-	d.do(chromedp.Click(chromedp.ID(id)))
-}
 
 // --- the cases ---------------------------------------------------------------------------
 
@@ -446,7 +33,7 @@ func (d demo) click(id string) {
 // counted as offline.
 func TestPageShowsPushedMessages(t *testing.T) {
 	gw := startGateway(t, devConfig())
-	page := openDemo(t, newTab(t, startBrowser(t), true), gw.base, "alice")
+	page := openDemo(t, newTab(t, startBrowser(t), true), gw.URL(""), "alice")
 
 	page.fill("user", "carol")
 	page.click("connect")
@@ -503,8 +90,8 @@ func TestPageShowsPushedMessages(t *testing.T) {
 func TestPushReachesOnlyItsUser(t *testing.T) {
 	gw := startGateway(t, devConfig())
 	browser := startBrowser(t)
-	ann := openDemo(t, newTab(t, browser, true), gw.base, "ann")
-	ben := openDemo(t, newTab(t, browser, false), gw.base, "ben")
+	ann := openDemo(t, newTab(t, browser, true), gw.URL(""), "ann")
+	ben := openDemo(t, newTab(t, browser, false), gw.URL(""), "ben")
 	ann.waitOfflineWindowClosed()
 	ben.waitOfflineWindowClosed()
 
@@ -535,9 +122,9 @@ func TestPageReconnectsAfterRestart(t *testing.T) {
 	cfg1 := cfg
 	cfg1.NodeID = "node-1"
 	node1 := startGateway(t, cfg1)
-	addr := strings.TrimPrefix(node1.base, "http://")
+	addr := node1.Addr
 
-	page := openDemo(t, newTab(t, startBrowser(t), true), node1.base, "dora")
+	page := openDemo(t, newTab(t, startBrowser(t), true), node1.URL(""), "dora")
 	wait.For(t, patience, func() bool { return backend.online(t, "dora") }, "dora online as seen from the other node")
 	page.waitOfflineWindowClosed()
 	if r := backend.push(t, "dora", `"before"`); !r.Online {
@@ -545,7 +132,9 @@ func TestPageReconnectsAfterRestart(t *testing.T) {
 	}
 	page.waitMessages(`"before"`)
 
-	node1.shutdown(t)
+	if err := node1.Shutdown(); err != nil {
+		t.Fatalf("node-1 shutdown: %v", err)
+	}
 	page.waitState("reconnecting")
 	page.waitJS(`[...document.querySelectorAll("#messages li.event .data")].some((e) => e.textContent.startsWith("1001"))`,
 		`[...document.querySelectorAll("#messages li.event .data")].map((e) => e.textContent)`, "the 1001 close shown")
@@ -596,7 +185,7 @@ func TestPageShowsGap(t *testing.T) {
 	cfg.OfflineMax = 2
 	gw := startGateway(t, cfg)
 	tb := newTab(t, startBrowser(t), true)
-	page := openDemo(t, tb, gw.base, "gus")
+	page := openDemo(t, tb, gw.URL(""), "gus")
 	page.waitOfflineWindowClosed()
 	gw.push(t, "gus", `"one"`)
 	page.waitMessages(`"one"`)
@@ -623,7 +212,7 @@ func TestPageShowsGap(t *testing.T) {
 		t.Errorf("#last-seq = %s, want 6", got)
 	}
 
-	page = openDemo(t, tb, gw.base, "gus") // a reload
+	page = openDemo(t, tb, gw.URL(""), "gus") // a reload
 	page.waitJS(`[...document.querySelectorAll("#messages li.event .data")].some((e) => e.textContent.includes("resuming after #6"))`,
 		jsEvents, "the reload resumes after #6")
 	page.waitOfflineWindowClosed()
@@ -653,7 +242,7 @@ func TestPageShowsGap(t *testing.T) {
 // shows "stopped" and stays so, with no new connection, while the gateway is up.
 func TestKickStopsThePage(t *testing.T) {
 	gw := startGateway(t, devConfig())
-	page := openDemo(t, newTab(t, startBrowser(t), true), gw.base, "erin")
+	page := openDemo(t, newTab(t, startBrowser(t), true), gw.URL(""), "erin")
 	wait.For(t, patience, func() bool { return gw.online(t, "erin") }, "erin online")
 	const jsOpens = `[...document.querySelectorAll("#messages li.event .tag")].filter((e) => e.textContent === "open").length`
 	// A page on a loaded machine may have needed more than one attempt to get here; what
@@ -690,7 +279,7 @@ func TestPageWithTokenAndAPIKey(t *testing.T) {
 	token := jwttest.HS256(t, secret, "zoe")
 
 	tb := newTab(t, startBrowser(t), true)
-	tb.do(chromedp.Navigate(gw.base + "/?user=zoe"))
+	tb.do(chromedp.Navigate(gw.URL("") + "/?user=zoe"))
 	page := demo{tb}
 	page.waitState("reconnecting") // ?user_id= is refused without --dev: 401 at the upgrade
 
@@ -732,7 +321,7 @@ func TestScreenshots(t *testing.T) {
 	}
 	tb := newTab(t, startBrowser(t), true)
 	tb.do(chromedp.EmulateViewport(1280, 800))
-	page := openDemo(t, tb, gw.base, "alice")
+	page := openDemo(t, tb, gw.URL(""), "alice")
 	page.waitMessages(`{"text": "also while away"}`, `{"text": "sent while alice was away"}`)
 	page.waitOfflineWindowClosed()
 	gw.push(t, "alice", `{"text": "hello", "n": 1}`)

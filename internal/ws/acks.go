@@ -34,6 +34,9 @@ const ackCallers = 16
 func (a *acker) start(h *Hub) {
 	a.h = h
 	a.pending = make(map[string]int64)
+	// Under mu: the callback reads a.timer under mu, which orders it after this write.
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	a.timer = time.AfterFunc(ackInterval, func() {
 		a.flush(context.Background())
 		a.mu.Lock()

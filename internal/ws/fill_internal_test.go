@@ -85,6 +85,19 @@ func (f *fakeInbox) holdNextRead() (answered <-chan struct{}, release func()) {
 	return reading, sync.OnceFunc(func() { close(block) })
 }
 
+// connectDuringDeliveries connects user (a v1 client, from 0) while msgs are delivered live
+// during its inbox read: they arrive after the read began and before it answered.
+func connectDuringDeliveries(t *testing.T, h *Hub, in *fakeInbox, user string, msgs ...string) *Conn {
+	t.Helper()
+	answered, release := in.holdNextRead()
+	done := make(chan *Conn)
+	go func() { done <- connect(t, h, user, true, 0) }()
+	<-answered
+	deliver(h, in, user, msgs...)
+	release()
+	return <-done
+}
+
 func (f *fakeInbox) readCount() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -207,13 +220,7 @@ func TestFillLiveDuringRead(t *testing.T) {
 	in := newFakeInbox()
 	h := newFillHub(t, in)
 	in.push("dave", "1")
-	answered, release := in.holdNextRead()
-	done := make(chan *Conn)
-	go func() { done <- connect(t, h, "dave", true, 0) }()
-	<-answered
-	deliver(h, in, "dave", "2", "3")
-	release()
-	c := <-done
+	c := connectDuringDeliveries(t, h, in, "dave", "2", "3")
 	if got := frames(h, c); got != "1 1, 2 2, 3 3" {
 		t.Errorf("frames: %s", got)
 	}
@@ -227,13 +234,7 @@ func TestFillLiveDuringRead(t *testing.T) {
 func TestFillReadsAgainWhenPendingOverflowed(t *testing.T) {
 	in := newFakeInbox()
 	h := newTestHub(t, Config{SendQueue: 2, MaxConnsPerUser: 4, SubscribeTimeout: time.Second}, Deps{Bus: nopBus{}, Inbox: in})
-	answered, release := in.holdNextRead()
-	done := make(chan *Conn)
-	go func() { done <- connect(t, h, "erin", true, 0) }()
-	<-answered
-	deliver(h, in, "erin", "1", "2", "3", "4", "5")
-	release()
-	c := <-done
+	c := connectDuringDeliveries(t, h, in, "erin", "1", "2", "3", "4", "5")
 	if got := frames(h, c); got != "1 1, 2 2, 3 3, 4 4, 5 5" {
 		t.Errorf("frames: %s", got)
 	}

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
+	"github.com/wsgateway/wsgateway/internal/testutil/wsclient"
 )
 
 // footprintConns is how many idle connections BenchmarkIdleConnFootprint opens.
@@ -95,7 +95,7 @@ func measureFootprint(b *testing.B, n int) (heap, stack, goroutines, rss float64
 	case <-time.After(60 * time.Second):
 		b.Fatal("helper did not connect within 60s")
 	}
-	waitUntil(b, "connections", func() bool { return hub.Conns() == n })
+	wsclient.Await(b, "connections", func() bool { return hub.Conns() == n })
 	// Each handler starts its writer after the upgrade and the offline drain: wait until the
 	// goroutine count stops moving.
 	for prev, stable := -1, 0; stable < 5; time.Sleep(20 * time.Millisecond) {
@@ -157,11 +157,9 @@ func TestFootprintClients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conns := make([]*websocket.Conn, 0, n)
+	conns := make([]*wsclient.Conn, 0, n)
 	for i := range n {
-		d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 512, WriteBufferSize: 256}
-		d.NetDialContext = dialFrom(sourceAddr(i))
-		c, _, err := d.Dial("ws://"+addr+"/ws?user_id=fp"+strconv.Itoa(i), nil)
+		c, _, err := wsclient.Dial(addr, wsclient.Options{User: "fp" + strconv.Itoa(i), Local: wsclient.SourceAddr(i), Timeout: 10 * time.Second})
 		if err != nil {
 			t.Fatalf("dial %d: %v", i, err)
 		}

@@ -1,20 +1,17 @@
 package ws_test
 
 import (
-	"context"
 	"fmt"
-	"io"
-	"net"
 	"runtime"
 	"strconv"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/server"
+	"github.com/wsgateway/wsgateway/internal/testutil/gwtest"
+	"github.com/wsgateway/wsgateway/internal/testutil/wsclient"
+	"github.com/wsgateway/wsgateway/internal/ws"
 )
 
 // The hub benchmarks run the real server in-process (in-memory bus and store, --dev) with real
@@ -37,90 +34,11 @@ func startServer(tb testing.TB) *server.Server {
 // startServerWith is startServer with the settings changed by edit before the start.
 func startServerWith(tb testing.TB, edit func(*config.Config)) *server.Server {
 	tb.Helper()
-	cfg := config.Default()
-	cfg.Dev = true
-	cfg.Addr = "127.0.0.1:0"
-	cfg.NodeID = "bench"
-	cfg.ShutdownGrace = 10 * time.Second
-	edit(&cfg)
-	srv, err := server.New(cfg, server.Options{CloseGrace: 100 * time.Millisecond})
-	if err != nil {
-		tb.Fatalf("server.New: %v", err)
-	}
-	if err := srv.Listen(); err != nil {
-		tb.Fatalf("Listen: %v", err)
-	}
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			tb.Errorf("Shutdown: %v", err)
-		}
-	})
-	return srv
-}
-
-// counter is what one benchmark client read. closed is set when its connection ended.
-type counter struct {
-	n      atomic.Int64
-	closed atomic.Bool
-}
-
-// minRead is the fewest messages any of cs read; it fails the benchmark when a connection
-// ended (a slow-consumer close would otherwise look like a hang).
-func minRead(tb testing.TB, cs []*counter) int64 {
-	m := int64(-1)
-	for _, c := range cs {
-		if c.closed.Load() {
-			tb.Fatal("a client connection ended during the benchmark (slow consumer?)")
-		}
-		if n := c.n.Load(); m < 0 || n < m {
-			m = n
-		}
-	}
-	return m
-}
-
-// dialCounting connects user and counts every message it reads. The reader ends when the
-// server closes the connection (its clean-up, or Shutdown).
-func dialCounting(tb testing.TB, srv *server.Server, user string, local net.IP) *counter {
-	tb.Helper()
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, NetDialContext: dialFrom(local)}
-	c, _, err := d.Dial("ws://"+srv.Addr()+"/ws?user_id="+user, nil)
-	if err != nil {
-		tb.Fatalf("dial %s: %v", user, err)
-	}
-	cnt := &counter{}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			_, r, err := c.NextReader()
-			if err != nil {
-				cnt.closed.Store(true)
-				return
-			}
-			if _, err := io.Copy(io.Discard, r); err != nil {
-				cnt.closed.Store(true)
-				return
-			}
-			cnt.n.Add(1)
-		}
-	}()
-	tb.Cleanup(func() { c.Close(); <-done })
-	return cnt
-}
-
-// waitUntil polls cond until it holds or 30 s passed.
-func waitUntil(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	return gwtest.Start(tb, "bench", gwtest.Options{
+		Config:       edit,
+		Server:       server.Options{CloseGrace: 100 * time.Millisecond},
+		ShutdownWait: 10 * time.Second,
+	}).Srv
 }
 
 // BenchmarkHubDeliver is the fan-out to one user's devices: Hub.Deliver (what the bus calls
@@ -129,28 +47,8 @@ func waitUntil(tb testing.TB, what string, cond func() bool) {
 func BenchmarkHubDeliver(b *testing.B) {
 	for _, devices := range []int{1, 4, 16} {
 		b.Run("devices="+strconv.Itoa(devices), func(b *testing.B) {
-			srv := startServer(b)
-			cs := make([]*counter, devices)
-			for i := range cs {
-				cs[i] = dialCounting(b, srv, "bench", nil)
-			}
-			hub := srv.ForTest().Hub()
-			waitUntil(b, "connections", func() bool { return hub.Conns() == devices })
-			b.ReportAllocs()
-			b.ResetTimer()
-			start := time.Now()
-			for i := 0; i < b.N; i++ {
-				for int64(i-window) > minRead(b, cs) {
-					runtime.Gosched()
-				}
-				hub.Deliver("bench", 0, benchPayload)
-			}
-			waitUntil(b, "deliveries", func() bool { return minRead(b, cs) >= int64(b.N) })
-			el := time.Since(start)
-			b.StopTimer()
-			want := int64(b.N) * int64(devices)
-			b.ReportMetric(float64(want)/el.Seconds(), "msgs/s")
-			b.ReportMetric(float64(el.Nanoseconds())/float64(want), "ns/msg")
+			benchFanout(b, devices, window, func(int) wsclient.Options { return wsclient.Options{User: "bench"} },
+				func(hub *ws.Hub) { hub.Deliver("bench", 0, benchPayload) })
 		})
 	}
 }
@@ -159,41 +57,37 @@ func BenchmarkHubDeliver(b *testing.B) {
 func BenchmarkHubBroadcast(b *testing.B) {
 	for _, conns := range []int{100, 1000} {
 		b.Run("conns="+strconv.Itoa(conns), func(b *testing.B) {
-			srv := startServer(b)
-			cs := make([]*counter, conns)
-			for i := range cs {
-				cs[i] = dialCounting(b, srv, fmt.Sprintf("b%d", i), sourceAddr(i))
-			}
-			hub := srv.ForTest().Hub()
-			waitUntil(b, "connections", func() bool { return hub.Conns() == conns })
-			b.ReportAllocs()
-			b.ResetTimer()
-			start := time.Now()
-			for i := 0; i < b.N; i++ {
-				for int64(i-window/4) > minRead(b, cs) {
-					runtime.Gosched()
-				}
-				hub.Broadcast(benchPayload)
-			}
-			waitUntil(b, "deliveries", func() bool { return minRead(b, cs) >= int64(b.N) })
-			el := time.Since(start)
-			b.StopTimer()
-			want := int64(b.N) * int64(conns)
-			b.ReportMetric(float64(want)/el.Seconds(), "msgs/s")
-			b.ReportMetric(float64(el.Nanoseconds())/float64(want), "ns/msg")
+			benchFanout(b, conns, window/4, func(i int) wsclient.Options {
+				return wsclient.Options{User: fmt.Sprintf("b%d", i), Local: wsclient.SourceAddr(i)}
+			}, func(hub *ws.Hub) { hub.Broadcast(benchPayload) })
 		})
 	}
 }
 
-// dialFrom dials from local (nil: the kernel's choice).
-func dialFrom(local net.IP) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	d := &net.Dialer{}
-	if local != nil {
-		d.LocalAddr = &net.TCPAddr{IP: local}
+// benchFanout connects n counting clients (client(i) says how), then sends b.N times, never
+// while the slowest client is more than behind messages back, and reports the copies read per
+// second and the time per copy.
+func benchFanout(b *testing.B, n, behind int, client func(i int) wsclient.Options, send func(*ws.Hub)) {
+	srv := startServer(b)
+	cs := make(wsclient.Counters, n)
+	for i := range cs {
+		cs[i] = wsclient.Count(b, srv.Addr(), client(i))
 	}
-	return d.DialContext
+	hub := srv.ForTest().Hub()
+	wsclient.Await(b, "connections", func() bool { return hub.Conns() == n })
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		for int64(i-behind) > cs.Min(b) {
+			runtime.Gosched()
+		}
+		send(hub)
+	}
+	wsclient.Await(b, "deliveries", func() bool { return cs.Min(b) >= int64(b.N) })
+	el := time.Since(start)
+	b.StopTimer()
+	want := int64(b.N) * int64(n)
+	b.ReportMetric(float64(want)/el.Seconds(), "msgs/s")
+	b.ReportMetric(float64(el.Nanoseconds())/float64(want), "ns/msg")
 }
-
-// sourceAddr spreads client sockets over 127.0.0.2–127.0.0.50 (each address has its own
-// ephemeral ports).
-func sourceAddr(i int) net.IP { return net.IPv4(127, 0, 0, byte(2+i%49)) }

@@ -14,6 +14,8 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/wsgateway/wsgateway/internal/config"
+	"github.com/wsgateway/wsgateway/internal/testutil/wait"
+	"github.com/wsgateway/wsgateway/internal/testutil/wsclient"
 	"github.com/wsgateway/wsgateway/internal/ws"
 )
 
@@ -34,29 +36,16 @@ func maskedFrame(op byte, payload []byte) []byte {
 	return f
 }
 
-func dialRaw(t *testing.T, addr, user string) *websocket.Conn {
+func dialRaw(t *testing.T, addr, user string) *wsclient.Conn {
 	t.Helper()
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
-	c, _, err := d.Dial("ws://"+addr+"/ws?user_id="+user, nil)
-	if err != nil {
-		t.Fatalf("dial %s: %v", user, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	return wsclient.MustDial(t, addr, wsclient.Options{User: user, Timeout: 30 * time.Second})
 }
 
-// readPongs reads text frames until n "pong"s arrived or the deadline passed.
-func readPongs(t *testing.T, c *websocket.Conn, n int) {
+// readPongs reads n text frames, each of which must be "pong".
+func readPongs(t *testing.T, c *wsclient.Conn, n int) {
 	t.Helper()
-	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
-	for i := 0; i < n; i++ {
-		typ, data, err := c.ReadMessage()
-		if err != nil {
-			t.Fatalf("after %d of %d pongs: %v", i, n, err)
-		}
-		if typ != websocket.TextMessage || string(data) != "pong" {
-			t.Fatalf("frame %d: got %d %q, want text \"pong\"", i, typ, data)
-		}
+	for range n {
+		c.Expect(t, "pong")
 	}
 }
 
@@ -122,11 +111,11 @@ func TestIdleConnectionsHaveNoGoroutine(t *testing.T) {
 	settleGoroutines()
 	g0 := runtime.NumGoroutine()
 	const n = 200
-	conns := make([]*websocket.Conn, n)
+	conns := make([]*wsclient.Conn, n)
 	for i := range conns {
 		conns[i] = dialRaw(t, srv.Addr(), "idle"+string(rune('a'+i%26))+string(rune('a'+i/26)))
 	}
-	waitUntil(t, "all connections registered", func() bool { return srv.ForTest().Hub().Conns() == n+1 })
+	wait.For(t, 30*time.Second, func() bool { return srv.ForTest().Hub().Conns() == n+1 }, "all connections registered")
 	settleGoroutines()
 	if d := runtime.NumGoroutine() - g0; d > n/10 {
 		t.Fatalf("%d idle connections added %d goroutines, want almost none", n, d)
@@ -147,12 +136,10 @@ func TestIdleConnectionsHaveNoGoroutine(t *testing.T) {
 	}
 }
 
-func readPongsAfterPing(t *testing.T, c *websocket.Conn) {
+func readPongsAfterPing(t *testing.T, c *wsclient.Conn) {
 	t.Helper()
-	if err := c.WriteMessage(websocket.TextMessage, []byte("ping")); err != nil {
-		t.Fatal(err)
-	}
-	readPongs(t, c, 1)
+	c.Send(t, "ping")
+	c.Expect(t, "pong")
 }
 
 // settleGoroutines gives short-lived goroutines (writers, read bursts) time to end.
@@ -173,12 +160,12 @@ func settleGoroutines() {
 func TestParkedConnectionClosedByPeer(t *testing.T) {
 	srv := startServer(t)
 	c := dialRaw(t, srv.Addr(), "leaver")
-	waitUntil(t, "connection registered", func() bool { return srv.ForTest().Hub().Conns() == 1 })
+	wait.For(t, 30*time.Second, func() bool { return srv.ForTest().Hub().Conns() == 1 }, "connection registered")
 	if tc, ok := c.NetConn().(*net.TCPConn); ok {
 		_ = tc.SetLinger(0) // RST: no close frame, no FIN handshake
 	}
 	c.NetConn().Close()
-	waitUntil(t, "connection released", func() bool { return srv.ForTest().Hub().Conns() == 0 })
+	wait.For(t, 30*time.Second, func() bool { return srv.ForTest().Hub().Conns() == 0 }, "connection released")
 }
 
 // Every connection gets a ping per ping-interval from the shard timers, the first within one
@@ -214,7 +201,7 @@ func TestPingsSpreadOverInterval(t *testing.T) {
 	}
 	// Three intervals: every connection gets its first ping within one and then one per
 	// interval; a loaded machine may delay a round, so the bounds are loose.
-	waitUntil(t, "two pings on every connection", func() bool {
+	wait.For(t, 30*time.Second, func() bool {
 		for _, p := range ps {
 			p.mu.Lock()
 			k := len(p.times)
@@ -224,7 +211,7 @@ func TestPingsSpreadOverInterval(t *testing.T) {
 			}
 		}
 		return true
-	})
+	}, "two pings on every connection")
 	var firsts []time.Duration
 	for i, p := range ps {
 		p.mu.Lock()
