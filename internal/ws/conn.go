@@ -13,18 +13,22 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// Reasons a connection ended, used in logs and the disconnect metric.
+// CloseReason is why a connection ended: the label of the disconnect metric and of the
+// "disconnected" log line. The first one set for a connection wins.
+type CloseReason string
+
+// Reasons a connection ended.
 const (
-	ReasonNormal    = "normal"            // the client closed or went away
-	ReasonHeartbeat = "heartbeat_timeout" // nothing arrived for ping-interval + pong-timeout
-	ReasonSlow      = "slow_consumer"     // the send queue was full (1013)
-	ReasonKicked    = "kicked"            // DELETE /api/v1/users/{id}/connections (4001)
-	ReasonShutdown  = "shutdown"          // the node is draining (1001)
-	ReasonProtocol  = "protocol"          // 1002, 1007 or 1009 from the client's frames
-	ReasonRate      = "rate_limited"      // over max-inbound-rate (1008)
-	ReasonError     = "error"             // write failure, internal error (1011)
-	ReasonExpired   = "token_expired"     // the token's exp passed without a refresh (4002)
-	ReasonAuth      = "auth_refused"      // an in-band "auth <jwt>" was invalid or for another user (1008)
+	ReasonNormal    CloseReason = "normal"            // the client closed or went away
+	ReasonHeartbeat             = "heartbeat_timeout" // nothing arrived for ping-interval + pong-timeout
+	ReasonSlow                  = "slow_consumer"     // the send queue was full (1013)
+	ReasonKicked                = "kicked"            // DELETE /api/v1/users/{id}/connections (4001)
+	ReasonShutdown              = "shutdown"          // the node is draining (1001)
+	ReasonProtocol              = "protocol"          // 1002, 1007 or 1009 from the client's frames
+	ReasonRate                  = "rate_limited"      // over max-inbound-rate (1008)
+	ReasonError                 = "error"             // write failure, internal error (1011)
+	ReasonExpired               = "token_expired"     // the token's exp passed without a refresh (4002)
+	ReasonAuth                  = "auth_refused"      // an in-band "auth <jwt>" was invalid or for another user (1008)
 )
 
 // Close codes the server sends (docs/protocol.md) beyond gorilla's named ones.
@@ -81,10 +85,10 @@ type Conn struct {
 	// from the inbox (backlog messages), which does not count against the send-queue limit.
 	queue     []Message
 	backlog   int
-	closeCode int    // non-zero once the server decided to close: the code the writer sends
-	closeText string // reason text of that close frame
-	reason    string // why the connection ended; the first writer of it wins
-	peerClose int    // the code of the client's close frame, answered by the writer
+	closeCode int         // non-zero once the server decided to close: the code the writer sends
+	closeText string      // reason text of that close frame
+	reason    CloseReason // why the connection ended; the first writer of it wins
+	peerClose int         // the code of the client's close frame, answered by the writer
 	// started is set once the socket is upgraded and the start read queued: writers may run.
 	started bool
 	// writing is set while a writer goroutine owns the socket's write side. It stays set for
@@ -188,7 +192,7 @@ func (c *Conn) control(now time.Time, text string, pos int64) {
 
 // closeWith asks the writer to send a close frame with code and end the connection.
 // The first request wins; it never blocks.
-func (c *Conn) closeWith(code int, text, reason string) {
+func (c *Conn) closeWith(code int, text string, reason CloseReason) {
 	c.mu.Lock()
 	if c.closeCode == 0 {
 		c.closeCode, c.closeText = code, text
@@ -201,7 +205,7 @@ func (c *Conn) closeWith(code int, text, reason string) {
 	c.mu.Unlock()
 }
 
-func (c *Conn) setReason(reason string) {
+func (c *Conn) setReason(reason CloseReason) {
 	c.mu.Lock()
 	if c.reason == "" {
 		c.reason = reason
@@ -261,7 +265,7 @@ func (c *Conn) end() {
 	reason := c.reason
 	c.mu.Unlock()
 	d := h.now().Sub(c.opened)
-	h.obs.ConnClosed(reason, d)
+	h.obs.ConnClosed(string(reason), d)
 	if h.log.Enabled(ctx, slog.LevelInfo) {
 		h.log.Info("disconnected", append(c.logAttrs(), "reason", reason, "duration", d.String())...)
 	}

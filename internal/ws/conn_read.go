@@ -311,7 +311,7 @@ func parseAck(data []byte) (int64, bool) {
 
 var errRateLimited = errors.New("ws: inbound rate limit exceeded")
 
-func readEndReason(err error) string {
+func readEndReason(err error) CloseReason {
 	var ce *websocket.CloseError
 	switch {
 	case errors.As(err, &ce):

@@ -250,7 +250,7 @@ func (h *Hub) Kick(user string) {
 	h.closeUser(user, CloseKicked, "disconnected by the API", ReasonKicked)
 }
 
-func (h *Hub) closeUser(user string, code int, text, reason string) {
+func (h *Hub) closeUser(user string, code int, text string, reason CloseReason) {
 	sh := h.shardOf(user)
 	sh.mu.Lock()
 	if u := sh.users[user]; u != nil {
