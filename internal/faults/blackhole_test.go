@@ -57,7 +57,7 @@ func TestPubSubBlackholed(t *testing.T) {
 	accepted, _ := l.snapshot()
 	wait.For(t, time.Until(wedgedAt.Add(lostWithin)), func() bool { return r.has(accepted) },
 		"messages pushed into the wedged link did not arrive within %v: %s", lostWithin,
-		lazy(func() string { return missing(r.received(), accepted) }))
+		wait.Lazy(func() string { return missing(r.received(), accepted) }))
 	t.Logf("the messages pushed into the silence arrived %v after it began", time.Since(wedgedAt).Round(time.Millisecond))
 	if n, swallowed := wp.wedgedOpen(), wp.swallowed.Load(); n != 0 || swallowed == 0 {
 		t.Fatalf("after the rebuild: %d wedged connections still open, %d bytes swallowed; want 0 and some", n, swallowed)
