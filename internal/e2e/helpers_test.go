@@ -94,12 +94,6 @@ func (n *node) idle() bool {
 
 // --- HTTP API ---
 
-type pushResult struct {
-	UserID string `json:"user_id"`
-	Online bool   `json:"online"`
-	Queued bool   `json:"queued"`
-}
-
 func (c *cluster) do(method, url string, body []byte) (int, []byte, error) {
 	var rd io.Reader
 	if body != nil {
@@ -123,36 +117,20 @@ func (c *cluster) do(method, url string, body []byte) (int, []byte, error) {
 
 func (c *cluster) get(url string) (int, []byte, error) { return c.do(http.MethodGet, url, nil) }
 
-// tryPush pushes raw JSON data to user through the API at base ("http://host:port"). It is
-// safe to call from any goroutine; the caller decides what a failure means.
-func (c *cluster) tryPush(base, user, data string) (int, pushResult, error) {
-	body := []byte(`{"user_id":` + jsonString(user) + `,"data":` + data + `}`)
-	status, b, err := c.do(http.MethodPost, base+"/api/v1/push", body)
-	if err != nil || status != http.StatusOK {
-		return status, pushResult{}, err
-	}
-	var out struct {
-		Results []pushResult `json:"results"`
-	}
-	if err := json.Unmarshal(b, &out); err != nil || len(out.Results) != 1 {
-		return status, pushResult{}, fmt.Errorf("push answer %s: %v", b, err)
-	}
-	return status, out.Results[0], nil
+// tryPush pushes raw JSON data to user through the API at base ("http://host:port"); see
+// gwtest.Push.
+func (c *cluster) tryPush(base, user, data string) (int, gwtest.PushResult, error) {
+	return gwtest.Push(c.http, base, user, "", data)
 }
 
 // push pushes and fails the test unless the API answered 200.
-func (c *cluster) push(base, user, data string) pushResult {
+func (c *cluster) push(base, user, data string) gwtest.PushResult {
 	c.t.Helper()
 	status, res, err := c.tryPush(base, user, data)
 	if err != nil || status != http.StatusOK {
 		c.t.Fatalf("push %s to %s via %s: status %d, err %v", data, user, base, status, err)
 	}
 	return res
-}
-
-func jsonString(s string) string {
-	b, _ := json.Marshal(s)
-	return string(b)
 }
 
 // presence asks base whether user is online anywhere.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/wsgateway/wsgateway/internal/testutil/gwtest"
 	"github.com/wsgateway/wsgateway/internal/testutil/nginxtest"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 	"github.com/wsgateway/wsgateway/internal/testutil/wsclient"
@@ -91,7 +92,7 @@ func TestThroughNginx(t *testing.T) {
 // pushViaLB pushes through nginx right after a node went away. nginx answers 502 only when it
 // sent the request to the dead node over a keep-alive connection that node had just closed
 // (it does not retry a POST once sent); no live node handled it then, so it is retried.
-func pushViaLB(t *testing.T, c *cluster, lbURL, user, data string) pushResult {
+func pushViaLB(t *testing.T, c *cluster, lbURL, user, data string) gwtest.PushResult {
 	t.Helper()
 	for range 3 {
 		status, res, err := c.tryPush(lbURL, user, data)
@@ -104,7 +105,7 @@ func pushViaLB(t *testing.T, c *cluster, lbURL, user, data string) pushResult {
 		t.Logf("push %s to %s through nginx: 502, retrying", data, user)
 	}
 	t.Fatalf("push %s to %s through nginx: 502 three times", data, user)
-	return pushResult{}
+	return gwtest.PushResult{}
 }
 
 // Presence and max-conns-per-user through the shipped deploy/nginx.conf in front of nodes A

@@ -75,18 +75,8 @@ func get(addr, path string) int {
 
 // push sends one push; it returns the status and whether the user was online.
 func push(addr, user, data string) (int, bool) {
-	body := fmt.Sprintf(`{"user_id":%q,"data":%s}`, user, data)
-	resp, err := httpc.Post("http://"+addr+"/api/v1/push", "application/json", strings.NewReader(body))
-	if err != nil {
-		return 0, false
-	}
-	defer resp.Body.Close()
-	var r struct {
-		Results []struct{ Online bool } `json:"results"`
-	}
-	b, _ := io.ReadAll(resp.Body)
-	_ = json.Unmarshal(b, &r)
-	return resp.StatusCode, len(r.Results) == 1 && r.Results[0].Online
+	status, r, _ := gwtest.Push(httpc, "http://"+addr, user, "", data)
+	return status, r.Online
 }
 
 func mustPush(t *testing.T, addr, user, data string) bool {

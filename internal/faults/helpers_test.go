@@ -1,9 +1,7 @@
 package faults
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -60,43 +58,14 @@ func startNode(t *testing.T, id string, set func(*config.Config), opt server.Opt
 
 // --- pushes ---
 
-// answer is one user's result of POST /api/v1/push.
-type answer struct {
-	Seq       int64  `json:"seq"`
-	Online    bool   `json:"online"`
-	Queued    bool   `json:"queued"`
-	Duplicate bool   `json:"duplicate"`
-	Error     string `json:"error"`
-}
-
 // push sends data (JSON) to user through the API at base ("http://host:port"), with push id
-// id unless empty. It is safe from any goroutine; the caller decides what a failure means.
-func push(base, user, id, data string) (int, answer, error) {
-	body := `{"user_id":` + strconv.Quote(user) + `,"data":` + data
-	if id != "" {
-		body += `,"id":` + strconv.Quote(id)
-	}
-	body += "}"
-	resp, err := httpc.Post(base+"/api/v1/push", "application/json", strings.NewReader(body))
-	if err != nil {
-		return 0, answer{}, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		return resp.StatusCode, answer{}, err
-	}
-	var out struct {
-		Results []answer `json:"results"`
-	}
-	if err := json.Unmarshal(b, &out); err != nil || len(out.Results) != 1 {
-		return resp.StatusCode, answer{}, fmt.Errorf("push answer %s: %v", b, err)
-	}
-	return resp.StatusCode, out.Results[0], nil
+// id unless empty; see gwtest.Push.
+func push(base, user, id, data string) (int, gwtest.PushResult, error) {
+	return gwtest.Push(httpc, base, user, id, data)
 }
 
 // mustPush pushes and fails the test unless the API answered 200 with a number.
-func mustPush(t *testing.T, base, user, id, data string) answer {
+func mustPush(t *testing.T, base, user, id, data string) gwtest.PushResult {
 	t.Helper()
 	code, a, err := push(base, user, id, data)
 	if err != nil || code != http.StatusOK || a.Seq == 0 {
