@@ -11,6 +11,7 @@ import (
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/server"
 	"github.com/wsgateway/wsgateway/internal/testutil/redistest"
+	"github.com/wsgateway/wsgateway/internal/testutil/wsclient"
 )
 
 // BenchmarkPushThroughput compares one Redis with a 3-master Cluster behind the same gateway
@@ -37,9 +38,8 @@ func BenchmarkPushThroughput(b *testing.B) {
 		b.Run(m.name, func(b *testing.B) {
 			srv := benchGateway(b, m.set(b))
 			const users = 200
-			clients := make([]*client, users)
-			for i := range clients {
-				clients[i] = connect(b, srv.Addr(), fmt.Sprintf("b%d", i))
+			for i := range users {
+				wsclient.Count(b, srv.Addr(), wsclient.Options{User: fmt.Sprintf("b%d", i)})
 			}
 			var next, failed atomic.Int64
 			b.ResetTimer()

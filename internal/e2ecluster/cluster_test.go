@@ -99,9 +99,9 @@ type client struct {
 }
 
 // connect dials /ws as user; the test's clean-up closes the connection.
-func connect(tb testing.TB, addr, user string) *client {
-	tb.Helper()
-	return record(tb, addr, wsclient.Options{User: user})
+func connect(t *testing.T, addr, user string) *client {
+	t.Helper()
+	return record(t, addr, wsclient.Options{User: user})
 }
 
 // record dials and starts the recording goroutine; the clean-up closes the connection and
