@@ -33,11 +33,13 @@ func TestMain(m *testing.M) {
 
 const deadline = 30 * time.Second
 
-// gateway boots one in-process node with --dev semantics on the given Redis mode, with a fast
-// pub/sub probe (200ms, so a dead link is noticed within 600ms).
+// gateway boots one in-process node with --dev semantics on the given Redis mode, with
+// gwtest's pub/sub probe: every 200ms, and a link whose probe stays away 3s is rebuilt. The
+// server's 3 × interval (600ms) rebuilt healthy links under -race on a loaded machine, and a
+// connect during the rebuild was refused with 503 (TestClusterV1PresenceEvents, 1 run in 4).
 func gateway(t *testing.T, id string, set func(*config.Config)) *server.Server {
 	t.Helper()
-	return gatewayWith(t, id, set, server.Options{ProbeInterval: 200 * time.Millisecond})
+	return gatewayWith(t, id, set, server.Options{})
 }
 
 // gatewayWith is gateway with the given server options. Its log is shown if the test fails.
