@@ -89,6 +89,10 @@ func TestClusterV1PresenceEvents(t *testing.T) {
 			"%s: no delivered event for its receipt", u)
 		c.conn.Close()
 		wait.For(t, deadline, func() bool { return a.ForTest().Hub().UserConns(u) == 0 }, "%s still on a", u)
+		// The hub lets go of the connection before the node uncounts it in Redis: reconnecting
+		// on b before that would find the user still online, with no offline event between.
+		wait.For(t, deadline, func() bool { return count(clusterEvents(t, cc), "offline:"+u+":<nil>") == 1 },
+			"%s: no offline event after its only connection closed", u)
 		mustPush(t, a.Addr(), u, "4")
 		d := connectV1(t, b.Addr(), u, "since=3")
 		wait.For(t, deadline, func() bool { return len(d.messages()) >= 1 }, "%s: nothing after since=3", u)
