@@ -240,6 +240,27 @@ func findGateway(t *testing.T, docs []doc) gateway {
 	return gateway{}
 }
 
+// selectedBy returns whether the label selector at path of an object matches the gateway pods.
+func (g gateway) selectedBy(path ...any) func(doc) bool {
+	return func(d doc) bool { return subset(mapOf(get(d.obj, path...)), g.podLabels) }
+}
+
+// serving returns the objects of kind that serve the gateway (for which serves is true) and
+// fails the test when there is none: each of these kinds exists for the gateway's pods.
+func (g gateway) serving(t *testing.T, docs []doc, kind string, serves func(doc) bool) []doc {
+	t.Helper()
+	var out []doc
+	for _, d := range ofKind(docs, kind) {
+		if serves(d) {
+			out = append(out, d)
+		}
+	}
+	if len(out) == 0 {
+		t.Fatalf("no %s in deploy/k8s selects the gateway pod labels %v or targets %s", kind, g.podLabels, g.dep)
+	}
+	return out
+}
+
 // resolvePort turns a port (number or name of a container port) into a
 // number.
 func (g gateway) resolvePort(p any) (int, bool) {
@@ -528,12 +549,7 @@ func TestConfigMapAndSecret(t *testing.T) {
 func TestService(t *testing.T) {
 	docs := manifests(t)
 	g := findGateway(t, docs)
-	var matched bool
-	for _, s := range ofKind(docs, "Service") {
-		if !subset(mapOf(get(s.obj, "spec", "selector")), g.podLabels) {
-			continue
-		}
-		matched = true
+	for _, s := range g.serving(t, docs, "Service", g.selectedBy("spec", "selector")) {
 		var to8080 bool
 		for _, p := range list(get(s.obj, "spec", "ports")) {
 			if port, ok := g.resolvePort(get(p, "targetPort")); ok && port == gatewayPort {
@@ -547,47 +563,26 @@ func TestService(t *testing.T) {
 			t.Errorf("%s: sessionAffinity %s: any node serves any user, affinity only skews load", s, aff)
 		}
 	}
-	if !matched {
-		t.Fatalf("no Service selects the gateway pod labels %v", g.podLabels)
-	}
 }
 
 func TestPodDisruptionBudget(t *testing.T) {
 	docs := manifests(t)
 	g := findGateway(t, docs)
-	pdbs := ofKind(docs, "PodDisruptionBudget")
-	if len(pdbs) == 0 {
-		t.Fatal("no PodDisruptionBudget in deploy/k8s")
-	}
-	var covered bool
-	for _, p := range pdbs {
-		if !subset(mapOf(get(p.obj, "spec", "selector", "matchLabels")), g.podLabels) {
-			continue
-		}
-		covered = true
+	for _, p := range g.serving(t, docs, "PodDisruptionBudget", g.selectedBy("spec", "selector", "matchLabels")) {
 		if get(p.obj, "spec", "minAvailable") == nil && get(p.obj, "spec", "maxUnavailable") == nil {
 			t.Errorf("%s: neither minAvailable nor maxUnavailable set", p)
 		}
-	}
-	if !covered {
-		t.Errorf("no PodDisruptionBudget selects the gateway pod labels %v", g.podLabels)
 	}
 }
 
 func TestHorizontalPodAutoscaler(t *testing.T) {
 	docs := manifests(t)
 	g := findGateway(t, docs)
-	hpas := ofKind(docs, "HorizontalPodAutoscaler")
-	if len(hpas) == 0 {
-		t.Fatal("no HorizontalPodAutoscaler in deploy/k8s")
+	targets := func(h doc) bool {
+		return str(get(h.obj, "spec", "scaleTargetRef", "kind")) == "Deployment" &&
+			str(get(h.obj, "spec", "scaleTargetRef", "name")) == g.dep.name()
 	}
-	var targeted bool
-	for _, h := range hpas {
-		if str(get(h.obj, "spec", "scaleTargetRef", "kind")) != "Deployment" ||
-			str(get(h.obj, "spec", "scaleTargetRef", "name")) != g.dep.name() {
-			continue
-		}
-		targeted = true
+	for _, h := range g.serving(t, docs, "HorizontalPodAutoscaler", targets) {
 		if v := str(get(h.obj, "apiVersion")); v != "autoscaling/v2" {
 			t.Errorf("%s: apiVersion %s, want autoscaling/v2", h, v)
 		}
@@ -599,9 +594,6 @@ func TestHorizontalPodAutoscaler(t *testing.T) {
 		if w, _ := num(get(h.obj, "spec", "behavior", "scaleDown", "stabilizationWindowSeconds")); w < 300 {
 			t.Errorf("%s: scaleDown stabilization %vs: below 300s it churns connections", h, w)
 		}
-	}
-	if !targeted {
-		t.Errorf("no HorizontalPodAutoscaler targets Deployment %s", g.dep.name())
 	}
 }
 

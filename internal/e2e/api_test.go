@@ -18,9 +18,9 @@ func TestKickAcrossNodes(t *testing.T) {
 	c := newCluster(t)
 	a, b := c.startNode("a"), c.startNode("b")
 
-	onA := dial(t, wsURL(a.Addr, "erin"), nil)
-	onB := dial(t, wsURL(b.Addr, "erin"), nil)
-	bystander := dial(t, wsURL(a.Addr, "frank"), nil)
+	onA := dial(t, a.Addr, as("erin"))
+	onB := dial(t, b.Addr, as("erin"))
+	bystander := dial(t, a.Addr, as("frank"))
 
 	status, body, err := c.do(http.MethodDelete, b.URL("/api/v1/users/erin/connections"), nil)
 	if err != nil || status != http.StatusOK {
@@ -45,9 +45,9 @@ func TestBroadcastAcrossNodes(t *testing.T) {
 	a, b := c.startNode("a"), c.startNode("b")
 
 	clients := []*client{
-		dial(t, wsURL(a.Addr, "u1"), nil),
-		dial(t, wsURL(b.Addr, "u2"), nil),
-		dial(t, wsURL(b.Addr, "u1"), nil), // a second device of u1
+		dial(t, a.Addr, as("u1")),
+		dial(t, b.Addr, as("u2")),
+		dial(t, b.Addr, as("u1")), // a second device of u1
 	}
 	data := `{"notice": "maintenance at 5"}`
 	status, body, err := c.do(http.MethodPost, a.URL("/api/v1/broadcast"), []byte(`{"data": `+data+`}`))
@@ -73,7 +73,7 @@ func TestPresenceAcrossNodes(t *testing.T) {
 	if online, err := c.presence(a.URL(""), "gina"); err != nil || online {
 		t.Fatalf("presence before connecting: %v, %v; want false", online, err)
 	}
-	onB := dial(t, wsURL(b.Addr, "gina"), nil)
+	onB := dial(t, b.Addr, as("gina"))
 	if online, err := c.presence(a.URL(""), "gina"); err != nil || !online {
 		t.Fatalf("presence via A with gina on B: %v, %v; want true", online, err)
 	}
@@ -96,7 +96,7 @@ func TestUpstream(t *testing.T) {
 	a, _ := c.startNode("a"), c.startNode("b")
 	ctx := context.Background()
 
-	cl := dial(t, wsURL(a.Addr, "hank"), nil)
+	cl := dial(t, a.Addr, as("hank"))
 	bin := []byte{0x00, 0x01, 0xfe, 0xff}
 	cl.send(t, websocket.TextMessage, []byte("hi"))
 	cl.send(t, websocket.BinaryMessage, bin)

@@ -22,7 +22,7 @@ func TestResubscribeDrainRacesDisconnect(t *testing.T) {
 	const users = 100
 	clients := make([]*client, users)
 	for i := range clients {
-		clients[i] = dial(t, wsURL(a.Addr, fmt.Sprintf("d%d", i)), nil)
+		clients[i] = dial(t, a.Addr, as(fmt.Sprintf("d%d", i)))
 	}
 
 	if killed, err := c.rdb.ClientKillByFilter(ctx, "TYPE", "pubsub").Result(); err != nil || killed < 1 {
@@ -73,7 +73,7 @@ func TestResubscribeDrainRacesDisconnect(t *testing.T) {
 		return lost, dup
 	}
 	wait.For(t, timeout, func() bool { lost, _ := count(); return len(lost) == 0 },
-		"messages lost: %s", lazy(func() string { lost, _ := count(); return fmt.Sprint(lost) }))
+		"messages lost: %s", wait.Lazy(func() string { lost, _ := count(); return fmt.Sprint(lost) }))
 	if _, dup := count(); len(dup) > 0 {
 		t.Fatalf("messages both delivered and unacknowledged: %v", dup)
 	}

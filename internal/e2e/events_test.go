@@ -62,7 +62,7 @@ func TestReceiptDelivered(t *testing.T) {
 		t.Fatalf("delivered events %v, want 1@a then 3@<the acking node>", got)
 	}
 	// Raw: the write counts.
-	raw := dial(t, wsURL(a.Addr, "ron"), nil)
+	raw := dial(t, a.Addr, as("ron"))
 	if status, out, err := c.do(http.MethodPost, a.URL("/api/v1/push"), body("ron", `"r"`, true)); err != nil || status != 200 {
 		t.Fatalf("push: %d %s %v", status, out, err)
 	}
@@ -89,7 +89,7 @@ func TestUndelivered(t *testing.T) {
 	cl.expectTexts(t, 0, "quick", `1 "seen"`)
 	cl.send(t, websocket.TextMessage, []byte("ack 1"))
 	wait.For(t, 15*time.Second, func() bool { return len(c.seqEvents("nobody", "undelivered")) == 2 },
-		"undelivered events for nobody: %v", lazy(func() string { return fmt.Sprint(c.seqEvents("nobody", "undelivered")) }))
+		"undelivered events for nobody: %v", wait.Lazy(func() string { return fmt.Sprint(c.seqEvents("nobody", "undelivered")) }))
 	time.Sleep(3 * time.Second) // a deadline more: a duplicate or a wrong event would show now
 	if got := c.seqEvents("nobody", "undelivered"); len(got) != 2 || got[0][:2] != "1@" || got[1][:2] != "2@" {
 		t.Fatalf("undelivered for nobody: %v, want seq 1 and 2 once each", got)

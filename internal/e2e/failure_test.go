@@ -29,8 +29,8 @@ func TestRedisRestart(t *testing.T) {
 	nodes := []*node{a, b}
 	users := []string{"ra", "rb"}
 	clients := map[string]*client{
-		"ra": dial(t, wsURL(a.Addr, "ra"), nil),
-		"rb": dial(t, wsURL(b.Addr, "rb"), nil),
+		"ra": dial(t, a.Addr, as("ra")),
+		"rb": dial(t, b.Addr, as("rb")),
 	}
 
 	// The pusher alternates users and nodes, paced so that the outage sees many attempts
@@ -86,7 +86,7 @@ func TestRedisRestart(t *testing.T) {
 			status, _, err := c.get(n.URL("/readyz"))
 			return err == nil && status == http.StatusServiceUnavailable
 		}, "node %s: /readyz not 503 while Redis is down", n.ID)
-		newcomer, resp, err := tryDial(wsURL(n.Addr, "newcomer"), nil)
+		newcomer, resp, err := tryDial(n.Addr, as("newcomer"))
 		if err == nil {
 			newcomer.abort()
 		}
@@ -129,7 +129,7 @@ func TestRedisRestart(t *testing.T) {
 				}
 			}
 			return true
-		}, "%s: not every push answered 200 arrived: %s", user, lazy(func() string { return ranges(cl.received()) }))
+		}, "%s: not every push answered 200 arrived: %s", user, wait.Lazy(func() string { return ranges(cl.received()) }))
 		checkAccepted(t, user, cl.received(), want)
 	}
 	// And the very same connections still get new pushes.
@@ -185,7 +185,7 @@ func TestResubscribeWindow(t *testing.T) {
 	c := newCluster(t)
 	a, b := c.startNode("a"), c.startNode("b")
 	ctx := context.Background()
-	cl := dial(t, wsURL(a.Addr, "win"), nil)
+	cl := dial(t, a.Addr, as("win"))
 
 	const rounds, perRound = 5, 10
 	seq, queued := 0, 0
@@ -206,7 +206,7 @@ func TestResubscribeWindow(t *testing.T) {
 		wait.For(t, timeout, func() bool { return a.Metric("wsgateway_pubsub_reconnects_total") > before },
 			"round %d: node A never rebuilt its pub/sub connection", r)
 		wait.For(t, timeout, func() bool { return cl.count() >= seq }, "round %d: waiting for %d frames, have %s",
-			r, seq, lazy(func() string {
+			r, seq, wait.Lazy(func() string {
 				return fmt.Sprintf("%s; unacknowledged %d", ranges(cl.received()), c.offlineLen("win"))
 			}))
 		a.WaitReady(c.t, timeout)
@@ -237,7 +237,7 @@ func TestNodeKilled(t *testing.T) {
 	})
 	addr, p := node.Addr, node.Process
 
-	onC := dial(t, wsURL(addr, "ivan"), nil)
+	onC := dial(t, addr, as("ivan"))
 	if res := c.push(a.URL(""), "ivan", `"before"`); !res.Online {
 		t.Fatalf("push with ivan on C: %+v, want online", res)
 	}
@@ -264,7 +264,7 @@ func TestNodeKilled(t *testing.T) {
 			t.Fatalf("push %s after the kill: %+v, want queued", m, res)
 		}
 	}
-	onA := dial(t, wsURL(a.Addr, "ivan"), nil)
+	onA := dial(t, a.Addr, as("ivan"))
 	if res := c.push(a.URL(""), "ivan", `"live"`); !res.Online {
 		t.Fatalf("push with ivan on A: %+v, want online", res)
 	}

@@ -4,17 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/wsgateway/wsgateway/internal/config"
@@ -29,7 +26,6 @@ import (
 const (
 	timeout      = 20 * time.Second // any condition that should hold soon
 	httpTimeout  = 10 * time.Second // one API call
-	dialTimeout  = 10 * time.Second // one WebSocket handshake
 	shutdownWait = 15 * time.Second // one node's Shutdown
 )
 
@@ -90,8 +86,6 @@ func (c *cluster) startNodeWith(id string, edit func(*config.Config)) *node {
 	})}
 }
 
-func wsURL(addr, user string) string { return "ws://" + addr + "/ws?user_id=" + user }
-
 // idle reports whether every connection the node accepted has been cleaned up completely:
 // unsubscribed and its unsent messages stored (the gauge drops after that clean-up).
 func (n *node) idle() bool {
@@ -99,12 +93,6 @@ func (n *node) idle() bool {
 }
 
 // --- HTTP API ---
-
-type pushResult struct {
-	UserID string `json:"user_id"`
-	Online bool   `json:"online"`
-	Queued bool   `json:"queued"`
-}
 
 func (c *cluster) do(method, url string, body []byte) (int, []byte, error) {
 	var rd io.Reader
@@ -129,36 +117,20 @@ func (c *cluster) do(method, url string, body []byte) (int, []byte, error) {
 
 func (c *cluster) get(url string) (int, []byte, error) { return c.do(http.MethodGet, url, nil) }
 
-// tryPush pushes raw JSON data to user through the API at base ("http://host:port"). It is
-// safe to call from any goroutine; the caller decides what a failure means.
-func (c *cluster) tryPush(base, user, data string) (int, pushResult, error) {
-	body := []byte(`{"user_id":` + jsonString(user) + `,"data":` + data + `}`)
-	status, b, err := c.do(http.MethodPost, base+"/api/v1/push", body)
-	if err != nil || status != http.StatusOK {
-		return status, pushResult{}, err
-	}
-	var out struct {
-		Results []pushResult `json:"results"`
-	}
-	if err := json.Unmarshal(b, &out); err != nil || len(out.Results) != 1 {
-		return status, pushResult{}, fmt.Errorf("push answer %s: %v", b, err)
-	}
-	return status, out.Results[0], nil
+// tryPush pushes raw JSON data to user through the API at base ("http://host:port"); see
+// gwtest.Push.
+func (c *cluster) tryPush(base, user, data string) (int, gwtest.PushResult, error) {
+	return gwtest.Push(c.http, base, user, "", data)
 }
 
 // push pushes and fails the test unless the API answered 200.
-func (c *cluster) push(base, user, data string) pushResult {
+func (c *cluster) push(base, user, data string) gwtest.PushResult {
 	c.t.Helper()
 	status, res, err := c.tryPush(base, user, data)
 	if err != nil || status != http.StatusOK {
 		c.t.Fatalf("push %s to %s via %s: status %d, err %v", data, user, base, status, err)
 	}
 	return res
-}
-
-func jsonString(s string) string {
-	b, _ := json.Marshal(s)
-	return string(b)
 }
 
 // presence asks base whether user is online anywhere.
@@ -201,192 +173,7 @@ func (c *cluster) offlineLen(user string) int64 {
 func (c *cluster) waitAcked(user string) {
 	c.t.Helper()
 	wait.For(c.t, timeout, func() bool { return c.offlineLen(user) == 0 },
-		"%s still has %s unacknowledged messages", user, lazy(func() string { return strconv.FormatInt(c.offlineLen(user), 10) }))
-}
-
-// --- WebSocket clients ---
-
-// frame is one message a client received.
-type frame struct {
-	typ  int // websocket.TextMessage or websocket.BinaryMessage
-	data []byte
-}
-
-func (f frame) String() string {
-	if f.typ == websocket.BinaryMessage {
-		return fmt.Sprintf("binary %x", f.data)
-	}
-	return fmt.Sprintf("text %q", f.data)
-}
-
-// client is a real WebSocket client. One goroutine reads everything into frames (so the
-// server never sees a slow consumer), answers pings and close frames (gorilla's defaults).
-type client struct {
-	conn *websocket.Conn
-
-	wmu sync.Mutex // one writer at a time (gorilla's rule); the reader only uses WriteControl
-
-	mu      sync.Mutex
-	frames  []frame
-	readErr error
-	done    chan struct{} // closed when the reader ended; readErr is set then
-}
-
-// tryDial connects without failing the test: for goroutines and for expected refusals.
-func tryDial(url string, header http.Header) (*client, *http.Response, error) {
-	d := websocket.Dialer{HandshakeTimeout: dialTimeout}
-	conn, resp, err := d.Dial(url, header)
-	if resp != nil && resp.Body != nil {
-		resp.Body.Close()
-	}
-	if err != nil {
-		return nil, resp, err
-	}
-	c := &client{conn: conn, done: make(chan struct{})}
-	go c.read()
-	return c, resp, nil
-}
-
-// dial connects or fails the test. When it returns, the node has confirmed the user's
-// subscription (the gateway upgrades only after that) and flushes the offline backlog first.
-func dial(t *testing.T, url string, header http.Header) *client {
-	t.Helper()
-	c, resp, err := tryDial(url, header)
-	if err != nil {
-		status := 0
-		if resp != nil {
-			status = resp.StatusCode
-		}
-		t.Fatalf("dial %s: %v (HTTP %d)", url, err, status)
-	}
-	t.Cleanup(c.abort)
-	return c
-}
-
-func (c *client) read() {
-	defer close(c.done)
-	for {
-		typ, data, err := c.conn.ReadMessage()
-		c.mu.Lock()
-		if err != nil {
-			c.readErr = err
-			c.mu.Unlock()
-			return
-		}
-		c.frames = append(c.frames, frame{typ, data})
-		c.mu.Unlock()
-	}
-}
-
-// received returns a copy of every frame so far.
-func (c *client) received() []frame {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]frame(nil), c.frames...)
-}
-
-func (c *client) count() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.frames)
-}
-
-func (c *client) closed() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// waitFrames waits until at least n frames arrived and returns them all.
-func (c *client) waitFrames(t *testing.T, n int, what string) []frame {
-	t.Helper()
-	wait.For(t, timeout, func() bool { return c.count() >= n || c.closed() },
-		"%s: waiting for %d frames, got %s", what, n, lazy(func() string { return fmt.Sprint(c.received()) }))
-	got := c.received()
-	if len(got) < n {
-		t.Fatalf("%s: connection ended (%v) after %d frames, want %d: %v", what, c.err(), len(got), n, got)
-	}
-	return got
-}
-
-// expectTexts waits for exactly the text frames want (in order, and nothing else) after the
-// first skip frames.
-func (c *client) expectTexts(t *testing.T, skip int, what string, want ...string) {
-	t.Helper()
-	got := c.waitFrames(t, skip+len(want), what)[skip:]
-	if len(got) != len(want) {
-		t.Fatalf("%s: got %d frames %v, want %q", what, len(got), got, want)
-	}
-	for i, f := range got {
-		if f.typ != websocket.TextMessage || string(f.data) != want[i] {
-			t.Fatalf("%s: frame %d is %v, want text %q (all: %v)", what, i, f, want[i], got)
-		}
-	}
-}
-
-func (c *client) err() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.readErr
-}
-
-// send writes one data frame.
-func (c *client) send(t *testing.T, typ int, data []byte) {
-	t.Helper()
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	_ = c.conn.SetWriteDeadline(time.Now().Add(httpTimeout))
-	if err := c.conn.WriteMessage(typ, data); err != nil {
-		t.Fatalf("client write: %v", err)
-	}
-}
-
-// closeCode waits until the server ended the connection and returns the close code it sent
-// (-1 if it ended without a close frame).
-func (c *client) closeCode(t *testing.T, what string) int {
-	t.Helper()
-	wait.For(t, timeout, c.closed, "%s: the server did not close the connection", what)
-	var ce *websocket.CloseError
-	if errors.As(c.err(), &ce) {
-		return ce.Code
-	}
-	return -1
-}
-
-// closeClean runs the client side of the closing handshake as a well-behaved client does:
-// send a 1000 close frame, keep reading until the server's close frame arrives, then close the
-// socket. Every frame the server wrote before its close frame is in frames when it returns.
-// It is safe to call from any goroutine.
-func (c *client) closeClean() ([]frame, error) {
-	msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "bye")
-	werr := c.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(httpTimeout))
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-c.done:
-	case <-t.C:
-		c.conn.Close()
-		<-c.done
-		return c.received(), fmt.Errorf("no close frame from the server within %v", timeout)
-	}
-	c.conn.Close()
-	if werr != nil && !errors.Is(werr, websocket.ErrCloseSent) {
-		return c.received(), fmt.Errorf("sending close: %w", werr)
-	}
-	var ce *websocket.CloseError
-	if !errors.As(c.err(), &ce) {
-		return c.received(), fmt.Errorf("connection ended without a close frame: %v", c.err())
-	}
-	return c.received(), nil
-}
-
-// abort closes the socket (idempotent) and waits for the reader: the cleanup of every client.
-func (c *client) abort() {
-	c.conn.Close()
-	<-c.done
+		"%s still has %s unacknowledged messages", user, wait.Lazy(func() string { return strconv.FormatInt(c.offlineLen(user), 10) }))
 }
 
 // --- misc ---
@@ -443,14 +230,8 @@ func (p *pusher) finished() bool {
 func (p *pusher) check(t *testing.T) {
 	t.Helper()
 	wait.For(t, 2*timeout, p.finished, "pusher still running at %s",
-		lazy(func() string { return strconv.FormatInt(p.pushed.Load(), 10) }))
+		wait.Lazy(func() string { return strconv.FormatInt(p.pushed.Load(), 10) }))
 	if p.err != nil {
 		t.Fatalf("pusher: %v", p.err)
 	}
 }
-
-// lazy formats as the result of calling it: wait.For formats its message only when it gives
-// up, so a lazy argument shows the state at the deadline rather than at the start.
-type lazy func() string
-
-func (l lazy) String() string { return l() }

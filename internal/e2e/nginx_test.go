@@ -8,8 +8,10 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/wsgateway/wsgateway/internal/testutil/gwtest"
 	"github.com/wsgateway/wsgateway/internal/testutil/nginxtest"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
+	"github.com/wsgateway/wsgateway/internal/testutil/wsclient"
 )
 
 // The shipped deploy/nginx.conf in front of nodes A and B: a browser-like client (with an
@@ -25,11 +27,11 @@ func TestThroughNginx(t *testing.T) {
 
 	// nginx passes Host with its port ($http_host), so the gateway's same-origin check sees the
 	// browser's own origin; a foreign one is still refused.
-	if _, resp, err := tryDial(wsURL(lb, "mallory"), http.Header{"Origin": {"http://evil.example"}}); err == nil ||
+	if _, resp, err := tryDial(lb, wsclient.Options{User: "mallory", Header: http.Header{"Origin": {"http://evil.example"}}}); err == nil ||
 		resp == nil || resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("a foreign Origin through nginx: %v, %v; want HTTP 403", resp, err)
 	}
-	first := dial(t, wsURL(lb, "n0"), origin)
+	first := dial(t, lb, wsclient.Options{User: "n0", Header: origin})
 	data := `{"via": "nginx"}`
 	if res := c.push(lbURL, "n0", data); !res.Online {
 		t.Fatalf("push through nginx: %+v, want online", res)
@@ -39,7 +41,7 @@ func TestThroughNginx(t *testing.T) {
 	clients := map[string]*client{}
 	for i := 1; i <= 10; i++ {
 		user := fmt.Sprintf("n%d", i)
-		clients[user] = dial(t, wsURL(lb, user), origin)
+		clients[user] = dial(t, lb, wsclient.Options{User: user, Header: origin})
 	}
 	if na, nb := a.Srv.ForTest().Hub().Conns(), b.Srv.ForTest().Hub().Conns(); na == 0 || nb == 0 {
 		t.Fatalf("least_conn put %d connections on A and %d on B, want both used", na, nb)
@@ -76,7 +78,7 @@ func TestThroughNginx(t *testing.T) {
 		}
 	}
 	for _, user := range onA {
-		cl := dial(t, wsURL(lb, user), origin)
+		cl := dial(t, lb, wsclient.Options{User: user, Header: origin})
 		if !b.Srv.ForTest().Hub().Online(user) {
 			t.Fatalf("%s reconnected through nginx but is not on B", user)
 		}
@@ -84,13 +86,13 @@ func TestThroughNginx(t *testing.T) {
 		cl.expectTexts(t, 0, user+" back on B", `"m1"`, `"m2"`, `"live"`)
 	}
 	wait.For(t, timeout, func() bool { return b.Srv.ForTest().Hub().Conns() == 11 }, "B should hold all 11 clients, has %s",
-		lazy(func() string { return strconv.Itoa(b.Srv.ForTest().Hub().Conns()) }))
+		wait.Lazy(func() string { return strconv.Itoa(b.Srv.ForTest().Hub().Conns()) }))
 }
 
 // pushViaLB pushes through nginx right after a node went away. nginx answers 502 only when it
 // sent the request to the dead node over a keep-alive connection that node had just closed
 // (it does not retry a POST once sent); no live node handled it then, so it is retried.
-func pushViaLB(t *testing.T, c *cluster, lbURL, user, data string) pushResult {
+func pushViaLB(t *testing.T, c *cluster, lbURL, user, data string) gwtest.PushResult {
 	t.Helper()
 	for range 3 {
 		status, res, err := c.tryPush(lbURL, user, data)
@@ -103,7 +105,7 @@ func pushViaLB(t *testing.T, c *cluster, lbURL, user, data string) pushResult {
 		t.Logf("push %s to %s through nginx: 502, retrying", data, user)
 	}
 	t.Fatalf("push %s to %s through nginx: 502 three times", data, user)
-	return pushResult{}
+	return gwtest.PushResult{}
 }
 
 // Presence and max-conns-per-user through the shipped deploy/nginx.conf in front of nodes A
@@ -119,7 +121,7 @@ func TestPresenceAndCapThroughNginx(t *testing.T) {
 
 	var open []*client
 	for range 16 { // the default cap
-		open = append(open, dial(t, wsURL(lb, "quinn"), nil))
+		open = append(open, dial(t, lb, as("quinn")))
 	}
 	// dial returns once the node has registered the connection, presence included.
 	if na, nb := a.Srv.ForTest().Hub().Conns(), b.Srv.ForTest().Hub().Conns(); na+nb != 16 || na == 0 || nb == 0 {
@@ -140,7 +142,7 @@ func TestPresenceAndCapThroughNginx(t *testing.T) {
 			t.Fatalf("10 refused connects through nginx: %v on A and %v on B, want both nodes to have refused one",
 				refused(a), refused(b))
 		}
-		cl, resp, err := tryDial(wsURL(lb, "quinn"), nil)
+		cl, resp, err := tryDial(lb, as("quinn"))
 		if err == nil {
 			cl.abort()
 			t.Fatalf("connect %d beyond the cap through nginx was accepted, want HTTP 429", i+1)
@@ -158,8 +160,8 @@ func TestPresenceAndCapThroughNginx(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait.For(t, timeout, func() bool { return c.presenceOf(lbURL, "quinn").Connections == 15 },
-		"presence after a close: %s, want 15 connections", lazy(func() string { return fmt.Sprintf("%+v", c.presenceOf(lbURL, "quinn")) }))
-	dial(t, wsURL(lb, "quinn"), nil)
+		"presence after a close: %s, want 15 connections", wait.Lazy(func() string { return fmt.Sprintf("%+v", c.presenceOf(lbURL, "quinn")) }))
+	dial(t, lb, as("quinn"))
 	if p := c.presenceOf(lbURL, "quinn"); p != (presenceAnswer{true, 16, 2}) {
 		t.Fatalf("presence after connecting again: %+v, want 16 connections on 2 nodes", p)
 	}

@@ -29,7 +29,7 @@ func TestOrderAcrossReconnects(t *testing.T) {
 	var sessions []session
 	for i := 0; !p.finished(); i++ {
 		n := nodes[i%2]
-		cl := dial(t, wsURL(n.Addr, user), nil)
+		cl := dial(t, n.Addr, as(user))
 		// Hold the connection for a varying while (0 to 40ms), so that closes hit every
 		// phase: during the flush, mid-stream and between pushes.
 		time.Sleep(time.Duration(i%5) * 10 * time.Millisecond)
@@ -62,7 +62,7 @@ func TestOrderAcrossKicks(t *testing.T) {
 	var sessions []session
 	for i := 0; !p.finished(); i++ {
 		n, other := nodes[i%2], nodes[(i+1)%2]
-		cl := dial(t, wsURL(n.Addr, user), nil)
+		cl := dial(t, n.Addr, as(user))
 		time.Sleep(time.Duration(i%4) * 10 * time.Millisecond)
 		status, body, err := c.do(http.MethodDelete, other.URL("/api/v1/users/"+user+"/connections"), nil)
 		if err != nil || status != http.StatusOK {
@@ -98,9 +98,9 @@ func TestShutdownUnderLoad(t *testing.T) {
 
 	var sessions []session
 	for i, n := range []*node{a, b} {
-		cl := dial(t, wsURL(n.Addr, user), nil)
+		cl := dial(t, n.Addr, as(user))
 		wait.For(t, timeout, func() bool { return p.pushed.Load() >= int64(total*(i+1)/3) || p.finished() },
-			"pusher stalled at %s", lazy(func() string { return strconv.FormatInt(p.pushed.Load(), 10) }))
+			"pusher stalled at %s", wait.Lazy(func() string { return strconv.FormatInt(p.pushed.Load(), 10) }))
 		stopped := make(chan error, 1)
 		go func() { stopped <- n.Shutdown() }()
 		if code := cl.closeCode(t, "on "+n.ID); code != websocket.CloseGoingAway {
@@ -116,7 +116,7 @@ func TestShutdownUnderLoad(t *testing.T) {
 		}()
 	}
 	for !p.finished() {
-		cl := dial(t, wsURL(cn.Addr, user), nil)
+		cl := dial(t, cn.Addr, as(user))
 		wait.For(t, timeout, func() bool { return p.finished() || cl.count() > 0 }, "nothing arrives on c")
 		frames, err := cl.closeClean()
 		if err != nil {
@@ -140,12 +140,12 @@ type session struct {
 // and anything misplaced (a duplicate, a late flush) would show up before it.
 func finalSession(t *testing.T, c *cluster, n, via *node, user string) session {
 	t.Helper()
-	cl := dial(t, wsURL(n.Addr, user), nil)
+	cl := dial(t, n.Addr, as(user))
 	c.push(via.URL(""), user, `"end"`)
 	wait.For(t, timeout, func() bool {
 		f := cl.received()
 		return len(f) > 0 && string(f[len(f)-1].data) == `"end"`
-	}, "final connection never received the end marker; got %s", lazy(func() string { return ranges(cl.received()) }))
+	}, "final connection never received the end marker; got %s", wait.Lazy(func() string { return ranges(cl.received()) }))
 	frames, err := cl.closeClean()
 	if err != nil {
 		t.Fatalf("closing the final connection: %v", err)

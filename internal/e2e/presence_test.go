@@ -63,13 +63,13 @@ func TestPresenceAndCapAcrossNodes(t *testing.T) {
 	var open []*client
 	for i := range 16 { // the default cap
 		n := []*node{a, b}[i%2]
-		open = append(open, dial(t, wsURL(n.Addr, "pia"), nil))
+		open = append(open, dial(t, n.Addr, as("pia")))
 	}
 	for _, n := range []*node{a, b} {
 		if p := c.presenceOf(n.URL(""), "pia"); p != (presenceAnswer{true, 16, 2}) {
 			t.Fatalf("presence via %s: %+v, want 16 connections on 2 nodes", n.ID, p)
 		}
-		_, resp, err := tryDial(wsURL(n.Addr, "pia"), nil)
+		_, resp, err := tryDial(n.Addr, as("pia"))
 		if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
 			t.Fatalf("17th connect on %s: %v %v, want 429", n.ID, resp, err)
 		}
@@ -79,7 +79,7 @@ func TestPresenceAndCapAcrossNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait.For(t, timeout, func() bool { return c.presenceOf(a.URL(""), "pia").Connections == 15 }, "the closed connection still counts")
-	dial(t, wsURL(a.Addr, "pia"), nil)
+	dial(t, a.Addr, as("pia"))
 	if p := c.presenceOf(b.URL(""), "pia"); p != (presenceAnswer{true, 16, 2}) {
 		t.Fatalf("presence: %+v", p)
 	}
@@ -103,7 +103,7 @@ func TestOnlineOfflineEventsUnderRace(t *testing.T) {
 				if i%2 == 1 {
 					x, y = b, a
 				}
-				first, _, err := tryDial(wsURL(x.Addr, user), nil)
+				first, _, err := tryDial(x.Addr, as(user))
 				if err != nil {
 					t.Errorf("%s: dial: %v", user, err)
 					return
@@ -111,7 +111,7 @@ func TestOnlineOfflineEventsUnderRace(t *testing.T) {
 				// The next connect and the close run at once, on different nodes.
 				var inner sync.WaitGroup
 				var second *client
-				inner.Go(func() { second, _, err = tryDial(wsURL(y.Addr, user), nil) })
+				inner.Go(func() { second, _, err = tryDial(y.Addr, as(user)) })
 				inner.Go(func() { _, _ = first.closeClean() })
 				inner.Wait()
 				if err != nil {
@@ -154,14 +154,14 @@ func TestNodeKilledLeavesNoGhost(t *testing.T) {
 	})
 	addr, p := node.Addr, node.Process
 
-	dial(t, wsURL(addr, "gil"), nil)
-	dial(t, wsURL(addr, "gil"), nil)
-	dial(t, wsURL(addr, "hal"), nil)
-	dial(t, wsURL(a.Addr, "hal"), nil) // hal stays online through node a
+	dial(t, addr, as("gil"))
+	dial(t, addr, as("gil"))
+	dial(t, addr, as("hal"))
+	dial(t, a.Addr, as("hal")) // hal stays online through node a
 	if p := c.presenceOf(a.URL(""), "gil"); p.Connections != 2 {
 		t.Fatalf("gil: %+v", p)
 	}
-	if _, resp, err := tryDial(wsURL(a.Addr, "gil"), nil); err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+	if _, resp, err := tryDial(a.Addr, as("gil")); err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("gil's third connect on a: %v %v, want 429 (two on the other node)", resp, err)
 	}
 	if err := p.Signal(syscall.SIGKILL); err != nil {
@@ -181,5 +181,5 @@ func TestNodeKilledLeavesNoGhost(t *testing.T) {
 		t.Fatalf("hal's events %v: his connection on a kept him online", got)
 	}
 	// The places are free again: the cap counts only live connections.
-	dial(t, wsURL(a.Addr, "gil"), nil)
+	dial(t, a.Addr, as("gil"))
 }

@@ -16,7 +16,7 @@ func TestCrossNodePush(t *testing.T) {
 	c := newCluster(t)
 	a, b := c.startNode("a"), c.startNode("b")
 
-	alice := dial(t, wsURL(a.Addr, "alice"), nil)
+	alice := dial(t, a.Addr, as("alice"))
 	data := `{"text":  "grüße \u00e9\n",  "n": [1,2 , 3.50], "nested": {"ok" :true}}`
 	res := c.push(b.URL(""), "alice", data)
 	if !res.Online || res.Queued || res.UserID != "alice" {
@@ -31,8 +31,8 @@ func TestMultiDeviceAcrossNodes(t *testing.T) {
 	c := newCluster(t)
 	a, b := c.startNode("a"), c.startNode("b")
 
-	onA := dial(t, wsURL(a.Addr, "carol"), nil)
-	onB := dial(t, wsURL(b.Addr, "carol"), nil)
+	onA := dial(t, a.Addr, as("carol"))
+	onB := dial(t, b.Addr, as("carol"))
 	if res := c.push(a.URL(""), "carol", `"one"`); !res.Online {
 		t.Fatalf("push result %+v, want online", res)
 	}
@@ -49,7 +49,7 @@ func TestRawPublish(t *testing.T) {
 	a, _ := c.startNode("a"), c.startNode("b")
 	ctx := context.Background()
 
-	alice := dial(t, wsURL(a.Addr, "alice"), nil)
+	alice := dial(t, a.Addr, as("alice"))
 	ch := c.prefix + "user:{alice}"
 	text := "plain text, not JSON: ünïcödé ✓"
 	bin := []byte{0xff, 0xfe, 0x00, 0x01, 'h', 'i', 0xc3}
@@ -95,7 +95,7 @@ func TestPushOrStoreFunction(t *testing.T) {
 	if n := c.offlineLen("bob"); n != 1 {
 		t.Fatalf("inbox holds %d unacknowledged messages, want 1", n)
 	}
-	onB := dial(t, wsURL(b.Addr, "bob"), nil)
+	onB := dial(t, b.Addr, as("bob"))
 	onB.expectTexts(t, 0, "bob on B", "hello")
 
 	if n := fcall("live"); n != 1 {
@@ -110,7 +110,7 @@ func TestPushOrStoreFunction(t *testing.T) {
 	if n := fcall("again"); n != 0 {
 		t.Fatalf("FCALL after bob left returned %d, want 0 (stored)", n)
 	}
-	onA := dial(t, wsURL(a.Addr, "bob"), nil)
+	onA := dial(t, a.Addr, as("bob"))
 	onA.expectTexts(t, 0, "bob on A", "again")
 	c.waitAcked("bob")
 }
@@ -130,7 +130,7 @@ func TestOfflineFlushOnOtherNode(t *testing.T) {
 			t.Fatalf("push %d with dave offline: %+v, want queued", i, res)
 		}
 	}
-	onB := dial(t, wsURL(b.Addr, "dave"), nil)
+	onB := dial(t, b.Addr, as("dave"))
 	if res := c.push(a.URL(""), "dave", `"live"`); !res.Online {
 		t.Fatalf("live push after connect: %+v, want online", res)
 	}
@@ -139,7 +139,7 @@ func TestOfflineFlushOnOtherNode(t *testing.T) {
 
 	// Exactly once: a second connection (on A) gets nothing of the backlog again, only what
 	// is pushed now.
-	onA := dial(t, wsURL(a.Addr, "dave"), nil)
+	onA := dial(t, a.Addr, as("dave"))
 	c.push(b.URL(""), "dave", `"end"`)
 	onA.expectTexts(t, 0, "dave's second device on A", `"end"`)
 	onB.expectTexts(t, backlog+1, "dave on B", `"end"`)

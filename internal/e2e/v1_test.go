@@ -9,24 +9,12 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
+	"github.com/wsgateway/wsgateway/internal/testutil/wsclient"
 )
-
-// v1Header offers the wsgateway.v1 subprotocol.
-func v1Header() http.Header {
-	return http.Header{"Sec-WebSocket-Protocol": {"wsgateway.v1"}}
-}
 
 func dialV1(t *testing.T, n *node, user, query string) *client {
 	t.Helper()
-	url := wsURL(n.Addr, user)
-	if query != "" {
-		url += "&" + query
-	}
-	cl := dial(t, url, v1Header())
-	if p := cl.conn.Subprotocol(); p != "wsgateway.v1" {
-		t.Fatalf("subprotocol %q selected, want wsgateway.v1", p)
-	}
-	return cl
+	return dial(t, n.Addr, wsclient.Options{User: user, Query: query, V1: true})
 }
 
 // A v1 client gets numbered frames, acknowledges some, and resumes on another node: with since
@@ -88,7 +76,7 @@ func TestV1ResumeAcrossNodes(t *testing.T) {
 func TestV1AndRawSideBySide(t *testing.T) {
 	c := newCluster(t)
 	a, b := c.startNode("a"), c.startNode("b")
-	raw := dial(t, wsURL(a.Addr, "wes"), nil)
+	raw := dial(t, a.Addr, as("wes"))
 	v1 := dialV1(t, b, "wes", "")
 	c.push(a.URL(""), "wes", `{"x":1}`)
 	raw.expectTexts(t, 0, "wes raw", `{"x":1}`)

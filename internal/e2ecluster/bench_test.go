@@ -11,7 +11,7 @@ import (
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/server"
 	"github.com/wsgateway/wsgateway/internal/testutil/redistest"
-	"github.com/wsgateway/wsgateway/internal/testutil/wait"
+	"github.com/wsgateway/wsgateway/internal/testutil/wsclient"
 )
 
 // BenchmarkPushThroughput compares one Redis with a 3-master Cluster behind the same gateway
@@ -38,9 +38,8 @@ func BenchmarkPushThroughput(b *testing.B) {
 		b.Run(m.name, func(b *testing.B) {
 			srv := benchGateway(b, m.set(b))
 			const users = 200
-			clients := make([]*client, users)
-			for i := range clients {
-				clients[i] = connectTB(b, srv.Addr(), fmt.Sprintf("b%d", i))
+			for i := range users {
+				wsclient.Count(b, srv.Addr(), wsclient.Options{User: fmt.Sprintf("b%d", i)})
 			}
 			var next, failed atomic.Int64
 			b.ResetTimer()
@@ -72,20 +71,6 @@ func BenchmarkPushThroughput(b *testing.B) {
 }
 
 func benchGateway(tb testing.TB, set func(*config.Config)) *server.Server {
-	cfg := config.Default()
-	cfg.Addr = "127.0.0.1:0"
-	cfg.Dev = true
-	cfg.NodeID = "bench"
-	cfg.SendQueue = 100000
-	set(&cfg)
-	srv, err := server.New(cfg, server.Options{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = srv.Shutdown(contextWithTimeout(tb)) })
-	wait.For(tb, deadline, func() bool { return get(srv.Addr(), "/readyz") == 200 }, "gateway never ready")
-	return srv
+	tb.Helper()
+	return gatewayWith(tb, "bench", func(c *config.Config) { c.SendQueue = 100000; set(c) }, server.Options{})
 }

@@ -18,8 +18,10 @@ import (
 
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/server"
+	"github.com/wsgateway/wsgateway/internal/testutil/gwtest"
 	"github.com/wsgateway/wsgateway/internal/testutil/redistest"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
+	"github.com/wsgateway/wsgateway/internal/testutil/wsclient"
 )
 
 func TestMain(m *testing.M) {
@@ -31,39 +33,25 @@ func TestMain(m *testing.M) {
 
 const deadline = 30 * time.Second
 
-// gateway boots one in-process node with --dev semantics on the given Redis mode, with a fast
-// pub/sub probe (200ms, so a dead link is noticed within 600ms).
+// gateway boots one in-process node with --dev semantics on the given Redis mode, with
+// gwtest's pub/sub probe: every 200ms, and a link whose probe stays away 3s is rebuilt. The
+// server's 3 × interval (600ms) rebuilt healthy links under -race on a loaded machine, and a
+// connect during the rebuild was refused with 503 (TestClusterV1PresenceEvents, 1 run in 4).
 func gateway(t *testing.T, id string, set func(*config.Config)) *server.Server {
 	t.Helper()
-	return gatewayWith(t, id, set, server.Options{ProbeInterval: 200 * time.Millisecond})
+	return gatewayWith(t, id, set, server.Options{})
 }
 
-// gatewayWith is gateway with the given server options.
-func gatewayWith(t *testing.T, id string, set func(*config.Config), opts server.Options) *server.Server {
-	t.Helper()
-	cfg := config.Default()
-	cfg.Addr = "127.0.0.1:0"
-	cfg.Dev = true
-	cfg.NodeID = id
-	cfg.KeyPrefix = "ws:"
-	set(&cfg)
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(cfg, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
-	wait.For(t, deadline, func() bool { return get(srv.Addr(), "/readyz") == 200 }, "node %s never ready", id)
-	return srv
+// gatewayWith is gateway with the given server options. Its log is shown if the test fails.
+func gatewayWith(tb testing.TB, id string, set func(*config.Config), opts server.Options) *server.Server {
+	tb.Helper()
+	return gwtest.Start(tb, id, gwtest.Options{
+		Config:       set,
+		Server:       opts,
+		Ready:        deadline,
+		ShutdownWait: 20 * time.Second,
+		LogTail:      80,
+	}).Srv
 }
 
 var httpc = &http.Client{Timeout: 10 * time.Second}
@@ -89,18 +77,8 @@ func get(addr, path string) int {
 
 // push sends one push; it returns the status and whether the user was online.
 func push(addr, user, data string) (int, bool) {
-	body := fmt.Sprintf(`{"user_id":%q,"data":%s}`, user, data)
-	resp, err := httpc.Post("http://"+addr+"/api/v1/push", "application/json", strings.NewReader(body))
-	if err != nil {
-		return 0, false
-	}
-	defer resp.Body.Close()
-	var r struct {
-		Results []struct{ Online bool } `json:"results"`
-	}
-	b, _ := io.ReadAll(resp.Body)
-	_ = json.Unmarshal(b, &r)
-	return resp.StatusCode, len(r.Results) == 1 && r.Results[0].Online
+	status, r, _ := gwtest.Push(httpc, "http://"+addr, user, "", data)
+	return status, r.Online
 }
 
 func mustPush(t *testing.T, addr, user, data string) bool {
@@ -112,43 +90,51 @@ func mustPush(t *testing.T, addr, user, data string) bool {
 	return online
 }
 
-// client is a WebSocket client that records every text frame it gets.
+// client is a WebSocket client whose goroutine records every data frame it gets, and the close
+// code the server ended the connection with.
 type client struct {
-	conn *websocket.Conn
+	conn *wsclient.Conn
 	mu   sync.Mutex
 	got  []string
 	code int
 	done chan struct{}
 }
 
-func connect(t *testing.T, addr, user string) *client { return connectTB(t, addr, user) }
-
-func connectTB(t testing.TB, addr, user string) *client {
+// connect dials /ws as user; the test's clean-up closes the connection.
+func connect(t *testing.T, addr, user string) *client {
 	t.Helper()
-	conn, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws?user_id="+user, nil)
+	return record(t, addr, wsclient.Options{User: user})
+}
+
+// record dials and starts the recording goroutine; the clean-up closes the connection and
+// waits for that goroutine.
+func record(tb testing.TB, addr string, o wsclient.Options) *client {
+	tb.Helper()
+	conn, resp, err := wsclient.Dial(addr, o)
 	if err != nil {
-		t.Fatalf("dial %s as %s: %v", addr, user, err)
+		tb.Fatalf("dial %s: %v (%s)", wsclient.URL(addr, o), err, wsclient.Describe(resp))
 	}
 	c := &client{conn: conn, done: make(chan struct{})}
-	go func() {
-		defer close(c.done)
-		for {
-			_, data, err := conn.ReadMessage()
-			if err != nil {
-				if ce, ok := err.(*websocket.CloseError); ok {
-					c.mu.Lock()
-					c.code = ce.Code
-					c.mu.Unlock()
-				}
-				return
-			}
-			c.mu.Lock()
-			c.got = append(c.got, string(data))
-			c.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { conn.Close(); <-c.done })
+	go c.read()
+	tb.Cleanup(func() { conn.Close(); <-c.done })
 	return c
+}
+
+func (c *client) read() {
+	defer close(c.done)
+	for {
+		_, data, err := c.conn.ReadMessage()
+		c.mu.Lock()
+		if err != nil {
+			if ce, ok := err.(*websocket.CloseError); ok {
+				c.code = ce.Code
+			}
+			c.mu.Unlock()
+			return
+		}
+		c.got = append(c.got, string(data))
+		c.mu.Unlock()
+	}
 }
 
 func (c *client) messages() []string {
@@ -170,12 +156,6 @@ func (c *client) has(m string) bool {
 		}
 	}
 	return false
-}
-
-func contextWithTimeout(tb testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	tb.Cleanup(cancel)
-	return ctx
 }
 
 // usersPerShard returns n user ids for each master of the cluster.

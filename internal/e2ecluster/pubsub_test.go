@@ -16,6 +16,7 @@ import (
 	"github.com/wsgateway/wsgateway/internal/bus"
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/server"
+	"github.com/wsgateway/wsgateway/internal/testutil/metricstest"
 	"github.com/wsgateway/wsgateway/internal/testutil/redistest"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
 )
@@ -121,10 +122,10 @@ func checkReceived(t *testing.T, p *pusher, c *client, user string, ordered bool
 		}
 		return out
 	}
-	if !waitUntil(deadline, func() bool { return len(missing()) == 0 }) {
-		t.Fatalf("%s did not get pushes %v answered 200 (%d of %d sent were accepted); got %v",
-			user, missing(), len(want), sent, received(t, c, user))
-	}
+	wait.For(t, deadline, func() bool { return len(missing()) == 0 },
+		"%s did not get pushes %s answered 200 (%d of %d sent were accepted); got %s", user,
+		wait.Lazy(func() string { return fmt.Sprint(missing()) }), len(want), sent,
+		wait.Lazy(func() string { return fmt.Sprint(received(t, c, user)) }))
 	got := received(t, c, user)
 	seen := map[int]bool{}
 	for i, n := range got {
@@ -141,38 +142,9 @@ func checkReceived(t *testing.T, p *pusher, c *client, user string, ordered bool
 	}
 }
 
-// waitUntil polls cond like wait.For and reports whether it turned true in time, so that the
-// caller can say what was missing.
-func waitUntil(timeout time.Duration, cond func() bool) bool {
-	end := time.Now().Add(timeout)
-	for interval := 10 * time.Millisecond; !cond(); interval = min(2*interval, 100*time.Millisecond) {
-		if time.Now().After(end) {
-			return false
-		}
-		time.Sleep(interval)
-	}
-	return true
-}
-
-// metric reads one unlabelled counter from a node's /metrics.
-func metric(t *testing.T, addr, name string) float64 {
-	t.Helper()
-	resp, err := httpc.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("metric %s: %q", name, line)
-			}
-			return f
-		}
-	}
-	return 0
+// metric reads one counter of a node, straight from its registry.
+func metric(srv *server.Server, name string) float64 {
+	return metricstest.Sum(srv.ForTest().Metrics().Registry(), name)
 }
 
 // logMetricsOnFailure logs the delivery counters of the nodes when t fails.
@@ -278,7 +250,7 @@ func TestClusterSlotMigrationUnderLoad(t *testing.T) {
 	}
 	p.halt()
 	t.Logf("push answers: %v, stored offline: %v; node a: %v probe failures, %v reconnects", p.statuses, p.stored,
-		metric(t, a.Addr(), "wsgateway_pubsub_probe_failures_total"), metric(t, a.Addr(), "wsgateway_pubsub_reconnects_total"))
+		metric(a, "wsgateway_pubsub_probe_failures_total"), metric(a, "wsgateway_pubsub_reconnects_total"))
 
 	for user, c := range clients {
 		checkReceived(t, p, c, user, true)
@@ -327,8 +299,8 @@ func TestClusterPubSubKilledOnEveryMaster(t *testing.T) {
 		masters = append(masters, nodeClient(t, m))
 	}
 	const linksPerNode = 4 // one per master, one classic
-	reconnects := func(addr string) float64 { return metric(t, addr, "wsgateway_pubsub_reconnects_total") }
-	ra, rb := reconnects(a.Addr()), reconnects(b.Addr())
+	reconnects := func(srv *server.Server) float64 { return metric(srv, "wsgateway_pubsub_reconnects_total") }
+	ra, rb := reconnects(a), reconnects(b)
 
 	p := startPusher(a.Addr(), users)
 	wait.For(t, deadline, func() bool { return p.acceptedTotal() >= 2*len(users) }, "pushes not accepted before the kill")
@@ -346,7 +318,7 @@ func TestClusterPubSubKilledOnEveryMaster(t *testing.T) {
 	wg.Wait()
 	killed := time.Now()
 	wait.For(t, 10*time.Second, func() bool {
-		return reconnects(a.Addr()) >= ra+linksPerNode && reconnects(b.Addr()) >= rb+linksPerNode
+		return reconnects(a) >= ra+linksPerNode && reconnects(b) >= rb+linksPerNode
 	}, "the links were not rebuilt")
 	wait.For(t, 10*time.Second-time.Since(killed), func() bool {
 		return get(a.Addr(), "/readyz") == 200 && get(b.Addr(), "/readyz") == 200

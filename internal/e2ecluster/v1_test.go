@@ -4,44 +4,23 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/wsgateway/wsgateway/internal/config"
 	"github.com/wsgateway/wsgateway/internal/testutil/redistest"
 	"github.com/wsgateway/wsgateway/internal/testutil/wait"
+	"github.com/wsgateway/wsgateway/internal/testutil/wsclient"
 )
 
-// v1Conn is a wsgateway.v1 client that records every frame.
-type v1Conn struct{ *client }
-
-func connectV1(t *testing.T, addr, user, query string) v1Conn {
+// connectV1 dials /ws as user with wsgateway.v1 and more of the query (e.g. "since=3").
+func connectV1(t *testing.T, addr, user, query string) *client {
 	t.Helper()
-	url := "ws://" + addr + "/ws?user_id=" + user
-	if query != "" {
-		url += "&" + query
-	}
-	conn, _, err := websocket.DefaultDialer.Dial(url, http.Header{"Sec-WebSocket-Protocol": {"wsgateway.v1"}})
-	if err != nil {
-		t.Fatalf("dial %s as %s: %v", addr, user, err)
-	}
-	c := &client{conn: conn, done: make(chan struct{})}
-	go c.read()
-	t.Cleanup(func() { conn.Close(); <-c.done })
-	return v1Conn{c}
-}
-
-func (c v1Conn) send(t *testing.T, text string) {
-	t.Helper()
-	if err := c.conn.WriteMessage(websocket.TextMessage, []byte(text)); err != nil {
-		t.Fatal(err)
-	}
+	return record(t, addr, wsclient.Options{User: user, Query: query, V1: true})
 }
 
 // events returns every event in the stream as "type:user:seq".
@@ -96,8 +75,8 @@ func TestClusterV1PresenceEvents(t *testing.T) {
 				t.Fatalf("push: %d", status)
 			}
 		}
-		wait.For(t, deadline, func() bool { return len(c.frames()) >= 3 }, "%s: frames %v", u, c.frames())
-		if got := fmt.Sprint(c.frames()); got != "[1 1 2 2 3 3]" {
+		wait.For(t, deadline, func() bool { return len(c.messages()) >= 3 }, "%s: frames %v", u, c.messages())
+		if got := fmt.Sprint(c.messages()); got != "[1 1 2 2 3 3]" {
 			t.Fatalf("%s: %s", u, got)
 		}
 		var p struct{ Online, Connections, Nodes any }
@@ -105,15 +84,19 @@ func TestClusterV1PresenceEvents(t *testing.T) {
 		if fmt.Sprint(p.Connections, p.Nodes) != "1 1" {
 			t.Fatalf("%s: presence %+v", u, p)
 		}
-		c.send(t, "ack 2")
+		c.conn.Send(t, "ack 2")
 		wait.For(t, deadline, func() bool { return count(clusterEvents(t, cc), "delivered:"+u+":2") == 1 },
 			"%s: no delivered event for its receipt", u)
 		c.conn.Close()
 		wait.For(t, deadline, func() bool { return a.ForTest().Hub().UserConns(u) == 0 }, "%s still on a", u)
+		// The hub lets go of the connection before the node uncounts it in Redis: reconnecting
+		// on b before that would find the user still online, with no offline event between.
+		wait.For(t, deadline, func() bool { return count(clusterEvents(t, cc), "offline:"+u+":<nil>") == 1 },
+			"%s: no offline event after its only connection closed", u)
 		mustPush(t, a.Addr(), u, "4")
 		d := connectV1(t, b.Addr(), u, "since=3")
-		wait.For(t, deadline, func() bool { return len(d.frames()) >= 1 }, "%s: nothing after since=3", u)
-		if got := fmt.Sprint(d.frames()); got != "[4 4]" {
+		wait.For(t, deadline, func() bool { return len(d.messages()) >= 1 }, "%s: nothing after since=3", u)
+		if got := fmt.Sprint(d.messages()); got != "[4 4]" {
 			t.Fatalf("%s since=3: %s", u, got)
 		}
 	}
@@ -142,25 +125,6 @@ func TestClusterV1PresenceEvents(t *testing.T) {
 	}
 }
 
-func (c *client) read() {
-	defer close(c.done)
-	for {
-		_, data, err := c.conn.ReadMessage()
-		if err != nil {
-			return
-		}
-		c.mu.Lock()
-		c.got = append(c.got, string(data))
-		c.mu.Unlock()
-	}
-}
-
-func (c *client) frames() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]string(nil), c.got...)
-}
-
 func post(t *testing.T, addr, path, body string) int {
 	t.Helper()
 	resp, err := httpc.Post("http://"+addr+path, "application/json", strings.NewReader(body))
@@ -183,10 +147,6 @@ func getJSON(t *testing.T, addr, path string, v any) {
 	}
 }
 
-type lazyString func() string
-
-func (l lazyString) String() string { return l() }
-
-func lazyEvents(t *testing.T, cc *redis.ClusterClient) lazyString {
+func lazyEvents(t *testing.T, cc *redis.ClusterClient) wait.Lazy {
 	return func() string { return fmt.Sprint(clusterEvents(t, cc)) }
 }

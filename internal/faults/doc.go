@@ -7,7 +7,6 @@
 //
 // The gateway runs in-process through internal/server on 127.0.0.1:0 (or, to be SIGKILLed, as
 // a process built from cmd/gateway) against real redis-server and nginx processes; the client
-// is the client package; faults come from internal/testutil/faultproxy and, for a fault on one
-// connection only, a small proxy of this package (wedge_test.go). Every condition is polled
-// with a deadline. Nothing here is imported by the gateway.
+// is the client package; faults come from internal/testutil/faultproxy. Every condition is
+// polled with a deadline. Nothing here is imported by the gateway.
 package faults

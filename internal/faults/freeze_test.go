@@ -72,7 +72,7 @@ func TestFrozenNetwork(t *testing.T) {
 			p := startPusher(t, &pusher{bases: []string{n.URL("")}, users: []string{"phone"}, tag: "f", every: 40 * time.Millisecond})
 			l := p.ledgers["phone"]
 			p.waitSent(t, 25, "before the freeze")
-			wait.For(t, timeout, func() bool { return r.count() >= 20 }, "messages before the freeze: %s", lazy(func() string { return r.tail(5) }))
+			wait.For(t, timeout, func() bool { return r.count() >= 20 }, "messages before the freeze: %s", wait.Lazy(func() string { return r.tail(5) }))
 
 			proxy.Freeze() // no FIN, no RST: the link just goes dark
 			frozenAt := p.sent.Load()
@@ -99,7 +99,7 @@ func TestFrozenNetwork(t *testing.T) {
 				want = 1
 			}
 			wait.For(t, timeout, func() bool { return n.Srv.ForTest().Hub().Conns() == want },
-				"the node holds %s connections, want %d", lazy(func() string { return strconv.Itoa(n.Srv.ForTest().Hub().Conns()) }), want)
+				"the node holds %s connections, want %d", wait.Lazy(func() string { return strconv.Itoa(n.Srv.ForTest().Hub().Conns()) }), want)
 			t.Logf("%d pushes, %d of them while the link was frozen or the client reconnecting; all arrived once, in order",
 				l.count(), missed)
 		})
@@ -110,6 +110,6 @@ func TestFrozenNetwork(t *testing.T) {
 func waitEvent(t *testing.T, r *reader, typ client.EventType, n int) client.Event {
 	t.Helper()
 	wait.For(t, timeout, func() bool { return len(r.eventsOf(typ)) >= n }, "%d %v event(s); trail: %s",
-		n, typ, lazy(func() string { return r.tail(10) }))
+		n, typ, wait.Lazy(func() string { return r.tail(10) }))
 	return r.eventsOf(typ)[n-1]
 }

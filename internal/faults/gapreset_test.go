@@ -108,12 +108,12 @@ func TestResetAfterExpiry(t *testing.T) {
 		}
 		if i == 1 {
 			// live's catch-up then reads while 1 is the latest number: its reset says 1.
-			wait.For(t, timeout, func() bool { return live.count() >= 4 }, "live: %s", lazy(func() string { return live.tail(10) }))
+			wait.For(t, timeout, func() bool { return live.count() >= 4 }, "live: %s", wait.Lazy(func() string { return live.tail(10) }))
 		}
 	}
 
 	// live: the three old messages, the reset, then the new ones from 1.
-	wait.For(t, timeout, func() bool { return live.count() >= 5 }, "live: %s", lazy(func() string { return live.tail(10) }))
+	wait.For(t, timeout, func() bool { return live.count() >= 5 }, "live: %s", wait.Lazy(func() string { return live.tail(10) }))
 	got := live.received()
 	checkOnce(t, "live before the reset", got[:3], old["live"], 1)
 	checkOnce(t, "live after the reset", got[3:], fresh["live"], 1)

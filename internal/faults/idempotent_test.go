@@ -9,6 +9,7 @@ import (
 
 	"github.com/wsgateway/wsgateway/client"
 	"github.com/wsgateway/wsgateway/internal/server"
+	"github.com/wsgateway/wsgateway/internal/testutil/gwtest"
 	"github.com/wsgateway/wsgateway/internal/testutil/redistest"
 )
 
@@ -28,7 +29,7 @@ func TestSamePushToTwoNodes(t *testing.T) {
 	const ids, workers = 200, 8
 	type result struct {
 		code int
-		ans  answer
+		ans  gwtest.PushResult
 		err  error
 	}
 	results := make([][2]result, ids+1) // by id number, [0] via A and [1] via B

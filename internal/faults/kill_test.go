@@ -61,7 +61,7 @@ func TestNodeKilledWithMessagesInHand(t *testing.T) {
 		every: 20 * time.Millisecond, pad: 32 << 10, retry: true})
 	l := p.ledgers["k"]
 	p.waitSent(t, 20, "while the client reads")
-	wait.For(t, timeout, func() bool { return r.count() >= 20 }, "the first messages: %s", lazy(func() string { return r.tail(5) }))
+	wait.For(t, timeout, func() bool { return r.count() >= 20 }, "the first messages: %s", wait.Lazy(func() string { return r.tail(5) }))
 
 	r.pause()
 	// X has written more than the client took (the rest is in the kernel's and nginx's
@@ -71,7 +71,7 @@ func TestNodeKilledWithMessagesInHand(t *testing.T) {
 		delivered := int64(x.Metric("wsgateway_messages_delivered_total"))
 		queued, inFlight = p.sent.Load()-delivered, delivered-int64(r.count())
 		return queued >= 10 && inFlight >= 3
-	}, "node %s never backed up: %s", x.ID, lazy(func() string {
+	}, "node %s never backed up: %s", x.ID, wait.Lazy(func() string {
 		return "queued " + strconv.FormatInt(queued, 10) + ", between the node and the client " + strconv.FormatInt(inFlight, 10)
 	}))
 	if err := x.Signal(syscall.SIGKILL); err != nil {

@@ -91,7 +91,7 @@ func TestFailoverLosingAPublishedWrite(t *testing.T) {
 	}
 	code, _, _ := push(a.URL(""), "u", "", `"x"`)
 	l.fail(`"x"`)
-	wait.For(t, timeout, func() bool { return r.count() >= 6 }, "x did not arrive live: %s", lazy(func() string { return r.tail(5) }))
+	wait.For(t, timeout, func() bool { return r.count() >= 6 }, "x did not arrive live: %s", wait.Lazy(func() string { return r.tail(5) }))
 	old := rs.KillMaster(t)
 	_ = syscall.Kill(pid, syscall.SIGCONT)
 	stopped = false
@@ -106,7 +106,7 @@ func TestFailoverLosingAPublishedWrite(t *testing.T) {
 
 	a.WaitReady(t, timeout)
 	wait.For(t, timeout, func() bool { return len(r.eventsOf(client.EventReset)) > 0 || r.count() > 6 },
-		"no catch-up after the failover: %s", lazy(func() string { return r.tail(10) }))
+		"no catch-up after the failover: %s", wait.Lazy(func() string { return r.tail(10) }))
 	// What the guarantee asks: the pushes answered 200 arrived once; x, answered 503, at most once.
 	checkOnce(t, "u", r.received(), l, 1)
 }

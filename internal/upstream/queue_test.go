@@ -45,6 +45,12 @@ func (c *counter) get(reason string) int {
 	return c.n[reason]
 }
 
+// freshStream starts a Redis of the test's own and names the stream the queue writes to.
+func freshStream(t *testing.T) (*redis.Client, string) {
+	t.Helper()
+	return redistest.Start(t).Client(t), redistest.Prefix(t) + "upstream"
+}
+
 func newQueue(t *testing.T, rdb redis.Cmdable, opt upstream.Options) *upstream.Queue {
 	t.Helper()
 	q := upstream.New(rdb, opt)
@@ -66,9 +72,7 @@ func memory(t *testing.T, rdb *redis.Client, stream string) int64 {
 // stays around the budget, and the newest frames are the ones kept. Before the byte budget,
 // the stream was capped at 100,000 entries, and all 12.5 MiB stayed.
 func TestBudgetHoldsLargeFrames(t *testing.T) {
-	rs := redistest.Start(t)
-	rdb := rs.Client(t)
-	stream := redistest.Prefix(t) + "upstream"
+	rdb, stream := freshStream(t)
 	const budget = 1 << 20
 	q := newQueue(t, rdb, upstream.Options{Stream: stream, NodeID: "n1", MaxBytes: budget, QueueBytes: 64 << 20})
 	frame := bytes.Repeat([]byte("x"), 64<<10)
@@ -100,9 +104,7 @@ func TestBudgetHoldsLargeFrames(t *testing.T) {
 // Small frames are kept by the thousand: the budget is bytes, not a count derived from the
 // largest frames.
 func TestBudgetKeepsSmallFrames(t *testing.T) {
-	rs := redistest.Start(t)
-	rdb := rs.Client(t)
-	stream := redistest.Prefix(t) + "upstream"
+	rdb, stream := freshStream(t)
 	const budget = 512 << 10
 	q := newQueue(t, rdb, upstream.Options{Stream: stream, NodeID: "a", MaxBytes: budget, QueueLen: 1 << 16})
 	small := bytes.Repeat([]byte("s"), 100)
@@ -128,9 +130,7 @@ func TestBudgetKeepsSmallFrames(t *testing.T) {
 // other node's older entries: how far back the stream reaches is set by the node whose
 // budget lasts the shortest time.)
 func TestBudgetHoldsFramesFromTwoNodes(t *testing.T) {
-	rs := redistest.Start(t)
-	rdb := rs.Client(t)
-	stream := redistest.Prefix(t) + "upstream"
+	rdb, stream := freshStream(t)
 	const budget = 512 << 10
 	a := newQueue(t, rdb, upstream.Options{Stream: stream, NodeID: "a", MaxBytes: budget, QueueLen: 1 << 16})
 	b := newQueue(t, rdb, upstream.Options{Stream: stream, NodeID: "b", MaxBytes: budget, QueueLen: 1 << 16, QueueBytes: 64 << 20})
@@ -196,9 +196,7 @@ func TestOverflowWhileRedisStalls(t *testing.T) {
 
 // Frames still queued at Close are sent before it returns.
 func TestCloseSendsWhatIsQueued(t *testing.T) {
-	rs := redistest.Start(t)
-	rdb := rs.Client(t)
-	stream := redistest.Prefix(t) + "upstream"
+	rdb, stream := freshStream(t)
 	var obs counter
 	q := upstream.New(rdb, upstream.Options{Stream: stream, NodeID: "n1", MaxBytes: 1 << 20, Observer: &obs})
 	for i := range 1000 {

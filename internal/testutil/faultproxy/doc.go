@@ -9,6 +9,8 @@
 //   - [Proxy.Blackhole] swallows what flows in one direction and forwards the other, like a
 //     stateful middlebox that lost one half of a flow: a server whose replies vanish, or a
 //     client whose acks never arrive.
+//   - [Proxy.BlackholeMarked] does the same on chosen connections only: those that carried a
+//     [Proxy.Mark], such as a Redis pub/sub connection's SUBSCRIBE. Others, and new ones, flow.
 //   - [Proxy.DropNext] discards the next chunk read in a direction. TCP has no message
 //     boundaries, so a chunk is one read: for small request/reply exchanges that is usually
 //     one message, but a test that needs certainty should check [Proxy.Dropped].

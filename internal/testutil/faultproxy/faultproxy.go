@@ -1,6 +1,7 @@
 package faultproxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -41,13 +42,17 @@ type Proxy struct {
 	dropNext  [2]int
 	dropMin   [2]int // DropNextAtLeast: only a chunk of at least this many bytes is dropped
 	dropped   [2]int64
+	mark      [2][]byte // Mark: lower case, nil when unset
 	links     map[*link]struct{}
 }
 
 // link is one proxied connection: the client's side and the target's.
 type link struct {
 	client, server *net.TCPConn
-	dead           bool // reset by CloseAll or Close; guarded by Proxy.mu
+	// Guarded by Proxy.mu.
+	dead      bool    // reset by CloseAll or Close
+	marked    bool    // a chunk carried the mark (Mark)
+	blackhole [2]bool // BlackholeMarked, indexed by dirIndex
 }
 
 // Start listens on 127.0.0.1:0 and forwards every connection to target (host:port). The
@@ -105,6 +110,50 @@ func (p *Proxy) Blackhole(dir Direction, on bool) {
 	}
 }
 
+// Mark has the proxy note, from now on, each connection on which a chunk flowing in dir
+// contains mark, ASCII case ignored, for [Proxy.BlackholeMarked]. A Redis pub/sub connection,
+// for one, is the one whose client sent "subscribe" (SUBSCRIBE or SSUBSCRIBE). A mark split
+// across two reads is missed.
+func (p *Proxy) Mark(dir Direction, mark string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, i := range dirIndexes(dir) {
+		p.mark[i] = bytes.ToLower([]byte(mark))
+	}
+}
+
+// BlackholeMarked starts discarding what flows in dir on the open connections that Mark
+// noted, and returns how many they are. Unlike Blackhole it leaves every other connection
+// alone, those opened later included: a client that notices the silence can open a healthy
+// one. Dropped counts what it discards.
+func (p *Proxy) BlackholeMarked(dir Direction) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for l := range p.links {
+		if l.marked {
+			for _, i := range dirIndexes(dir) {
+				l.blackhole[i] = true
+			}
+			n++
+		}
+	}
+	return n
+}
+
+// BlackholedOpen returns how many connections BlackholeMarked discards on are still open.
+func (p *Proxy) BlackholedOpen() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for l := range p.links {
+		if l.blackhole != [2]bool{} {
+			n++
+		}
+	}
+	return n
+}
+
 // DropNext discards the next chunk (one read's worth of bytes) flowing in dir, on whichever
 // connection carries one first. Calls add up.
 func (p *Proxy) DropNext(dir Direction) { p.DropNextAtLeast(dir, 0) }
@@ -145,6 +194,9 @@ func (p *Proxy) Heal() {
 	defer p.mu.Unlock()
 	p.frozen, p.refusing = false, false
 	p.blackhole, p.dropNext = [2]bool{}, [2]int{}
+	for l := range p.links {
+		l.blackhole = [2]bool{}
+	}
 	p.changed.Broadcast()
 }
 
@@ -318,8 +370,12 @@ func (p *Proxy) forward(l *link, i int, dst *net.TCPConn, chunk []byte) bool {
 		p.mu.Unlock()
 		return false
 	}
-	if p.blackhole[i] || (p.dropNext[i] > 0 && len(chunk) >= p.dropMin[i]) {
-		if !p.blackhole[i] {
+	if m := p.mark[i]; m != nil && !l.marked && bytes.Contains(bytes.ToLower(chunk), m) {
+		l.marked = true
+	}
+	hole := p.blackhole[i] || l.blackhole[i]
+	if hole || (p.dropNext[i] > 0 && len(chunk) >= p.dropMin[i]) {
+		if !hole {
 			p.dropNext[i]--
 		}
 		p.dropped[i] += int64(len(chunk))

@@ -257,6 +257,37 @@ func TestBlackholeOneDirection(t *testing.T) {
 	}
 }
 
+// BlackholeMarked silences the connections that carried the mark, only those, while they stay
+// open; a connection opened afterwards, even one that carries the mark, flows; Heal lifts it.
+func TestBlackholeMarkedPicksConnections(t *testing.T) {
+	p := Start(t, startServer(t, false).ln.Addr().String())
+	p.Mark(Upstream, "subscribe")
+	sub, other := dial(t, p), dial(t, p)
+	roundTrip(t, sub, "SSUBSCRIBE a")
+	roundTrip(t, other, "ping")
+	if n := p.BlackholeMarked(Downstream); n != 1 {
+		t.Fatalf("BlackholeMarked hit %d connections, want 1", n)
+	}
+	if _, err := sub.Write([]byte("gone")); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, patience, func() bool { return p.Dropped(Downstream) == 4 }, "4 bytes dropped")
+	expectNothing(t, sub)
+	roundTrip(t, other, "still")
+	late := dial(t, p)
+	roundTrip(t, late, "subscribe b")
+	if n := p.BlackholedOpen(); n != 1 {
+		t.Fatalf("BlackholedOpen = %d, want 1", n)
+	}
+	p.Heal()
+	roundTrip(t, sub, "back")
+	if n := p.BlackholedOpen(); n != 0 {
+		t.Fatalf("BlackholedOpen after Heal = %d, want 0", n)
+	}
+	sub.Close()
+	wait.For(t, patience, func() bool { return p.Conns() == 2 }, "the closed connection gone")
+}
+
 func TestDropNextDiscardsOneChunk(t *testing.T) {
 	p := Start(t, startServer(t, false).ln.Addr().String())
 	conn := dial(t, p)

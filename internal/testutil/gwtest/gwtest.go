@@ -1,6 +1,6 @@
 // Package gwtest starts in-process gateway nodes for the test packages that drive a real
-// server over its sockets (attack, e2e, faults): config, log buffer, listen, readiness and
-// shutdown in one place.
+// server over its sockets (attack, e2e, e2ecluster, faults): config, log buffer, listen,
+// readiness and shutdown in one place.
 package gwtest
 
 import (

@@ -1,6 +1,7 @@
 package gwtest
 
 import (
+	"net/http"
 	"testing"
 	"time"
 
@@ -34,5 +35,24 @@ func TestStart(t *testing.T) {
 	}
 	if gwbin.Ready(n.Addr) {
 		t.Fatal("still answering after Shutdown")
+	}
+}
+
+// Push reads a node's answer: stored for an offline user (numbered, queued), the same id again
+// a duplicate with the same number, and a refusal as its status without a result.
+func TestPush(t *testing.T) {
+	n := Start(t, "gwtest", Options{Ready: 20 * time.Second, ShutdownWait: 10 * time.Second, LogTail: 20})
+	c := &http.Client{Timeout: 10 * time.Second}
+	defer c.CloseIdleConnections()
+	status, first, err := Push(c, n.URL(""), "tess", "p1", `{"a":1}`)
+	if err != nil || status != http.StatusOK || first.UserID != "tess" || first.Seq == 0 || !first.Queued || first.Duplicate {
+		t.Fatalf("first push: %d %+v %v; want 200, queued with a number", status, first, err)
+	}
+	status, again, err := Push(c, n.URL(""), "tess", "p1", `{"a":1}`)
+	if err != nil || status != http.StatusOK || !again.Duplicate || again.Seq != first.Seq {
+		t.Fatalf("same id again: %d %+v %v; want 200, duplicate of seq %d", status, again, err, first.Seq)
+	}
+	if status, res, err := Push(c, n.URL(""), "x", "", `not json`); status != http.StatusBadRequest || res != (PushResult{}) || err != nil {
+		t.Fatalf("bad data: %d %+v %v; want 400 and no result", status, res, err)
 	}
 }

@@ -54,14 +54,12 @@ type Cluster struct {
 	// creation; KillNode and failovers do not reorder Addrs.
 	Addrs []string
 
+	topology // nodes in the same order as Addrs
 	nmasters int
-	nodes    []*node // same order as Addrs
 	byAddr   map[string]*node
-	all      []*node // every node of every start-up attempt, for cleanup
 
-	mu      sync.Mutex
-	dead    map[string]bool
-	clients []*redis.ClusterClient
+	mu   sync.Mutex
+	dead map[string]bool
 }
 
 // StartCluster starts a cluster of masters masters (at least 3, as redis-cli
@@ -79,38 +77,18 @@ func StartCluster(tb testing.TB, masters, replicasPerMaster int) *Cluster {
 	}
 	bin := proc.Find(tb, "redis-server")
 	cli := proc.Find(tb, "redis-cli")
-	// The directory's removal is registered before our cleanup, and
-	// cleanups run last-in first-out: processes stop before it is removed.
-	dir := tb.TempDir()
 	c := &Cluster{nmasters: masters, dead: map[string]bool{}}
-	tb.Cleanup(func() { c.cleanup(tb) })
-	// Runs before the processes are stopped; the logs stay readable anyway.
-	tb.Cleanup(func() {
-		if tb.Failed() {
-			tb.Logf("redistest: cluster node logs:\n%s", c.logs())
-		}
+	c.setUp(tb, fmt.Sprintf("cluster of %d masters with %d replicas each", masters, replicasPerMaster), func(dir string) error {
+		return c.create(bin, cli, dir, masters, replicasPerMaster)
 	})
-
-	var err error
-	for attempt := 1; attempt <= setupAttempts; attempt++ {
-		err = c.create(bin, cli, filepath.Join(dir, fmt.Sprintf("try%d", attempt)), masters, replicasPerMaster)
-		if err == nil {
-			return c
-		}
-		if attempt < setupAttempts {
-			tb.Logf("redistest: cluster start-up attempt %d failed, retrying on new ports: %v\n%s", attempt, err, c.logs())
-		}
-		stopNodes(c.nodes, syscall.SIGKILL, stopGrace)
-	}
-	tb.Fatalf("redistest: start cluster of %d masters with %d replicas each: %v (node logs follow at cleanup)", masters, replicasPerMaster, err)
-	return nil
+	return c
 }
 
 // create starts the nodes, joins them with redis-cli and waits until the
 // cluster is healthy. It leaves c.nodes set to this attempt's nodes.
 func (c *Cluster) create(bin, cli, dir string, masters, replicas int) error {
 	total := masters * (1 + replicas)
-	c.nodes, c.Addrs = nil, nil
+	c.Addrs = nil
 	c.byAddr = map[string]*node{}
 	for i := range total {
 		n := &node{
@@ -120,10 +98,8 @@ func (c *Cluster) create(bin, cli, dir string, masters, replicas int) error {
 			nports: 2, // client port and cluster bus port
 			conf:   clusterNodeConf,
 		}
-		c.all = append(c.all, n)
-		c.nodes = append(c.nodes, n)
-		if err := n.start(); err != nil {
-			return fmt.Errorf("%s: %w", n.name, err)
+		if err := c.start(n); err != nil {
+			return err
 		}
 		c.Addrs = append(c.Addrs, n.addr)
 		c.byAddr[n.addr] = n
@@ -247,10 +223,7 @@ func (c *Cluster) Seeds() string {
 func (c *Cluster) Client(tb testing.TB) *redis.ClusterClient {
 	tb.Helper()
 	cl := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.liveAddrs()})
-	c.mu.Lock()
-	c.clients = append(c.clients, cl)
-	c.mu.Unlock()
-	tb.Cleanup(func() { _ = cl.Close() })
+	c.clients.add(tb, cl)
 	return cl
 }
 
@@ -405,22 +378,6 @@ func (c *Cluster) liveAddrs() []string {
 		addrs = append(addrs, n.addr)
 	}
 	return addrs
-}
-
-// logs returns the tails of the current nodes' logs.
-func (c *Cluster) logs() string {
-	return nodeLogs(c.nodes)
-}
-
-func (c *Cluster) cleanup(tb testing.TB) {
-	c.mu.Lock()
-	clients := c.clients
-	c.clients = nil
-	c.mu.Unlock()
-	for _, cl := range clients {
-		_ = cl.Close()
-	}
-	reportStop(tb, c.all)
 }
 
 // infoField returns the value of "field:value" in INFO-style text.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -175,14 +176,85 @@ func stopNodes(nodes []*node, sig syscall.Signal, grace time.Duration) (errs []e
 	return errs, killed
 }
 
-// reportStop stops the nodes at cleanup and reports what went wrong.
-func reportStop(tb testing.TB, nodes []*node) {
-	errs, killed := stopNodes(nodes, syscall.SIGTERM, cleanupGrace)
-	for _, err := range errs {
-		tb.Errorf("redistest: at cleanup: %v", err)
+// topology is what Cluster and Sentinel share: the nodes they start, over several attempts
+// when start-up fails, and the clients they hand out.
+type topology struct {
+	nodes   []*node // the current attempt's, in start order until the owner reorders them
+	all     []*node // every node of every attempt, for cleanup
+	clients closers
+}
+
+// setUp calls create with a fresh directory until it returns nil, at most setupAttempts
+// times: a failed attempt's nodes are killed and the next starts on new ports. It fails tb
+// when no attempt succeeded. Its cleanups close the clients handed out, stop every node of
+// every attempt and, when the test failed, log the tails of the nodes' logs.
+func (t *topology) setUp(tb testing.TB, what string, create func(dir string) error) {
+	tb.Helper()
+	// The directory's removal is registered before our cleanup, and cleanups run last-in
+	// first-out: processes stop before it is removed.
+	dir := tb.TempDir()
+	tb.Cleanup(func() {
+		t.clients.closeAll()
+		errs, killed := stopNodes(t.all, syscall.SIGTERM, cleanupGrace)
+		for _, err := range errs {
+			tb.Errorf("redistest: at cleanup: %v", err)
+		}
+		if len(killed) > 0 {
+			tb.Logf("redistest: %v ignored SIGTERM for %v and were killed", killed, cleanupGrace)
+		}
+	})
+	// Runs before the processes are stopped; the logs stay readable anyway.
+	tb.Cleanup(func() {
+		if tb.Failed() {
+			tb.Logf("redistest: %s node logs:\n%s", what, nodeLogs(t.nodes))
+		}
+	})
+	var err error
+	for attempt := 1; attempt <= setupAttempts; attempt++ {
+		t.nodes = nil
+		if err = create(filepath.Join(dir, fmt.Sprintf("try%d", attempt))); err == nil {
+			return
+		}
+		if attempt < setupAttempts {
+			tb.Logf("redistest: %s start-up attempt %d failed, retrying on new ports: %v\n%s", what, attempt, err, nodeLogs(t.nodes))
+		}
+		stopNodes(t.nodes, syscall.SIGKILL, stopGrace)
 	}
-	if len(killed) > 0 {
-		tb.Logf("redistest: %v ignored SIGTERM for %v and were killed", killed, cleanupGrace)
+	tb.Fatalf("redistest: start %s: %v (node logs follow at cleanup)", what, err)
+}
+
+// start starts n as a node of the current attempt.
+func (t *topology) start(n *node) error {
+	t.nodes = append(t.nodes, n)
+	t.all = append(t.all, n)
+	if err := n.start(); err != nil {
+		return fmt.Errorf("%s: %w", n.name, err)
+	}
+	return nil
+}
+
+// closers are the clients a set-up handed out. Each is closed when its test's cleanups run,
+// and at the latest by closeAll, at the set-up's own cleanup; closing twice only returns
+// redis.ErrClosed.
+type closers struct {
+	mu   sync.Mutex
+	list []io.Closer
+}
+
+func (c *closers) add(tb testing.TB, cl io.Closer) {
+	c.mu.Lock()
+	c.list = append(c.list, cl)
+	c.mu.Unlock()
+	tb.Cleanup(func() { _ = cl.Close() })
+}
+
+func (c *closers) closeAll() {
+	c.mu.Lock()
+	list := c.list
+	c.list = nil
+	c.mu.Unlock()
+	for _, cl := range list {
+		_ = cl.Close()
 	}
 }
 

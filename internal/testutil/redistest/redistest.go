@@ -53,7 +53,7 @@ type Server struct {
 
 	mu      sync.Mutex
 	proc    *proc.Process // nil while stopped
-	clients []*redis.Client
+	clients closers
 }
 
 // Start starts redis-server on a free loopback port and returns once it
@@ -99,11 +99,7 @@ func (s *Server) URL() string {
 func (s *Server) Client(tb testing.TB) *redis.Client {
 	tb.Helper()
 	c := redis.NewClient(&redis.Options{Addr: s.Addr})
-	s.mu.Lock()
-	s.clients = append(s.clients, c)
-	s.mu.Unlock()
-	// Closing twice only returns redis.ErrClosed, so both cleanups may run.
-	tb.Cleanup(func() { _ = c.Close() })
+	s.clients.add(tb, c)
 	return c
 }
 
@@ -263,13 +259,7 @@ func (s *Server) stop(sig syscall.Signal, grace time.Duration) (killed bool, err
 }
 
 func (s *Server) cleanup(tb testing.TB) {
-	s.mu.Lock()
-	clients := s.clients
-	s.clients = nil
-	s.mu.Unlock()
-	for _, c := range clients {
-		_ = c.Close()
-	}
+	s.clients.closeAll()
 	killed, err := s.stop(syscall.SIGTERM, cleanupGrace)
 	if err != nil {
 		tb.Errorf("redistest: stop %s at cleanup: %v", s.Addr, err)

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -45,12 +44,9 @@ type Sentinel struct {
 	// initial replica. Failovers do not reorder it.
 	Addrs []string
 
+	topology
 	data      []*node // as Addrs
 	sentinels []*node // as SentinelAddrs
-	all       []*node // every node of every start-up attempt, for cleanup
-
-	mu      sync.Mutex
-	clients []*redis.Client
 }
 
 // StartSentinel starts the master, its replica and the three sentinels, and
@@ -66,46 +62,20 @@ type Sentinel struct {
 func StartSentinel(tb testing.TB) *Sentinel {
 	tb.Helper()
 	bin := proc.Find(tb, "redis-server")
-	dir := tb.TempDir()
 	s := &Sentinel{MasterName: "mymaster"}
-	tb.Cleanup(func() { s.cleanup(tb) })
-	tb.Cleanup(func() {
-		if tb.Failed() {
-			tb.Logf("redistest: sentinel set-up logs:\n%s", s.logs())
-		}
-	})
-
-	var err error
-	for attempt := 1; attempt <= setupAttempts; attempt++ {
-		err = s.create(bin, filepath.Join(dir, fmt.Sprintf("try%d", attempt)))
-		if err == nil {
-			return s
-		}
-		if attempt < setupAttempts {
-			tb.Logf("redistest: sentinel start-up attempt %d failed, retrying on new ports: %v\n%s", attempt, err, s.logs())
-		}
-		stopNodes(append(s.sentinels, s.data...), syscall.SIGKILL, stopGrace)
-	}
-	tb.Fatalf("redistest: start sentinel set-up: %v (node logs follow at cleanup)", err)
-	return nil
+	s.setUp(tb, "sentinel set-up", func(dir string) error { return s.create(bin, dir) })
+	return s
 }
 
 func (s *Sentinel) create(bin, dir string) error {
 	s.data, s.sentinels, s.Addrs, s.SentinelAddrs = nil, nil, nil, nil
-	start := func(n *node) error {
-		s.all = append(s.all, n)
-		if err := n.start(); err != nil {
-			return fmt.Errorf("%s: %w", n.name, err)
-		}
-		return nil
-	}
 
 	master := &node{
 		name: "master", dir: filepath.Join(dir, "master"), bin: bin, nports: 1,
 		conf: func(dir string, ports []int) string { return dataNodeConf(dir, ports[0]) },
 	}
 	s.data = append(s.data, master)
-	if err := start(master); err != nil {
+	if err := s.start(master); err != nil {
 		return err
 	}
 	mhost, mport, _ := net.SplitHostPort(master.addr)
@@ -116,7 +86,7 @@ func (s *Sentinel) create(bin, dir string) error {
 		},
 	}
 	s.data = append(s.data, replica)
-	if err := start(replica); err != nil {
+	if err := s.start(replica); err != nil {
 		return err
 	}
 	s.Addrs = []string{master.addr, replica.addr}
@@ -135,7 +105,7 @@ func (s *Sentinel) create(bin, dir string) error {
 			},
 		}
 		s.sentinels = append(s.sentinels, sn)
-		if err := start(sn); err != nil {
+		if err := s.start(sn); err != nil {
 			return err
 		}
 		s.SentinelAddrs = append(s.SentinelAddrs, sn.addr)
@@ -221,10 +191,7 @@ func (s *Sentinel) Client(tb testing.TB) *redis.Client {
 		MasterName:    s.MasterName,
 		SentinelAddrs: s.SentinelAddrs,
 	})
-	s.mu.Lock()
-	s.clients = append(s.clients, c)
-	s.mu.Unlock()
-	tb.Cleanup(func() { _ = c.Close() })
+	s.clients.add(tb, c)
 	return c
 }
 
@@ -307,19 +274,4 @@ func (n *node) sentinelClient() *redis.SentinelClient {
 		})
 	}
 	return n.sentinel
-}
-
-func (s *Sentinel) logs() string {
-	return nodeLogs(append(append([]*node(nil), s.data...), s.sentinels...))
-}
-
-func (s *Sentinel) cleanup(tb testing.TB) {
-	s.mu.Lock()
-	clients := s.clients
-	s.clients = nil
-	s.mu.Unlock()
-	for _, c := range clients {
-		_ = c.Close()
-	}
-	reportStop(tb, s.all)
 }

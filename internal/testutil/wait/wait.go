@@ -37,3 +37,11 @@ func For(tb testing.TB, timeout time.Duration, cond func() bool, msg string, arg
 		interval = min(interval*2, maxInterval)
 	}
 }
+
+// Lazy formats as the result of calling it. For formats its message only when it gives up,
+// so a Lazy argument shows the state at the deadline rather than at the start:
+//
+//	wait.For(t, d, done, "got %s", wait.Lazy(func() string { return fmt.Sprint(got()) }))
+type Lazy func() string
+
+func (l Lazy) String() string { return l() }

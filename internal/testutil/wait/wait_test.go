@@ -64,3 +64,17 @@ func TestForFailsAtTimeout(t *testing.T) {
 		t.Errorf("cond called %d times in 150ms, want between 2 and 20", n)
 	}
 }
+
+func TestLazyFormatsAtTheDeadline(t *testing.T) {
+	state := "start"
+	ftb := &fakeTB{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		For(ftb, 30*time.Millisecond, func() bool { state = "deadline"; return false }, "state %s", Lazy(func() string { return state }))
+	}()
+	<-done
+	if !strings.Contains(ftb.msg, "state deadline") {
+		t.Fatalf("message %q, want the state at the deadline", ftb.msg)
+	}
+}
