@@ -45,10 +45,13 @@ var (
 	beatLua string
 )
 
-// buckets is how many hashes hold the users' connections. Every node must use the same
-// number. Redis keeps a hash of up to hash-max-listpack-entries (512 by default) fields as one
-// compact listpack, so 256 of them stay compact up to about 130,000 connected users, while a
-// few thousand users still fill each with a dozen (BENCHMARKS.md, "What presence costs").
+// buckets is how many hashes hold the users' connections; every node must use the same
+// number (and hash). Redis keeps a hash of up to hash-max-listpack-entries fields (512 by
+// default) of at most hash-max-listpack-value bytes (64) as one compact listpack: 256 buckets
+// stay compact up to about 130,000 connected users, while a few thousand users still fill each
+// with a dozen. Beyond that, or once one of its users has an id over 64 bytes or about ten
+// connections, a bucket becomes a plain hash table: about 65 B per user instead of 15–20
+// (BENCHMARKS.md, "What presence costs").
 const buckets = 256
 
 // seqField is the field of ws:procs that holds the last number given to a process.
