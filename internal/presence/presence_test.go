@@ -176,6 +176,38 @@ func TestDisconnectRetried(t *testing.T) {
 	wait.For(t, 10*time.Second, func() bool { return count(t, p, "fin") == "0 on 0" }, "the failed disconnect was not made again")
 }
 
+// A node that closes with a disconnect still failed stays in the node set, so that another
+// reaps it: its connection stops counting and its user goes offline.
+func TestCloseWithPendingDisconnectLeavesItToTheReaper(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb, admin := srv.Client(t), srv.Client(t)
+	e := env{rdb: rdb, prefix: redistest.Prefix(t)}
+	ctx := context.Background()
+	// A heartbeat of an hour: the failed disconnect is not retried before Close.
+	p := presence.NewRedis(rdb, presence.Options{Prefix: e.prefix, NodeID: "gone", Heartbeat: time.Hour})
+	p.Start()
+	if ok, err := p.Connect(ctx, "gil", 1); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	wait.For(t, 5*time.Second, func() bool { return rdb.ZScore(ctx, e.prefix+"nodes", "gone").Err() == nil }, "gone never beat")
+	if err := admin.ConfigSet(ctx, "min-replicas-to-write", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Disconnect(ctx, "gil", 1); err == nil {
+		t.Fatal("disconnect succeeded while Redis refused writes")
+	}
+	if err := admin.ConfigSet(ctx, "min-replicas-to-write", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	p.Close(ctx)
+	if err := rdb.ZScore(ctx, e.prefix+"nodes", "gone").Err(); err != nil {
+		t.Fatalf("the node left the node set with a disconnect not made: %v", err)
+	}
+	e.node(t, "reaper", 16).Start()
+	wait.For(t, 10*time.Second, func() bool { return count(t, p, "gil") == "0 on 0" }, "gil still counted")
+	wait.For(t, 5*time.Second, func() bool { return fmt.Sprint(e.events(t)) == "[online:gil@gone offline:gil@gone]" }, "events %v", e.events(t))
+}
+
 // Users share buckets, and processes' numbers may be prefixes of one another ("1" and "10"):
 // reaping one process leaves the other's connections and the other users of the bucket alone.
 func TestSharedBucket(t *testing.T) {
