@@ -48,8 +48,8 @@ func count(evs []string, want string) int {
 }
 
 // Acknowledged delivery, presence and events on a 3-master Cluster, with users on every shard:
-// the inbox, the presence hash and the receipt and due sets of a user live in its slot, the
-// events stream and the undelivered schedule in slots of their own.
+// the inbox and the receipt and due sets of a user live in its slot; the events stream, the
+// undelivered schedule and the presence buckets in slots of their own.
 func TestClusterV1PresenceEvents(t *testing.T) {
 	rc := redistest.StartCluster(t, 3, 0)
 	seeds := strings.Split(rc.Seeds(), ",")

@@ -5,6 +5,8 @@
 // the user's two names the same way: internal/inbox/lua/function.lua.)
 package keys
 
+import "strconv"
+
 // Prefix is the key prefix (the key-prefix setting, "ws:" by default); its methods return the
 // names under it.
 type Prefix string
@@ -16,8 +18,9 @@ func (p Prefix) User(id string) string { return string(p) + "user:{" + id + "}" 
 // …:receipts, …:due, …:id:<push id>).
 func (p Prefix) Inbox(id string) string { return string(p) + "inbox:{" + id + "}" }
 
-// Presence is the hash of id's live connections.
-func (p Prefix) Presence(id string) string { return string(p) + "presence:{" + id + "}" }
+// Presence is presence bucket b, the hash of the live connections of the users that fall in it
+// (internal/presence). Not a user's name: many users share it.
+func (p Prefix) Presence(b int) string { return string(p) + "presence:" + strconv.Itoa(b) }
 
 // Broadcast is the channel of broadcasts to every connection.
 func (p Prefix) Broadcast() string { return string(p) + "broadcast" }
@@ -37,8 +40,8 @@ func (p Prefix) Upstream() string { return string(p) + "upstream" }
 // Nodes is the sorted set of every node's last heartbeat.
 func (p Prefix) Nodes() string { return string(p) + "nodes" }
 
-// NodeUsers is the set of the users node holds.
-func (p Prefix) NodeUsers(node string) string { return string(p) + "node:{" + node + "}:users" }
+// Procs is the hash of the gateway processes' numbers (internal/presence).
+func (p Prefix) Procs() string { return string(p) + "procs" }
 
 // Reap is the lock of the node reaping dead node.
 func (p Prefix) Reap(node string) string { return string(p) + "reap:{" + node + "}" }

@@ -14,14 +14,14 @@ func TestNames(t *testing.T) {
 	for _, c := range []struct{ got, want string }{
 		{p.User("alice"), "ws:user:{alice}"},
 		{p.Inbox("alice"), "ws:inbox:{alice}"},
-		{p.Presence("alice"), "ws:presence:{alice}"},
+		{p.Presence(17), "ws:presence:17"},
 		{p.Broadcast(), "ws:broadcast"},
 		{p.Control(), "ws:control"},
 		{p.Probe("n1"), "ws:probe:{n1}"},
 		{p.Events(), "ws:events"},
 		{p.Upstream(), "ws:upstream"},
 		{p.Nodes(), "ws:nodes"},
-		{p.NodeUsers("n1"), "ws:node:{n1}:users"},
+		{p.Procs(), "ws:procs"},
 		{p.Reap("n1"), "ws:reap:{n1}"},
 		{p.Due(), "ws:due"},
 	} {
@@ -30,7 +30,7 @@ func TestNames(t *testing.T) {
 		}
 	}
 	slot := bus.Slot(p.User("alice"))
-	for _, k := range []string{p.Inbox("alice"), p.Inbox("alice") + ":state", p.Presence("alice")} {
+	for _, k := range []string{p.Inbox("alice"), p.Inbox("alice") + ":state"} {
 		if s := bus.Slot(k); s != slot {
 			t.Errorf("%s is in slot %d, the user's channel in %d", k, s, slot)
 		}

@@ -6,3 +6,6 @@ func StopForTest(p *Redis) {
 	p.wg.Wait()
 	p.batch.Close()
 }
+
+// BucketForTest is the bucket of user.
+func BucketForTest(user string) int { return bucket(user) }

@@ -2,14 +2,16 @@
 // max-conns-per-user on that count, and emits online and offline events (package events)
 // exactly once per transition, by the one node whose script made it.
 //
-// Redis keeps, per user, a hash ws:presence:{id} with one field per live connection
-// ('<node>/<incarnation>.<conn>'; the incarnation is random per process, so a restarted node
-// can tell its earlier process's leftovers from its own), so connect and disconnect are
-// idempotent and a retried call cannot count
-// twice; per node, the set ws:node:{node}:users of the users it holds; and the sorted set
-// ws:nodes of every node's last heartbeat. A node that stops beating for DeadAfter is reaped by
-// one of the others (a lock decides which): its fields are removed from its users' hashes and
-// those left with no connection go offline.
+// Each gateway process takes a number from the hash ws:procs (number → node id) and names each
+// of its connections '<proc>.<conn>' (both base 36). Redis keeps a user's connections in one of
+// buckets hashes ws:presence:<b>, picked by a hash of the user id: field the user, value
+// '<proc>.<conn>,…'. Sharing a hash among many users keeps it a small listpack, a few bytes per
+// user instead of a key of its own (BENCHMARKS.md, "What presence costs"); a connection being
+// named, connect and disconnect are idempotent and a retried call cannot count twice. The
+// sorted set ws:nodes holds every node's last heartbeat. A node that stops beating for
+// DeadAfter is reaped by one of the others (a lock decides which): every bucket drops the
+// connections of its processes, and the users left with none go offline. A restarted node does
+// the same at once for its earlier processes: they died, so their connections are gone.
 package presence
 
 import (
@@ -17,11 +19,12 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
-	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -42,13 +45,25 @@ var (
 	beatLua string
 )
 
+// buckets is how many hashes hold the users' connections; every node must use the same
+// number (and hash). Redis keeps a hash of up to hash-max-listpack-entries fields (512 by
+// default) of at most hash-max-listpack-value bytes (64) as one compact listpack: 256 buckets
+// stay compact up to about 130,000 connected users, while a few thousand users still fill each
+// with a dozen. Beyond that, or once one of its users has an id over 64 bytes or about ten
+// connections, a bucket becomes a plain hash table: about 65 B per user instead of 15–20
+// (BENCHMARKS.md, "What presence costs").
+const buckets = 256
+
+// seqField is the field of ws:procs that holds the last number given to a process.
+const seqField = "#"
+
 // Options configure presence. Zero values take the defaults.
 type Options struct {
 	Prefix          string // key prefix; default "ws:"
 	NodeID          string // this node; required
 	MaxConnsPerUser int    // deployment-wide cap; default 16
-	// Sharded: Redis Cluster, where a user's script may not touch the events stream or a
-	// node's user set (other slots): the node appends and updates them after the script.
+	// Sharded: Redis Cluster, where a user's script may not touch the events stream (another
+	// slot): the node appends the events after the script.
 	Sharded bool
 	// Heartbeat is how often the node beats and looks for dead nodes; default 2s. DeadAfter
 	// is how long a node may miss its beats before it counts as dead; default 10s. Together
@@ -68,12 +83,14 @@ type Redis struct {
 
 	connect, disconnect, drop, beat *redis.Script
 
-	incarnation string
-	cancel      context.CancelFunc
-	wg          sync.WaitGroup
+	procMu sync.Mutex
+	proc   atomic.Pointer[string] // this process's number (base 36), once taken (ownProc)
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 
 	mu    sync.Mutex
-	retry map[leftConn]bool // disconnects that failed, retried by the heartbeat (value: last)
+	retry map[leftConn]struct{} // disconnects that failed, retried by the heartbeat
 }
 
 // NewRedis returns presence on rdb; Start begins the heartbeat.
@@ -94,40 +111,69 @@ func NewRedis(rdb redis.UniversalClient, opt Options) *Redis {
 		opt.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Redis{
-		rdb: rdb, opt: opt, log: opt.Logger, batch: scripts.New(rdb), retry: make(map[leftConn]bool),
-		incarnation: strconv.FormatUint(rand.Uint64(), 36),
-		ev:          events.NewWriter(rdb, keys.Prefix(opt.Prefix).Events()),
-		connect:     events.NewScript(connectLua),
-		disconnect:  events.NewScript(disconnectLua),
-		drop:        events.NewScript(dropLua),
-		beat:        redis.NewScript(beatLua),
+		rdb: rdb, opt: opt, log: opt.Logger, batch: scripts.New(rdb), retry: make(map[leftConn]struct{}),
+		ev:         events.NewWriter(rdb, keys.Prefix(opt.Prefix).Events()),
+		connect:    events.NewScript(connectLua),
+		disconnect: events.NewScript(disconnectLua),
+		drop:       events.NewScript(dropLua),
+		beat:       redis.NewScript(beatLua),
 	}
 }
 
-func (p *Redis) key(user string) string       { return keys.Prefix(p.opt.Prefix).Presence(user) }
-func (p *Redis) nodeUsers(node string) string { return keys.Prefix(p.opt.Prefix).NodeUsers(node) }
-func (p *Redis) nodes() string                { return keys.Prefix(p.opt.Prefix).Nodes() }
-func (p *Redis) field(conn uint64) string {
-	return p.own() + strconv.FormatUint(conn, 10)
+func (p *Redis) procs() string { return keys.Prefix(p.opt.Prefix).Procs() }
+func (p *Redis) nodes() string { return keys.Prefix(p.opt.Prefix).Nodes() }
+
+// bucket is the bucket that holds user's connections.
+func bucket(user string) int {
+	h := fnv.New32a()
+	h.Write([]byte(user))
+	return int(h.Sum32() % buckets)
 }
 
-// own is the field prefix of this process's connections.
-func (p *Redis) own() string { return p.opt.NodeID + "/" + p.incarnation + "." }
-
-// keys are a user script's keys: the user's hash, and in single-node Redis the events stream
-// and node's user set, which the script then updates itself.
-func (p *Redis) keys(user, node string) []string {
+// keys are a script's keys: bucket b, and in single-node Redis the events stream, which the
+// script then appends to itself.
+func (p *Redis) keys(b int) []string {
+	k := keys.Prefix(p.opt.Prefix).Presence(b)
 	if p.opt.Sharded {
-		return []string{p.key(user)}
+		return []string{k}
 	}
-	return []string{p.key(user), p.ev.Stream(), p.nodeUsers(node)}
+	return []string{k, p.ev.Stream()}
 }
+
+// ownProc returns this process's number, taken from ws:procs at the first call (a crash
+// between the two writes only wastes a number).
+func (p *Redis) ownProc(ctx context.Context) (string, error) {
+	if id := p.proc.Load(); id != nil {
+		return *id, nil
+	}
+	p.procMu.Lock()
+	defer p.procMu.Unlock()
+	if id := p.proc.Load(); id != nil {
+		return *id, nil
+	}
+	n, err := p.rdb.HIncrBy(ctx, p.procs(), seqField, 1).Result()
+	if err != nil {
+		return "", fmt.Errorf("presence: numbering this process: %w", err)
+	}
+	id := strconv.FormatInt(n, 36)
+	if err := p.rdb.HSet(ctx, p.procs(), id, p.opt.NodeID).Err(); err != nil {
+		return "", fmt.Errorf("presence: numbering this process: %w", err)
+	}
+	p.proc.Store(&id)
+	return id, nil
+}
+
+func connName(proc string, conn uint64) string { return proc + "." + strconv.FormatUint(conn, 36) }
 
 // Connect counts one more connection (conn, unique on this node) of user. False: the user
 // holds max-conns-per-user connections already, anywhere (the caller answers 429).
 func (p *Redis) Connect(ctx context.Context, user string, conn uint64) (bool, error) {
-	vals, err := p.batch.Run(ctx, p.connect, p.keys(user, p.opt.NodeID),
-		p.field(conn), p.opt.MaxConnsPerUser, user, p.opt.NodeID).Slice()
+	proc, err := p.ownProc(ctx)
+	if err != nil {
+		return false, err
+	}
+	vals, err := p.batch.Run(ctx, p.connect, p.keys(bucket(user)),
+		user, connName(proc, conn), p.opt.MaxConnsPerUser, p.opt.NodeID).Slice()
 	if err != nil {
 		return false, fmt.Errorf("presence: connect %s: %w", user, err)
 	}
@@ -137,23 +183,18 @@ func (p *Redis) Connect(ctx context.Context, user string, conn uint64) (bool, er
 	if allowed, _ := vals[0].(int64); allowed != 1 {
 		return false, nil
 	}
-	if p.opt.Sharded { // idempotent; the script updated it itself elsewhere
-		if err := p.rdb.SAdd(ctx, p.nodeUsers(p.opt.NodeID), user).Err(); err != nil {
-			return true, fmt.Errorf("presence: connect %s: %w", user, err)
-		}
-	}
-	return true, p.appendEvents(ctx, vals[1:])
+	return true, p.ev.AppendReturned(ctx, vals[1:])
 }
 
-// Disconnect uncounts connection conn of user; last says it was this node's last connection
-// of the user. When Redis cannot be reached, the call is kept and made again at the next
-// heartbeats (else the connection would count for good): the error is only for the log.
-func (p *Redis) Disconnect(ctx context.Context, user string, conn uint64, last bool) error {
-	err := p.disconnectOnce(ctx, user, conn, last)
+// Disconnect uncounts connection conn of user. When Redis cannot be reached, the call is kept
+// and made again at the next heartbeats (else the connection would count for good): the error
+// is only for the log.
+func (p *Redis) Disconnect(ctx context.Context, user string, conn uint64) error {
+	err := p.disconnectOnce(ctx, user, conn)
 	if err != nil {
 		p.mu.Lock()
 		if len(p.retry) < maxRetries {
-			p.retry[leftConn{user, conn}] = p.retry[leftConn{user, conn}] || last
+			p.retry[leftConn{user, conn}] = struct{}{}
 		}
 		p.mu.Unlock()
 	}
@@ -168,45 +209,40 @@ type leftConn struct {
 	conn uint64
 }
 
-func (p *Redis) disconnectOnce(ctx context.Context, user string, conn uint64, last bool) error {
-	l := "0"
-	if last {
-		l = "1"
+func (p *Redis) disconnectOnce(ctx context.Context, user string, conn uint64) error {
+	proc := p.proc.Load()
+	if proc == nil {
+		return nil // no connect ever ran: nothing counts
 	}
-	vals, err := p.batch.Run(ctx, p.disconnect, p.keys(user, p.opt.NodeID), p.field(conn), user, p.opt.NodeID, l).Slice()
+	vals, err := p.batch.Run(ctx, p.disconnect, p.keys(bucket(user)), user, connName(*proc, conn), p.opt.NodeID).Slice()
 	if err != nil {
 		return fmt.Errorf("presence: disconnect %s: %w", user, err)
 	}
-	if p.opt.Sharded && last {
-		if err := p.rdb.SRem(ctx, p.nodeUsers(p.opt.NodeID), user).Err(); err != nil {
-			return fmt.Errorf("presence: disconnect %s: %w", user, err)
-		}
-	}
-	return p.appendEvents(ctx, vals)
-}
-
-// appendEvents appends what a script returned instead of emitting it (Cluster mode).
-func (p *Redis) appendEvents(ctx context.Context, vals []any) error {
 	return p.ev.AppendReturned(ctx, vals)
 }
 
-// Count returns user's live connections across the deployment and on how many nodes.
+// Count returns user's live connections across the deployment and on how many gateway
+// processes.
 func (p *Redis) Count(ctx context.Context, user string) (conns, nodes int, err error) {
-	fields, err := p.rdb.HKeys(ctx, p.key(user)).Result()
+	v, err := p.rdb.HGet(ctx, keys.Prefix(p.opt.Prefix).Presence(bucket(user)), user).Result()
+	if errors.Is(err, redis.Nil) {
+		return 0, 0, nil
+	}
 	if err != nil {
 		return 0, 0, fmt.Errorf("presence: count %s: %w", user, err)
 	}
-	seen := make(map[string]struct{}, len(fields))
-	for _, f := range fields {
-		node, _, _ := strings.Cut(f, "/")
-		seen[node] = struct{}{}
+	all := strings.Split(v, ",")
+	seen := make(map[string]struct{}, len(all))
+	for _, c := range all {
+		proc, _, _ := strings.Cut(c, ".")
+		seen[proc] = struct{}{}
 	}
-	return len(fields), len(seen), nil
+	return len(all), len(seen), nil
 }
 
-// Start begins the heartbeat, which also reaps dead nodes, after removing what an earlier
-// process with this node id left behind (it died, so its connections are gone; retried until
-// Redis answers). Close stops it.
+// Start takes this process's number, removes what earlier processes with this node id left
+// behind (they died, so their connections are gone; retried until Redis answers), then begins
+// the heartbeat, which also reaps dead nodes. Close stops it.
 func (p *Redis) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
@@ -214,7 +250,10 @@ func (p *Redis) Start() {
 	go func() {
 		defer p.wg.Done()
 		for ctx.Err() == nil {
-			err := p.reap(ctx, p.opt.NodeID, p.own())
+			own, err := p.ownProc(ctx)
+			if err == nil {
+				err = p.reap(ctx, p.opt.NodeID, own)
+			}
 			if err == nil {
 				break
 			}
@@ -234,17 +273,33 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// Close stops the heartbeat, and takes this node out of the node set: its connections ended
-// (Hub.Shutdown) and uncounted themselves. Then it stops the batcher.
+// Close stops the heartbeat and takes this process out of ws:procs and this node out of the
+// node set: its connections ended (Hub.Shutdown) and uncounted themselves. If some of those
+// disconnects are still waiting for a retry, both stay, so that the others reap this node.
+// Then it stops the batcher.
 func (p *Redis) Close(ctx context.Context) {
 	if p.cancel != nil {
 		p.cancel()
 		p.wg.Wait()
-		if err := p.rdb.ZRem(ctx, p.nodes(), p.opt.NodeID).Err(); err != nil {
+		p.mu.Lock()
+		pending := len(p.retry)
+		p.mu.Unlock()
+		if pending > 0 {
+			p.log.Warn("disconnects not made; leaving this node to the others to reap", "disconnects", pending)
+		} else if err := p.leave(ctx); err != nil {
 			p.log.Warn("leaving the node set failed; the others will reap this node", "err", err)
 		}
 	}
 	p.batch.Close()
+}
+
+func (p *Redis) leave(ctx context.Context) error {
+	if id := p.proc.Load(); id != nil {
+		if err := p.rdb.HDel(ctx, p.procs(), *id).Err(); err != nil {
+			return err
+		}
+	}
+	return p.rdb.ZRem(ctx, p.nodes(), p.opt.NodeID).Err()
 }
 
 func (p *Redis) run(ctx context.Context) {
@@ -264,19 +319,19 @@ func (p *Redis) run(ctx context.Context) {
 func (p *Redis) tick(ctx context.Context) {
 	p.mu.Lock()
 	retry := p.retry
-	p.retry = make(map[leftConn]bool)
+	p.retry = make(map[leftConn]struct{})
 	p.mu.Unlock()
-	for c, last := range retry {
-		if err := p.Disconnect(ctx, c.user, c.conn, last); err != nil {
+	for c := range retry {
+		if err := p.Disconnect(ctx, c.user, c.conn); err != nil {
 			break // Redis is still away: the rest waits too (Disconnect kept this one)
 		}
 		delete(retry, c)
 	}
 	if len(retry) > 0 {
 		p.mu.Lock()
-		for c, last := range retry {
-			if _, kept := p.retry[c]; !kept && len(p.retry) < maxRetries {
-				p.retry[c] = last
+		for c := range retry {
+			if len(p.retry) < maxRetries {
+				p.retry[c] = struct{}{}
 			}
 		}
 		p.mu.Unlock()
@@ -309,39 +364,40 @@ func (p *Redis) tick(ctx context.Context) {
 	}
 }
 
-// reap removes every connection node held (but those whose field starts with keep) and emits
-// offline for the users left with none. A dead node's user set goes with it.
+// reap removes from every bucket the connections of node's processes but keep (this process,
+// or "") and emits offline for the users left with none; then those processes leave ws:procs.
 func (p *Redis) reap(ctx context.Context, node, keep string) error {
-	set := p.nodeUsers(node)
-	var cursor uint64
-	for {
-		users, next, err := p.rdb.SScan(ctx, set, cursor, "", 512).Result()
-		if err != nil {
-			return fmt.Errorf("presence: reap %s: %w", node, err)
-		}
-		errs := make([]error, len(users))
-		var wg sync.WaitGroup
-		for i, u := range users {
-			wg.Go(func() {
-				vals, err := p.batch.Run(ctx, p.drop, p.keys(u, node), node+"/", u, node, keep).Slice()
-				if err == nil {
-					err = p.appendEvents(ctx, vals)
-				}
-				errs[i] = err
-			})
-		}
-		wg.Wait()
-		if err := errors.Join(errs...); err != nil {
-			return fmt.Errorf("presence: reap %s: %w", node, err)
-		}
-		if cursor = next; cursor == 0 {
-			break
+	all, err := p.rdb.HGetAll(ctx, p.procs()).Result()
+	if err != nil {
+		return fmt.Errorf("presence: reap %s: %w", node, err)
+	}
+	var gone []string
+	args := []any{node}
+	for proc, n := range all {
+		if n == node && proc != keep && proc != seqField {
+			gone = append(gone, proc)
+			args = append(args, proc)
 		}
 	}
-	if keep != "" {
-		return nil // this node's own set: it holds its current users too
+	if len(gone) == 0 {
+		return nil
 	}
-	if err := p.rdb.Del(ctx, set).Err(); err != nil {
+	errs := make([]error, buckets)
+	var wg sync.WaitGroup
+	for b := range buckets {
+		wg.Go(func() {
+			vals, err := p.batch.Run(ctx, p.drop, p.keys(b), args...).Slice()
+			if err == nil {
+				err = p.ev.AppendReturned(ctx, vals)
+			}
+			errs[b] = err
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("presence: reap %s: %w", node, err)
+	}
+	if err := p.rdb.HDel(ctx, p.procs(), gone...).Err(); err != nil {
 		return fmt.Errorf("presence: reap %s: %w", node, err)
 	}
 	return nil

@@ -78,10 +78,10 @@ func TestConnectDisconnect(t *testing.T) {
 		t.Fatalf("4th connect over the cap of 3: %v %v", ok, err)
 	}
 	for i, p := range []*presence.Redis{a, b, a} {
-		if err := p.Disconnect(ctx, "ann", uint64(i), false); err != nil {
+		if err := p.Disconnect(ctx, "ann", uint64(i)); err != nil {
 			t.Fatal(err)
 		}
-		if err := p.Disconnect(ctx, "ann", uint64(i), false); err != nil { // idempotent
+		if err := p.Disconnect(ctx, "ann", uint64(i)); err != nil { // idempotent
 			t.Fatal(err)
 		}
 	}
@@ -163,7 +163,7 @@ func TestDisconnectRetried(t *testing.T) {
 	if err := admin.ConfigSet(ctx, "min-replicas-to-write", "1").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Disconnect(ctx, "fin", 1, true); err == nil {
+	if err := p.Disconnect(ctx, "fin", 1); err == nil {
 		t.Fatal("disconnect succeeded while Redis refused writes")
 	}
 	if got := count(t, p, "fin"); got != "1 on 1" {
@@ -174,6 +174,88 @@ func TestDisconnectRetried(t *testing.T) {
 	}
 	p.Start()
 	wait.For(t, 10*time.Second, func() bool { return count(t, p, "fin") == "0 on 0" }, "the failed disconnect was not made again")
+}
+
+// A node that closes with a disconnect still failed stays in the node set, so that another
+// reaps it: its connection stops counting and its user goes offline.
+func TestCloseWithPendingDisconnectLeavesItToTheReaper(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb, admin := srv.Client(t), srv.Client(t)
+	e := env{rdb: rdb, prefix: redistest.Prefix(t)}
+	ctx := context.Background()
+	// A heartbeat of an hour: the failed disconnect is not retried before Close.
+	p := presence.NewRedis(rdb, presence.Options{Prefix: e.prefix, NodeID: "gone", Heartbeat: time.Hour})
+	p.Start()
+	if ok, err := p.Connect(ctx, "gil", 1); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	wait.For(t, 5*time.Second, func() bool { return rdb.ZScore(ctx, e.prefix+"nodes", "gone").Err() == nil }, "gone never beat")
+	if err := admin.ConfigSet(ctx, "min-replicas-to-write", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Disconnect(ctx, "gil", 1); err == nil {
+		t.Fatal("disconnect succeeded while Redis refused writes")
+	}
+	if err := admin.ConfigSet(ctx, "min-replicas-to-write", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	p.Close(ctx)
+	if err := rdb.ZScore(ctx, e.prefix+"nodes", "gone").Err(); err != nil {
+		t.Fatalf("the node left the node set with a disconnect not made: %v", err)
+	}
+	e.node(t, "reaper", 16).Start()
+	wait.For(t, 10*time.Second, func() bool { return count(t, p, "gil") == "0 on 0" }, "gil still counted")
+	wait.For(t, 5*time.Second, func() bool { return fmt.Sprint(e.events(t)) == "[online:gil@gone offline:gil@gone]" }, "events %v", e.events(t))
+}
+
+// Users share buckets, and processes' numbers may be prefixes of one another ("1" and "10"):
+// reaping one process leaves the other's connections and the other users of the bucket alone.
+func TestSharedBucket(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	users := []string{"gus"}
+	for i := 0; len(users) < 3; i++ {
+		if u := fmt.Sprint("u", i); presence.BucketForTest(u) == presence.BucketForTest(users[0]) {
+			users = append(users, u)
+		}
+	}
+	dead := presence.NewRedis(e.rdb, presence.Options{Prefix: e.prefix, NodeID: "dead", Heartbeat: 50 * time.Millisecond})
+	dead.Start()
+	for i, u := range users {
+		if ok, err := dead.Connect(ctx, u, uint64(i)); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+	}
+	// The next process is number 36, "10" in base 36.
+	if err := e.rdb.HSet(ctx, e.prefix+"procs", "#", 35).Err(); err != nil {
+		t.Fatal(err)
+	}
+	alive := e.node(t, "alive", 16)
+	for _, u := range users[1:] {
+		if ok, err := alive.Connect(ctx, u, 0); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+	}
+	if err := alive.Disconnect(ctx, users[2], 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := count(t, alive, users[1]); got != "2 on 2" {
+		t.Fatalf("%s: %s", users[1], got)
+	}
+	if got, err := e.rdb.HGet(ctx, e.prefix+"procs", "10").Result(); got != "alive" || err != nil {
+		t.Fatalf("process 10: %q %v", got, err)
+	}
+	wait.For(t, 5*time.Second, func() bool { return e.rdb.ZScore(ctx, e.prefix+"nodes", "dead").Err() == nil }, "dead never beat")
+	stopWithoutLeaving(dead)
+	alive.Start()
+	wait.For(t, 10*time.Second, func() bool { return count(t, alive, users[0]) == "0 on 0" }, "the dead node still counts")
+	for u, want := range map[string]string{users[1]: "1 on 1", users[2]: "0 on 0"} {
+		if got := count(t, alive, u); got != want {
+			t.Fatalf("%s: %s, want %s", u, got, want)
+		}
+	}
+	want := fmt.Sprintf("[online:%[1]s@dead online:%[2]s@dead online:%[3]s@dead offline:%[1]s@dead offline:%[3]s@dead]", users[0], users[1], users[2])
+	wait.For(t, 5*time.Second, func() bool { return fmt.Sprint(e.events(t)) == want }, "events %v, want %s", e.events(t), want)
 }
 
 // stopWithoutLeaving ends a node's heartbeat as a crash would.

@@ -38,8 +38,8 @@ type Backlog struct {
 type Presence interface {
 	// Connect counts connection conn of user; false: the user is at max-conns-per-user.
 	Connect(ctx context.Context, user string, conn uint64) (bool, error)
-	// Disconnect uncounts it; last: it was this node's last connection of the user.
-	Disconnect(ctx context.Context, user string, conn uint64, last bool) error
+	// Disconnect uncounts it.
+	Disconnect(ctx context.Context, user string, conn uint64) error
 }
 
 // Upstream receives what clients send (the README's ws:upstream). Nil drops it after the checks.

@@ -64,13 +64,13 @@ func (h *Hub) readStart(ctx context.Context, c *Conn, after int64) (Backlog, err
 }
 
 // uncount takes c out of the deployment's count (release, a refused registration).
-func (h *Hub) uncount(c *Conn, last bool) {
+func (h *Hub) uncount(c *Conn) {
 	if h.presence == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.SubscribeTimeout)
 	defer cancel()
-	if err := h.presence.Disconnect(ctx, c.user, c.id, last); err != nil {
+	if err := h.presence.Disconnect(ctx, c.user, c.id); err != nil {
 		h.log.Warn("uncounting a connection failed", append(c.logAttrs(), "err", err)...)
 	}
 }
@@ -191,7 +191,7 @@ func (h *Hub) release(ctx context.Context, c *Conn) {
 	defer cancel()
 	// The client may reconnect elsewhere at once: its position must be in the inbox first.
 	h.acks.flushUser(ctx, c.user)
-	h.uncount(c, last)
+	h.uncount(c)
 	if !last {
 		return
 	}

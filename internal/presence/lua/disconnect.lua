@@ -1,17 +1,21 @@
-
--- disconnect: a connection of a user ended. KEYS as connect.lua's. ARGV: field, user, node,
--- last (1: the node's last connection of the user: leave its user set). Returns {events…}.
--- Idempotent: a connection already gone changes nothing.
-local key = KEYS[1]
-local inline = KEYS[2] ~= nil
-if inline and ARGV[4] == '1' then
-  redis.call('SREM', KEYS[3], ARGV[2])
-end
-if redis.call('HDEL', key, ARGV[1]) == 0 then
+-- disconnect: a connection of a user ended. KEYS as connect.lua's. ARGV: user, connection,
+-- node. Returns {events…}. Idempotent: a connection already gone changes nothing.
+local key, user, conn = KEYS[1], ARGV[1], ARGV[2]
+local v = redis.call('HGET', key, user)
+if not v then
   return {}
 end
+local s = ',' .. v .. ','
+local at = string.find(s, ',' .. conn .. ',', 1, true)
+if not at then
+  return {}
+end
+s = string.sub(s, 1, at) .. string.sub(s, at + #conn + 2)
 local out = {}
-if redis.call('HLEN', key) == 0 then
-  report(inline, KEYS[2], EVENTS_MAXLEN, out, {'offline', ARGV[2], ARGV[3], 0})
+if s == ',' then
+  redis.call('HDEL', key, user)
+  report(KEYS[2] ~= nil, KEYS[2], EVENTS_MAXLEN, out, {'offline', user, ARGV[3], 0})
+else
+  redis.call('HSET', key, user, string.sub(s, 2, -2))
 end
 return out
