@@ -59,6 +59,7 @@ type scaleConfig struct {
 	SmallDur     time.Duration
 	Broadcasts   int
 	Workers      int
+	Via          string
 	Payload      int
 	Settle       time.Duration
 	Drain        time.Duration
@@ -88,6 +89,7 @@ func parseScaleFlags(args []string, out io.Writer) (*scaleConfig, error) {
 	fs.DurationVar(&c.SmallDur, "small-duration", 20*time.Second, "length of the push phase at the other levels")
 	fs.IntVar(&c.Broadcasts, "broadcasts", 3, "broadcasts to everyone at each level, one after the other")
 	fs.IntVar(&c.Workers, "workers", 256, "open-loop workers, each with its own HTTP connection; worker w pushes through node w mod nodes")
+	fs.StringVar(&c.Via, "via", "http", "pushes: http (POST /api/v1/push, worker w through node w mod nodes) or fcall (FCALL wsgateway_push straight into the Redis of --redis-addrs)")
 	fs.IntVar(&c.Payload, "payload", 100, "payload size in bytes")
 	fs.DurationVar(&c.Settle, "settle", 5*time.Second, "pause after connecting a level before the memory readings")
 	fs.DurationVar(&c.Drain, "drain", 20*time.Second, "after the last push, wait at most this long for the deliveries")
@@ -123,6 +125,10 @@ func parseScaleFlags(args []string, out io.Writer) (*scaleConfig, error) {
 		return nil, errors.New("nodes, procs, workers: must be positive")
 	case c.Rate < 1 || c.Duration <= 0 || c.SmallDur <= 0:
 		return nil, errors.New("rate, duration, small-duration: must be positive")
+	case c.Via != "http" && c.Via != "fcall":
+		return nil, fmt.Errorf("via: want http or fcall, got %q", c.Via)
+	case c.Via == "fcall" && len(c.RedisAddrs) == 0:
+		return nil, errors.New("via fcall: give --redis-addrs")
 	case c.Payload < 60:
 		return nil, errors.New("payload: at least 60 bytes")
 	}
@@ -145,6 +151,7 @@ type scale struct {
 	kids    []*child
 	maxPer  int // users reserved per client process: process p holds u<p*maxPer>...
 	rdbs    []*redis.Client
+	pusher  redis.UniversalClient // --via fcall: one server or the Cluster
 	bcastNo uint64
 	seqs    []uint64 // the push workers' last sequence numbers
 }
@@ -192,6 +199,11 @@ func (s *scale) run(ctx context.Context) error {
 			return err
 		}
 		s.rdbs = append(s.rdbs, rdb)
+	}
+	if cfg.Via == "fcall" {
+		// More than one address makes a Cluster client, which sends each FCALL to the shard
+		// of its keys.
+		s.pusher = redis.NewUniversalClient(&redis.UniversalOptions{Addrs: cfg.RedisAddrs, PoolSize: cfg.Workers, DisableIdentity: true})
 	}
 	if err := s.startGateways(ctx); err != nil {
 		return err
@@ -420,6 +432,9 @@ func (s *scale) stop() {
 	wg.Wait()
 	for _, r := range s.rdbs {
 		r.Close()
+	}
+	if s.pusher != nil {
+		s.pusher.Close()
 	}
 	if s.cfg.Dir == "" && s.dir != "" {
 		_ = os.RemoveAll(s.dir)

@@ -10,7 +10,8 @@
 #
 # Settings (environment): SETUPS ("redis cluster"), LEVELS (10000,50000,100000), RATE (10000
 # pushes/s), DUR (60s: the push phase at the highest level), SMALL_DUR (20s: at the others),
-# BROADCASTS (3 per level), NODES (6), PROCS (6 client processes), GW (bin/gateway),
+# BROADCASTS (3 per level), VIA (fcall: pushes straight into Redis, FCALL wsgateway_push;
+# http: POST /api/v1/push through the nodes in turn), NODES (6), PROCS (6 client processes), GW (bin/gateway),
 # WSBENCH (bin/wsbench), OUT (bin/scale-results/<time>).
 # Wrap it in `flock /tmp/bench.lock` on a shared machine so benchmark runs never overlap.
 set -euo pipefail
@@ -21,6 +22,7 @@ RATE=${RATE:-10000}
 DUR=${DUR:-60s}
 SMALL_DUR=${SMALL_DUR:-20s}
 BROADCASTS=${BROADCASTS:-3}
+VIA=${VIA:-fcall}
 NODES=${NODES:-6}
 PROCS=${PROCS:-6}
 GW=${GW:-bin/gateway}
@@ -112,7 +114,7 @@ for setup in $SETUPS; do
 	echo "== $setup: Redis $addrs (pids $pids), load $(cut -d' ' -f1-3 /proc/loadavg) → $dir.log"
 	"$WSBENCH" scale --label "$setup" --gateway "$GW" --gateway-redis "$gwredis" --redis-addrs "$addrs" \
 		--redis-pids "$pids" --nodes "$NODES" --procs "$PROCS" --levels "$LEVELS" --rate "$RATE" \
-		--duration "$DUR" --small-duration "$SMALL_DUR" --broadcasts "$BROADCASTS" --dir "$dir" \
+		--duration "$DUR" --small-duration "$SMALL_DUR" --broadcasts "$BROADCASTS" --via "$VIA" --dir "$dir" \
 		2>&1 | tee "$dir.log" || echo "== $setup: failed (see $dir.log)"
 	grep '^RESULT ' "$dir.log" | sed 's/^RESULT //' >>"$OUT/results.jsonl" || true
 	stop_redis
@@ -123,7 +125,7 @@ done
 echo "== $OUT/results.jsonl"
 jq -r '"\(.label) \(.conns): connect \(.connects_per_s|round)/s; gateway RSS \(.gateway_rss_per_conn_bytes|round) B/conn, Redis \(.redis_bytes_per_conn|round) B/conn; " +
   "broadcast last \([.broadcasts[].last_ms] | map(tostring) | join("/")) ms; " +
-  "pushes \(.push.accepted) at \(.push.pushes_per_s|round)/s, lost \(.push.lost), dup \(.push.duplicated), reordered \(.push.reordered), errors \(.push.send_errors); " +
+  "pushes (\(.push.via)) \(.push.accepted) at \(.push.pushes_per_s|round)/s, lost \(.push.lost), dup \(.push.duplicated), reordered \(.push.reordered), errors \(.push.send_errors); " +
   "p50 \(.push.latency_ms.p50) p99 \(.push.latency_ms.p99) max \(.push.latency_ms.max) ms; lag max \(.push.generator_lag_max_ms) ms; " +
-  "CPU gw \(.push.gateway_cpu_pct|round) redis \(.push.redis_cpu_pct|round) clients \(.push.client_cpu_pct|round) others \(.push.other_cpu_pct|round) %; load \(.loadavg)"' \
+  "CPU gw \(.push.cpu_pct.gateways|round) redis \(.push.cpu_pct.redis|round) clients \(.push.cpu_pct.clients|round) generator \(.push.cpu_pct.generator|round) others \(.push.cpu_pct.other|round) % (idle: gw \(.idle_cpu_pct.gateways|round) clients \(.idle_cpu_pct.clients|round) %); load \(.loadavg)"' \
 	"$OUT/results.jsonl"

@@ -12,6 +12,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/wsgateway/wsgateway/internal/keys"
 )
 
 // scaleResult is one level of a scale run, printed as its RESULT line. Memory is read right
@@ -35,6 +39,7 @@ type scaleResult struct {
 	RedisMem          int64   `json:"redis_used_memory_bytes"`
 	RedisPerConn      float64 `json:"redis_bytes_per_conn"`
 
+	IdleCPU    cpuShares        `json:"idle_cpu_pct"` // over the settle pause after connecting
 	Broadcasts []scaleBroadcast `json:"broadcasts"`
 	Push       *scalePush       `json:"push,omitempty"`
 
@@ -51,6 +56,7 @@ type scaleBroadcast struct {
 }
 
 type scalePush struct {
+	Via       string  `json:"via"`
 	Rate      int     `json:"target_rate"`
 	Duration  float64 `json:"duration_s"`
 	Sent      int64   `json:"sent"`
@@ -67,11 +73,47 @@ type scalePush struct {
 	LagMaxMs  float64 `json:"generator_lag_max_ms"`
 	Latency   latency `json:"latency_ms"`
 
-	GatewayCPU float64  `json:"gateway_cpu_pct"` // all nodes together, % of one core
-	RedisCPU   float64  `json:"redis_cpu_pct"`
-	ClientCPU  float64  `json:"client_cpu_pct"` // the client processes and the coordinator
-	OtherCPU   float64  `json:"other_cpu_pct"`
-	ErrSamples []string `json:"send_error_samples,omitempty"`
+	CPU        cpuShares `json:"cpu_pct"`
+	ErrSamples []string  `json:"send_error_samples,omitempty"`
+}
+
+// cpuShares is CPU use in % of one core: every gateway together, Redis (--redis-pids), the
+// client processes, this process (the pushes' generator), and everything else on the machine
+// (push phase only).
+type cpuShares struct {
+	Gateways  float64 `json:"gateways"`
+	Redis     float64 `json:"redis"`
+	Clients   float64 `json:"clients"`
+	Generator float64 `json:"generator"`
+	Other     float64 `json:"other,omitempty"`
+}
+
+// cpuPIDs are the gateways, Redis, the client processes and this one, in the order
+// cpuShares reads them.
+func (s *scale) cpuPIDs() []int {
+	pids := append(s.gwPIDs(), s.cfg.RedisPIDs...)
+	for _, k := range s.kids {
+		pids = append(pids, k.cmd.Process.Pid)
+	}
+	return append(pids, os.Getpid())
+}
+
+func (s *scale) cpuShares(pct []float64) cpuShares {
+	var c cpuShares
+	ng, nr := len(s.gws), len(s.cfg.RedisPIDs)
+	for i, v := range pct {
+		switch {
+		case i < ng:
+			c.Gateways += v
+		case i < ng+nr:
+			c.Redis += v
+		case i < len(pct)-1:
+			c.Clients += v
+		default:
+			c.Generator = v
+		}
+	}
+	return c
 }
 
 // connectLevel opens connections until level are open and reads the memory figures.
@@ -81,12 +123,8 @@ func (s *scale) connectLevel(ctx context.Context, level int, rss0, mem0 int64) (
 		Redis: len(cfg.RedisAddrs), Levels: cfg.Levels}
 	s.logf("connecting up to %d", level)
 	start := time.Now()
-	done := make(chan struct{})
-	go s.progress(ctx, done, func(tot clientStats) string {
-		return fmt.Sprintf("connecting: %d open, %d failed", tot.Open, tot.Errors)
-	})
+	// A client process answers nothing else while it connects: no progress lines here.
 	sts, err := s.callAll(ctx, func(p int) string { return "connect " + strconv.Itoa(s.perProc(level, p)) })
-	close(done)
 	tot, _ := sum(sts)
 	took := time.Since(start)
 	prev := 0
@@ -104,7 +142,11 @@ func (s *scale) connectLevel(ctx context.Context, level int, rss0, mem0 int64) (
 	if tot.Open != level {
 		return nil, fmt.Errorf("connect %d: only %d open", level, tot.Open)
 	}
+	// The settle pause doubles as the idle reading: what the connections cost at rest
+	// (the gateways' pings every 25 s and the answers to them).
+	cpu := newCPUMeter(s.cpuPIDs())
 	sleepCtx(ctx, cfg.Settle)
+	r.IdleCPU = s.cpuShares(cpu.percent())
 	for _, pid := range s.gwPIDs() {
 		b, _ := rssBytes(pid)
 		r.GatewayRSSPerNode = append(r.GatewayRSSPerNode, b)
@@ -224,9 +266,9 @@ func (s *scale) traffic(ctx context.Context, r *scaleResult, level int, dur time
 	r.Push = p
 	r.Load = loadavg()
 	if p != nil {
-		s.logf("pushes at %d: %d accepted (%.0f/s), lost %d, dup %d; p50 %.2f p99 %.2f max %.2f ms; lag max %.0f ms; CPU gateways %.0f%% Redis %.0f%% clients %.0f%% others %.0f%%",
+		s.logf("pushes at %d: %d accepted (%.0f/s), lost %d, dup %d; p50 %.2f p99 %.2f max %.2f ms; lag max %.0f ms; CPU gateways %.0f%% Redis %.0f%% clients %.0f%% generator %.0f%% others %.0f%%",
 			level, p.Accepted, p.PushRate, p.Lost, p.Dup, p.Latency.P50, p.Latency.P99, p.Latency.Max, p.LagMaxMs,
-			p.GatewayCPU, p.RedisCPU, p.ClientCPU, p.OtherCPU)
+			p.CPU.Gateways, p.CPU.Redis, p.CPU.Clients, p.CPU.Generator, p.CPU.Other)
 	}
 	return err
 }
@@ -283,7 +325,7 @@ type scaleJob struct {
 // always goes through worker r mod workers, so a user's pushes stay in order.
 func (s *scale) pushes(ctx context.Context, level int, dur time.Duration) (*scalePush, error) {
 	cfg := s.cfg
-	p := &scalePush{Rate: cfg.Rate, Duration: dur.Seconds()}
+	p := &scalePush{Via: cfg.Via, Rate: cfg.Rate, Duration: dur.Seconds()}
 	b := &bench{cfg: &config{UserPrefix: "u", Payload: cfg.Payload}, base: s.base, cnt: &counters{}}
 	workers := make([]*sender, cfg.Workers)
 	if s.seqs == nil {
@@ -309,12 +351,7 @@ func (s *scale) pushes(ctx context.Context, level int, dur time.Duration) (*scal
 	}
 	tot0, _ := sum(before)
 
-	pids := append(s.gwPIDs(), cfg.RedisPIDs...)
-	for _, k := range s.kids {
-		pids = append(pids, k.cmd.Process.Pid)
-	}
-	pids = append(pids, os.Getpid())
-	cpu := newCPUMeter(pids)
+	cpu := newCPUMeter(s.cpuPIDs())
 	busy0, busyErr := machineBusy()
 	done := make(chan struct{})
 	var lastAcc atomic.Int64
@@ -333,8 +370,13 @@ func (s *scale) pushes(ctx context.Context, level int, dur time.Duration) (*scal
 		queues[w] = make(chan scaleJob, 1024)
 		wg.Go(func() {
 			one := []int{0}
+			var batch []scaleJob
 			for j := range queues[w] {
 				if ctx.Err() != nil {
+					continue
+				}
+				if s.pusher != nil {
+					batch = s.fcall(ctx, b, snd, append(batch[:0], j), queues[w])
 					continue
 				}
 				b.cnt.noteLag(time.Since(s.base) - j.sched)
@@ -365,20 +407,9 @@ loop:
 	}
 	wg.Wait()
 	sendEnd := time.Since(s.base)
-	pct := cpu.percent()
-	ng, nr := len(s.gws), len(cfg.RedisPIDs)
-	for i, c := range pct {
-		switch {
-		case i < ng:
-			p.GatewayCPU += c
-		case i < ng+nr:
-			p.RedisCPU += c
-		default:
-			p.ClientCPU += c
-		}
-	}
+	p.CPU = s.cpuShares(cpu.percent())
 	if busy1, err := machineBusy(); err == nil && busyErr == nil {
-		p.OtherCPU = 100*float64(busy1-busy0)/float64(sendEnd-start) - p.GatewayCPU - p.RedisCPU - p.ClientCPU
+		p.CPU.Other = 100*float64(busy1-busy0)/float64(sendEnd-start) - p.CPU.Gateways - p.CPU.Redis - p.CPU.Clients - p.CPU.Generator
 	}
 	var tot clientStats
 	_ = waitFor(ctx, cfg.Drain, func() bool {
@@ -406,6 +437,55 @@ loop:
 	}
 	return p, s.checkGateways()
 }
+
+// fcall pushes straight into Redis, as the API would: batch plus whatever else is queued
+// already (up to 64), in one pipeline, so that a generator that fell behind catches up
+// instead of paying a round trip per push. The Function answers [seq, receivers];
+// receivers > 0 means a node took it live. It returns batch for reuse.
+func (s *scale) fcall(ctx context.Context, b *bench, snd *sender, batch []scaleJob, q chan scaleJob) []scaleJob {
+more:
+	for len(batch) < 64 {
+		select {
+		case j, ok := <-q:
+			if !ok {
+				break more
+			}
+			batch = append(batch, j)
+		default:
+			break more
+		}
+	}
+	cnt := b.cnt
+	pipe := s.pusher.Pipeline()
+	cmds := make([]*redis.Cmd, len(batch))
+	now := time.Since(s.base)
+	for i, j := range batch {
+		cnt.noteLag(now - j.sched)
+		u := "u" + strconv.Itoa(j.user)
+		// A copy: the pipeline holds its arguments until Exec, the sender reuses its buffer.
+		cmds[i] = pipe.FCall(ctx, "wsgateway_push", []string{scaleKeys.User(u), scaleKeys.Inbox(u)}, string(snd.next(j.sched)))
+	}
+	cnt.sent.Add(int64(len(batch)))
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	for _, c := range cmds {
+		r, err := c.Int64Slice()
+		if err != nil || len(r) < 2 {
+			cnt.sendErrs.Add(1)
+			b.noteSendError(0, nil, fmt.Errorf("FCALL: %v %v", r, err))
+			continue
+		}
+		cnt.accepted.Add(1)
+		if r[1] > 0 {
+			cnt.expected.Add(1)
+		} else {
+			cnt.offline.Add(1)
+		}
+	}
+	return batch
+}
+
+// scaleKeys are the gateways' keys: they run with the default --key-prefix.
+var scaleKeys = keys.Prefix("ws:")
 
 func loadavg() string {
 	b, _ := os.ReadFile("/proc/loadavg")
