@@ -394,6 +394,12 @@ func sum(sts []clientStats) (tot clientStats, h *histSnapshot) {
 		tot.Closed += st.Closed
 		tot.BadFrames += st.BadFrames
 		tot.LastDelivery = max(tot.LastDelivery, st.LastDelivery)
+		for code, n := range st.CloseCodes {
+			if tot.CloseCodes == nil {
+				tot.CloseCodes = map[string]int{}
+			}
+			tot.CloseCodes[code] += n
+		}
 		if st.Hist != nil {
 			h.add(st.Hist)
 		}

@@ -121,11 +121,11 @@ for setup in $SETUPS; do
 done
 
 [ -s "$OUT/results.jsonl" ] || { echo "scale: no results" >&2; exit 1; }
-"$WSBENCH" scale-chart --out "$OUT/scale.svg" "$OUT/results.jsonl"
+"$WSBENCH" scale-chart --out "$OUT/scale.svg" --title "wsgateway: latency against connections, $NODES nodes, $RATE pushes/s ($VIA)" "$OUT/results.jsonl"
 echo "== $OUT/results.jsonl"
-jq -r '"\(.label) \(.conns): connect \(.connects_per_s|round)/s; gateway RSS \(.gateway_rss_per_conn_bytes|round) B/conn, Redis \(.redis_bytes_per_conn|round) B/conn; " +
+jq -r '"\(.label) \(.conns) (\(.open) open): connect \(.connects_per_s|round)/s; gateway RSS \(.gateway_rss_per_conn_bytes|round) B/conn, Redis \(.redis_bytes_per_conn|round) B/conn; " +
   "broadcast last \([.broadcasts[].last_ms] | map(tostring) | join("/")) ms; " +
   "pushes (\(.push.via)) \(.push.accepted) at \(.push.pushes_per_s|round)/s, lost \(.push.lost), dup \(.push.duplicated), reordered \(.push.reordered), errors \(.push.send_errors); " +
   "p50 \(.push.latency_ms.p50) p99 \(.push.latency_ms.p99) max \(.push.latency_ms.max) ms; lag max \(.push.generator_lag_max_ms) ms; " +
-  "CPU gw \(.push.cpu_pct.gateways|round) redis \(.push.cpu_pct.redis|round) clients \(.push.cpu_pct.clients|round) generator \(.push.cpu_pct.generator|round) others \(.push.cpu_pct.other|round) % (idle: gw \(.idle_cpu_pct.gateways|round) clients \(.idle_cpu_pct.clients|round) %); load \(.loadavg)"' \
+  "CPU gw \(.push.cpu_pct.gateways|round) redis \(.push.cpu_pct.redis|round) clients \(.push.cpu_pct.clients|round) generator \(.push.cpu_pct.generator|round) others \(.push.cpu_pct.other|round) % (idle: gw \(.idle_cpu_pct.gateways|round) clients \(.idle_cpu_pct.clients|round) %); offline after \(.offline_after), ended by the gateways \(.ended_by_gateway) \(.close_codes // {}); load \(.loadavg)"' \
 	"$OUT/results.jsonl"

@@ -33,18 +33,21 @@ import (
 
 // clientStats is a scale-client's answer to every command.
 type clientStats struct {
-	Connected    int64     `json:"connected"`
-	Errors       int64     `json:"errors"`
-	Open         int       `json:"open"`
-	Received     int64     `json:"received"`
-	Dup          int64     `json:"dup"`
-	Reordered    int64     `json:"reordered"`
-	Probes       int64     `json:"probes"`
-	Closed       int64     `json:"closed"`
-	BadFrames    int64     `json:"bad_frames"`
-	LastDelivery int64     `json:"last_delivery_ns"` // since base
-	Hist         *histWire `json:"hist,omitempty"`
-	Err          string    `json:"err,omitempty"`
+	Connected    int64 `json:"connected"`
+	Errors       int64 `json:"errors"`
+	Open         int   `json:"open"`
+	Received     int64 `json:"received"`
+	Dup          int64 `json:"dup"`
+	Reordered    int64 `json:"reordered"`
+	Probes       int64 `json:"probes"`
+	Closed       int64 `json:"closed"`
+	BadFrames    int64 `json:"bad_frames"`
+	LastDelivery int64 `json:"last_delivery_ns"` // since base
+	// CloseCodes counts the connections that ended without wsbench closing them, by close
+	// code (-1: no close frame).
+	CloseCodes map[string]int `json:"close_codes,omitempty"`
+	Hist       *histWire      `json:"hist,omitempty"`
+	Err        string         `json:"err,omitempty"`
 }
 
 // histWire is a histogram snapshot on the wire: only the buckets that hold something.
@@ -183,6 +186,14 @@ func (sc *scaleClient) fill(st *clientStats) {
 	st.Received, st.Dup, st.Reordered = c.received.Load(), c.dup.Load(), c.reordered.Load()
 	st.Probes, st.Closed, st.BadFrames = c.probes.Load(), c.closed.Load(), c.badFrames.Load()
 	st.LastDelivery = f.lastDelivery.Load()
+	f.codeMu.Lock()
+	for code, n := range f.closeCodes {
+		if st.CloseCodes == nil {
+			st.CloseCodes = map[string]int{}
+		}
+		st.CloseCodes[strconv.Itoa(code)] += n
+	}
+	f.codeMu.Unlock()
 }
 
 // connect dials clients [dialed, n).

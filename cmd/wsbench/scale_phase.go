@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -40,8 +41,15 @@ type scaleResult struct {
 	RedisPerConn      float64 `json:"redis_bytes_per_conn"`
 
 	IdleCPU    cpuShares        `json:"idle_cpu_pct"` // over the settle pause after connecting
+	Open       int              `json:"open"`         // when the traffic began
 	Broadcasts []scaleBroadcast `json:"broadcasts"`
 	Push       *scalePush       `json:"push,omitempty"`
+
+	// After the traffic: users the gateway reported offline although their connection was
+	// open, and the connections the gateways ended during the whole run so far.
+	OfflineAfter int            `json:"offline_after"`
+	Ended        int64          `json:"ended_by_gateway"`
+	CloseCodes   map[string]int `json:"close_codes,omitempty"`
 
 	Load  string `json:"loadavg"`
 	Error string `json:"error,omitempty"`
@@ -191,12 +199,35 @@ func (s *scale) progress(ctx context.Context, done chan struct{}, line func(clie
 	}
 }
 
-// probe pushes one message (publisher 0) to each of the level's users, 1,000 per request,
-// and waits until every open connection has it: every connection is subscribed end to end.
+// probe pushes one message (publisher 0) to each of the level's users and waits until every
+// open connection has it: every connection is subscribed end to end.
 func (s *scale) probe(ctx context.Context, level int) error {
-	h, err := newHTTPConn(s.apis[0], s.cfg.APIKey, 30*time.Second)
+	offline, err := s.pushAll(level)
 	if err != nil {
 		return err
+	}
+	if offline > 0 {
+		return fmt.Errorf("probe push: %d connected users were reported offline", offline)
+	}
+	var tot clientStats
+	err = waitFor(ctx, 60*time.Second, func() bool {
+		sts, err := s.callAll(ctx, func(int) string { return "stats" })
+		tot, _ = sum(sts)
+		return err == nil && tot.Probes >= int64(level)
+	})
+	if err != nil {
+		return fmt.Errorf("probe: %d of %d connections got it: %v", tot.Probes, level, err)
+	}
+	s.logf("probe: all %d connections received a push", tot.Probes)
+	return nil
+}
+
+// pushAll pushes a probe message (publisher 0) to each of the level's users, 1,000 per
+// request, and returns how many the gateway reported offline: not subscribed on any node.
+func (s *scale) pushAll(level int) (offline int, err error) {
+	h, err := newHTTPConn(s.apis[0], s.cfg.APIKey, 30*time.Second)
+	if err != nil {
+		return 0, err
 	}
 	defer h.Close()
 	data := appendPayload(nil, payload{}, s.cfg.Payload)
@@ -216,33 +247,23 @@ func (s *scale) probe(ctx context.Context, level int) error {
 		body = append(body, '}')
 		status, resp, err := h.do("POST", "/api/v1/push", body)
 		if err != nil || status != http.StatusOK {
-			return fmt.Errorf("probe push: HTTP %d %s %v", status, resp, err)
+			return offline, fmt.Errorf("probe push: HTTP %d %s %v", status, resp, err)
 		}
-		if bytes.Contains(resp, []byte(`"online":false`)) {
-			return fmt.Errorf("probe push: a connected user was reported offline: %.300s", resp)
-		}
+		offline += bytes.Count(resp, []byte(`"online":false`))
 	}
-	var tot clientStats
-	err = waitFor(ctx, 60*time.Second, func() bool {
-		sts, err := s.callAll(ctx, func(int) string { return "stats" })
-		tot, _ = sum(sts)
-		return err == nil && tot.Probes >= int64(level)
-	})
-	if err != nil {
-		return fmt.Errorf("probe: %d of %d connections got it: %v", tot.Probes, level, err)
-	}
-	s.logf("probe: all %d connections received a push", tot.Probes)
-	return nil
+	return offline, nil
 }
 
-// closeTo closes connections until level are open.
+// closeTo closes the clients beyond the level's. Connections the gateways ended before are
+// not reopened: the level's figures count the ones still open.
 func (s *scale) closeTo(ctx context.Context, level int) error {
 	sts, err := s.callAll(ctx, func(p int) string { return "close " + strconv.Itoa(s.perProc(level, p)) })
 	if err != nil {
 		return err
 	}
 	if tot, _ := sum(sts); tot.Open != level {
-		return fmt.Errorf("after closing down to %d: %d open", level, tot.Open)
+		s.logf("after closing down to %d: %d open (%d ended by the other side so far, close codes %v)",
+			level, tot.Open, tot.Closed, tot.CloseCodes)
 	}
 	sleepCtx(ctx, s.cfg.Settle)
 	return nil
@@ -250,11 +271,14 @@ func (s *scale) closeTo(ctx context.Context, level int) error {
 
 // traffic runs the broadcasts and the push phase of one level.
 func (s *scale) traffic(ctx context.Context, r *scaleResult, level int, dur time.Duration) error {
-	if _, err := s.callAll(ctx, func(int) string { return "measure 1" }); err != nil {
+	sts, err := s.callAll(ctx, func(int) string { return "measure 1" })
+	if err != nil {
 		return err
 	}
+	tot, _ := sum(sts)
+	r.Open = tot.Open
 	for range s.cfg.Broadcasts {
-		b, err := s.broadcast(ctx, level)
+		b, err := s.broadcast(ctx, tot.Open)
 		if err != nil {
 			return err
 		}
@@ -265,6 +289,15 @@ func (s *scale) traffic(ctx context.Context, r *scaleResult, level int, dur time
 	p, err := s.pushes(ctx, level, dur)
 	r.Push = p
 	r.Load = loadavg()
+	if err == nil {
+		// Were all the users still subscribed after all this? (A node rebuilds its pub/sub
+		// connection when its own probe is late, and subscribes every user again.)
+		r.OfflineAfter, err = s.pushAll(level)
+		sts, serr := s.callAll(ctx, func(int) string { return "stats" })
+		tot, _ := sum(sts)
+		r.Ended, r.CloseCodes = tot.Closed, tot.CloseCodes
+		err = errors.Join(err, serr)
+	}
 	if p != nil {
 		s.logf("pushes at %d: %d accepted (%.0f/s), lost %d, dup %d; p50 %.2f p99 %.2f max %.2f ms; lag max %.0f ms; CPU gateways %.0f%% Redis %.0f%% clients %.0f%% generator %.0f%% others %.0f%%",
 			level, p.Accepted, p.PushRate, p.Lost, p.Dup, p.Latency.P50, p.Latency.P99, p.Latency.Max, p.LagMaxMs,
@@ -273,11 +306,11 @@ func (s *scale) traffic(ctx context.Context, r *scaleResult, level int, dur time
 	return err
 }
 
-// broadcast sends one broadcast (publisher 1) through the first node and waits until every connection has
-// it; the last arrival is the latest delivery any client process saw, since nothing else is
-// sent meanwhile.
-func (s *scale) broadcast(ctx context.Context, level int) (scaleBroadcast, error) {
-	out := scaleBroadcast{Expected: level}
+// broadcast sends one broadcast (publisher 1) through the first node and waits until each of
+// the open connections has it; the last arrival is the latest delivery any client process
+// saw, since nothing else is sent meanwhile.
+func (s *scale) broadcast(ctx context.Context, open int) (scaleBroadcast, error) {
+	out := scaleBroadcast{Expected: open}
 	before, err := s.callAll(ctx, func(int) string { return "hist" })
 	if err != nil {
 		return out, err
@@ -302,7 +335,7 @@ func (s *scale) broadcast(ctx context.Context, level int) (scaleBroadcast, error
 	_ = waitFor(ctx, 60*time.Second, func() bool {
 		sts, err := s.callAll(ctx, func(int) string { return "stats" })
 		tot, _ = sum(sts)
-		return err != nil || tot.Received-tot0.Received >= int64(level)
+		return err != nil || tot.Received-tot0.Received >= int64(open)
 	})
 	sts, err := s.callAll(ctx, func(int) string { return "hist" })
 	if err != nil {
