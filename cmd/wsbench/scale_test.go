@@ -107,15 +107,8 @@ func TestScaleSVG(t *testing.T) {
 			t.Fatal(err)
 		}
 		svg := out.String()
-		d := xml.NewDecoder(&out)
-		for {
-			_, err := d.Token()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatalf("not well-formed XML: %v", err)
-			}
+		if err := xml.Unmarshal(out.Bytes(), new(struct{ XMLName xml.Name })); err != nil {
+			t.Fatalf("not well-formed XML: %v", err)
 		}
 		if in != nil && (!strings.Contains(svg, "cluster: push p99") || !strings.Contains(svg, "100k")) {
 			t.Errorf("chart lacks a series or the 100k tick:\n%s", svg)
