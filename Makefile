@@ -69,6 +69,14 @@ bench: build
 	rm -rf bin/bench-results/short
 	SHORT=1 OUT=bin/bench-results/short GW=bin/gateway WSBENCH=bin/wsbench BARE=bin/bare cmd/wsbench/suite.sh
 
+# 100,000 connections across 6 gateway nodes and 6 client processes (BENCHMARKS.md), with one
+# Redis and then a 3-master Cluster; 10k/50k/100k levels, ~15 minutes. Under flock: benchmark
+# runs on a shared machine never overlap. Settings: see cmd/wsbench/scale.sh.
+.PHONY: bench-scale
+bench-scale: build
+	$(GO) build -o bin/wsbench ./cmd/wsbench
+	flock /tmp/bench.lock cmd/wsbench/scale.sh
+
 # The soak test: minutes of churn on two nodes and one Redis, restarted in the middle (not part
 # of `make test`; internal/soak). Tune with WSGATEWAY_SOAK_USERS, _DURATION and _RATE.
 .PHONY: soak
