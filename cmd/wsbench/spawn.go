@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -194,8 +195,11 @@ func (e *environment) startCentrifuge(ctx context.Context, cfg *config, logf fun
 		return err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	argv := append(strings.Fields(cfg.SpawnCentrifuge), "-addr", addr,
-		"-redis", strings.TrimPrefix(cfg.Redis, "redis://"))
+	redisAddr := cfg.Redis // the peer takes host:port
+	if u, err := url.Parse(cfg.Redis); err == nil && u.Host != "" {
+		redisAddr = u.Host
+	}
+	argv := append(strings.Fields(cfg.SpawnCentrifuge), "-addr", addr, "-redis", redisAddr)
 	if cfg.CentrifugeHistory > 0 {
 		argv = append(argv, "-history", strconv.Itoa(cfg.CentrifugeHistory))
 	}
