@@ -23,7 +23,10 @@
 # ("raw v1 bare"), ONLY (scenario names: idle throughput latency-2k latency-10k broadcast
 # batch), GATEWAY_CPU (0; the peer is pinned the same way), CLIENT_CPU (1: Redis and wsbench),
 # PRIO (as in suite.sh: rt, nice or none), LOCK (/tmp/bench.lock: every run holds this flock,
-# so benchmarks of others sharing the machine never overlap with one; empty = no lock).
+# so benchmarks of others sharing the machine never overlap with one; empty = no lock),
+# PROFILE=1 (then, per side of the raw and v1 pairs, one more throughput run with the server's
+# CPU profile, `go tool pprof -top`, and `perf` of redis-server over the measured phase:
+# $OUT/prof/; BENCHMARKS.md reads them where a target is missed).
 set -euo pipefail
 
 SHORT=${SHORT:-0}
@@ -62,6 +65,7 @@ fi
 command -v "$REDIS" >/dev/null || { echo "compare: $REDIS not found" >&2; exit 2; }
 command -v jq >/dev/null || { echo "compare: jq not found" >&2; exit 2; }
 mkdir -p "$OUT"
+touch "$OUT/results.jsonl"
 
 prefix=()
 extra=()
@@ -132,6 +136,55 @@ for run in $(seq 1 "$RUNS"); do
 		done
 	done
 done
+
+# profile PAIR SIDE: one throughput run with both processes profiled over its measured phase.
+profile() {
+	local pair=$1 label=$2 base=$OUT/prof/$1-$2 port bin secs sargs redis_pid i
+	port=$((20000 + RANDOM % 10000))
+	case $label in
+	gateway)
+		bin=$GW
+		sargs=(--spawn-gateway "$GW" --mode "$pair" --gateway-args "--pprof-addr 127.0.0.1:$port")
+		;;
+	centrifuge)
+		bin=$PEER
+		sargs=(--spawn-centrifuge "$PEER -pprof 127.0.0.1:$port")
+		[ "$pair" = v1 ] && sargs+=(--centrifuge-history 100)
+		;;
+	esac
+	secs=${DUR%s}
+	echo "== profile $pair/throughput/$label → $base.*"
+	"${prefix[@]}" "$WSBENCH" "${common[@]}" --scenario throughput --publishers 64 --duration "$DUR" "${sargs[@]}" \
+		--server-profile "http://127.0.0.1:$port/debug/pprof/profile" --server-profile-out "$base.pprof" >"$base.log" 2>&1 &
+	local job=$!
+	# perf of redis-server from the start of the measured phase (the "throughput:" line).
+	for i in $(seq 1 1200); do
+		grep -q '^throughput: ' "$base.log" 2>/dev/null && break
+		kill -0 "$job" 2>/dev/null || break
+		sleep 0.1
+	done
+	redis_pid=$(sed -n 's/^spawned redis-server pid \([0-9]*\).*/\1/p' "$base.log" | head -1)
+	if command -v perf >/dev/null && [ -n "$redis_pid" ] && kill -0 "$job" 2>/dev/null; then
+		perf record -q -e cpu-clock -p "$redis_pid" -o "$base.redis.perf" -- sleep "$secs" >/dev/null 2>&1 || true
+	fi
+	wait "$job" || echo "   failed: $(tail -3 "$base.log")"
+	grep -E '^(sent|cpu|redis cmds): ' "$base.log" | sed 's/^/   /' || true
+	[ -s "$base.pprof" ] && go tool pprof -top -nodecount 35 "$bin" "$base.pprof" >"$base.top.txt" 2>&1 &&
+		sed -n '1,15p' "$base.top.txt" | sed 's/^/   /'
+	if [ -s "$base.redis.perf" ]; then
+		perf report -i "$base.redis.perf" --stdio --no-children --sort sym 2>/dev/null | grep -v '^#' | grep -v '^$' |
+			head -40 >"$base.redis.txt" || true
+		echo "   redis-server (perf, top symbols):"; head -12 "$base.redis.txt" | sed 's/^/   /'
+	fi
+}
+if [ "${PROFILE:-0}" = 1 ]; then
+	mkdir -p "$OUT/prof"
+	for pair in $PAIRS; do
+		[ "$pair" = bare ] && continue
+		profile "$pair" gateway
+		profile "$pair" centrifuge
+	done
+fi
 
 echo
 echo "== medians over runs (min–max) — $OUT/results.jsonl"

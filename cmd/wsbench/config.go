@@ -149,6 +149,12 @@ Each connection's messages come from one ordered publisher stream (a user belong
 publisher), so "reordered" and "duplicated" are checked per connection and publisher; "lost" is
 expected deliveries (recipients the API reported online) minus distinct ones received.
 
+With --server centrifuge (or --spawn-centrifuge) the server is the reference peer of
+bench/centrifuge-peer, a push server on Centrifugo's engine: the clients speak its protocol
+(connect command, answered {} pings, publications carrying the same payloads), pushes go to its
+POST /api/v1/push, and idle, latency and throughput measure it exactly as the gateway.
+cmd/wsbench/compare.sh runs both side by side.
+
 Every loop is bounded: the run stops by itself at --deadline whatever happens.
 
 Flags:
