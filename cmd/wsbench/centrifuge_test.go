@@ -2,12 +2,18 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/wsgateway/wsgateway/internal/testutil/gwbin"
 	"github.com/wsgateway/wsgateway/internal/testutil/redistest"
@@ -55,6 +61,69 @@ func TestCentrifugeObjects(t *testing.T) {
 				t.Errorf("%s: object %d is %v, want %v", tc.frame, i, got[i], tc.want[i])
 			}
 		}
+	}
+}
+
+// TestCentrifugeFleet runs a fleet connection against a fake peer: it connects only once the
+// connect reply came (a publication in the same frame counts), answers {} pings with {}, and
+// takes the payloads out of the publications of a multi-object frame.
+func TestCentrifugeFleet(t *testing.T) {
+	pl := func(pub int, seq uint64) string {
+		return string(appendPayload(nil, payload{pub: pub, seq: seq, ts: 1}, 60))
+	}
+	pong := make(chan string, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != centrifugePath || r.URL.Query().Get("user_id") != "u0" {
+			http.Error(w, "bad path or user", http.StatusBadRequest)
+			return
+		}
+		ws, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.Close()
+		_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, m, err := ws.ReadMessage(); err != nil || string(m) != string(centrifugeConnect) {
+			t.Errorf("connect command %q, %v", m, err)
+			return
+		}
+		push := func(p string) string { return `{"push":{"channel":"user:u0","pub":{"data":` + p + `,"offset":1}}}` }
+		_ = ws.WriteMessage(websocket.TextMessage, []byte(`{"id":1,"connect":{"client":"c","ping":25,"pong":true}}`+"\n"+push(pl(0, 0))))
+		_ = ws.WriteMessage(websocket.TextMessage, []byte(push(pl(1, 1))+"\n{}\n"+push(pl(1, 2))))
+		_, m, err := ws.ReadMessage()
+		if err != nil {
+			t.Errorf("no pong: %v", err)
+			return
+		}
+		pong <- string(m)
+		_, _, _ = ws.ReadMessage() // until the client closes
+	}))
+	defer srv.Close()
+	cfg, err := parseFlags([]string{"--scenario", "latency", "--server", "centrifuge", "--conns", "1",
+		"--source-addrs", "", "--target", "ws://" + strings.TrimPrefix(srv.URL, "http://")}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFleet(cfg, time.Now(), &counters{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := f.connect(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	defer f.close(ctx)
+	select {
+	case m := <-pong:
+		if m != "{}" {
+			t.Errorf("ping answered with %q", m)
+		}
+	case <-ctx.Done():
+		t.Fatal("no pong")
+	}
+	if err := waitFor(ctx, 5*time.Second, func() bool { return f.cnt.received.Load() == 2 }); err != nil {
+		t.Fatalf("received %d of 2: %v", f.cnt.received.Load(), err)
+	}
+	if p, b, d := f.cnt.probes.Load(), f.cnt.badFrames.Load(), f.cnt.dup.Load(); p != 1 || b != 0 || d != 0 {
+		t.Errorf("probes %d, bad frames %d, duplicates %d; want 1, 0, 0", p, b, d)
 	}
 }
 
