@@ -59,8 +59,11 @@ clean:
 # Benchmarks (BENCHMARKS.md): the Go benchmarks briefly, then a short run of every wsbench
 # scenario (2,000 connections, 3 s each; the drops runs, v1 and raw, 10 s) against
 # redis-server and gateway processes that wsbench spawns and pins with taskset. Needs
-# redis-server, taskset and jq; a few minutes.
-# The full suite (10,000 connections, 3 runs each): cmd/wsbench/suite.sh.
+# redis-server, taskset and jq; a few minutes. Then the side-by-side comparison with
+# Centrifugo's engine (bench/centrifuge-peer, its own module) and the calibration server, short:
+# its ratio table is BENCHMARKS.md's "Side by side with Centrifugo".
+# The full suite (10,000 connections, 3 runs each): cmd/wsbench/suite.sh; the full comparison:
+# cmd/wsbench/compare.sh.
 BENCHTIME ?= 200ms
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -timeout 10m ./internal/ws/ ./internal/api/ ./internal/auth/
@@ -68,6 +71,17 @@ bench: build
 	$(GO) test -c -o bin/bare ./cmd/wsbench
 	rm -rf bin/bench-results/short
 	SHORT=1 OUT=bin/bench-results/short GW=bin/gateway WSBENCH=bin/wsbench BARE=bin/bare cmd/wsbench/suite.sh
+	cd bench/centrifuge-peer && $(GO) build -o ../../bin/centrifuge-peer .
+	rm -rf bin/bench-results/compare-short
+	SHORT=1 OUT=bin/bench-results/compare-short GW=bin/gateway WSBENCH=bin/wsbench BARE=bin/bare PEER=bin/centrifuge-peer cmd/wsbench/compare.sh
+
+# 100,000 connections across 6 gateway nodes and 6 client processes (BENCHMARKS.md), with one
+# Redis and then a 3-master Cluster; 10k/50k/100k levels, ~15 minutes. Under flock: benchmark
+# runs on a shared machine never overlap. Settings: see cmd/wsbench/scale.sh.
+.PHONY: bench-scale
+bench-scale: build
+	$(GO) build -o bin/wsbench ./cmd/wsbench
+	flock /tmp/bench.lock cmd/wsbench/scale.sh
 
 # The soak test: minutes of churn on two nodes and one Redis, restarted in the middle (not part
 # of `make test`; internal/soak). Tune with WSGATEWAY_SOAK_USERS, _DURATION and _RATE.

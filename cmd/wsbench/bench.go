@@ -323,6 +323,10 @@ func (b *bench) phase(ctx context.Context, send func(ctx context.Context)) {
 			redisCPU0 = c
 		}
 	}
+	var cmds0 map[string]redisCmd
+	if b.rdb != nil {
+		cmds0, _ = redisCommandStats(ctx, b.rdb)
+	}
 	profDone := b.fetchProfile(ctx)
 
 	var lastSent, lastRecv int64
@@ -361,6 +365,11 @@ func (b *bench) phase(ctx context.Context, send func(ctx context.Context)) {
 	}
 	_ = waitFor(ctx, cfg.Drain, func() bool { return b.outstanding() <= 0 })
 	stop()
+	if cmds0 != nil {
+		if cmds1, err := redisCommandStats(ctx, b.rdb); err == nil {
+			r.RedisCommands = commandDelta(cmds0, cmds1, cnt.accepted.Load())
+		}
+	}
 	b.fleet.measuring.Store(false)
 	if profDone != nil {
 		<-profDone

@@ -27,6 +27,12 @@ const (
 
 var scenarios = []string{scIdle, scLatency, scThroughput, scBroadcast, scBatch, scBulk, scCrossNode, scDrops, scMemory}
 
+// Kinds of server (--server).
+const (
+	srvGateway    = "gateway"
+	srvCentrifuge = "centrifuge"
+)
+
 // Client modes of the drops and memory scenarios.
 const (
 	modeV1  = "v1"
@@ -78,8 +84,14 @@ type config struct {
 	GatewayArgs  string
 	SpawnRedis   string
 	Nodes        int
-	GatewayCPU   string
-	RedisCPU     string
+
+	// Server is the kind of server under test: srvGateway, or srvCentrifuge (the reference
+	// peer of bench/centrifuge-peer, a push server on Centrifugo's engine; centrifuge.go).
+	Server            string
+	SpawnCentrifuge   string
+	CentrifugeHistory int
+	GatewayCPU        string
+	RedisCPU          string
 
 	// drops and memory: clients of the client package.
 	Mode        string
@@ -137,6 +149,12 @@ Each connection's messages come from one ordered publisher stream (a user belong
 publisher), so "reordered" and "duplicated" are checked per connection and publisher; "lost" is
 expected deliveries (recipients the API reported online) minus distinct ones received.
 
+With --server centrifuge (or --spawn-centrifuge) the server is the reference peer of
+bench/centrifuge-peer, a push server on Centrifugo's engine: the clients speak its protocol
+(connect command, answered {} pings, publications carrying the same payloads), pushes go to its
+POST /api/v1/push, and idle, latency and throughput measure it exactly as the gateway.
+cmd/wsbench/compare.sh runs both side by side.
+
 Every loop is bounded: the run stops by itself at --deadline whatever happens.
 
 Flags:
@@ -184,6 +202,9 @@ func parseFlags(args []string, out io.Writer) (*config, error) {
 	fs.StringVar(&c.SpawnGateway, "spawn-gateway", "", "start the gateway(s) from this command line (binary plus optional arguments; gateway flags are appended), stop them at the end")
 	fs.StringVar(&c.GatewayArgs, "gateway-args", "", "extra flags for spawned gateways (space-separated)")
 	fs.StringVar(&c.SpawnRedis, "spawn-redis", "", "start this redis-server on a free port (--save \"\" --appendonly no), stop it at the end")
+	fs.StringVar(&c.Server, "server", "", "the server under test: gateway, or centrifuge (the reference peer in bench/centrifuge-peer: its client protocol and push API; idle, latency and throughput only); default gateway, centrifuge with --spawn-centrifuge")
+	fs.StringVar(&c.SpawnCentrifuge, "spawn-centrifuge", "", "start the centrifuge peer from this command line (binary plus optional arguments; -addr and -redis are appended), pinned like a gateway (--gateway-cpu), stop it at the end")
+	fs.IntVar(&c.CentrifugeHistory, "centrifuge-history", 0, "with --spawn-centrifuge: keep this many publications per user with recovery on (the peer's -history), the match for wsgateway.v1; 0 = plain pub/sub, the match for raw mode")
 	fs.IntVar(&c.Nodes, "nodes", 0, "gateway nodes to spawn (default 1; cross-node 3: clients on all but the first, pushes through the first)")
 	fs.StringVar(&c.GatewayCPU, "gateway-cpu", "0", "taskset CPU list for spawned gateways (empty: no pinning)")
 	fs.StringVar(&c.RedisCPU, "redis-cpu", "1", "taskset CPU list for a spawned redis-server (empty: no pinning)")
@@ -238,6 +259,15 @@ func parseFlags(args []string, out io.Writer) (*config, error) {
 		if c.Silence, err = time.ParseDuration(silence); err != nil {
 			return nil, fmt.Errorf("silence: %w", err)
 		}
+	}
+	if c.Server == "" {
+		c.Server = srvGateway
+		if c.SpawnCentrifuge != "" {
+			c.Server = srvCentrifuge
+		}
+	}
+	if c.Server == srvCentrifuge {
+		c.Dev = true // the peer takes the user from ?user_id=
 	}
 	if c.Nodes == 0 {
 		c.Nodes = 1
@@ -298,6 +328,16 @@ func (c *config) validate() error {
 		return fmt.Errorf("%s: --batch × --publishers (%d) must not exceed --conns (%d): each user belongs to one publisher", c.Scenario, c.BatchSize*c.Publishers, c.Conns)
 	case (c.Scenario == scThroughput) && c.Publishers > c.Conns:
 		return errors.New("throughput: --publishers must not exceed --conns: each user belongs to one publisher")
+	case c.Server != srvGateway && c.Server != srvCentrifuge:
+		return fmt.Errorf("server: want gateway or centrifuge, got %q", c.Server)
+	case c.Server == srvCentrifuge && c.Scenario != scIdle && c.Scenario != scLatency && c.Scenario != scThroughput:
+		return fmt.Errorf("server centrifuge: only the idle, latency and throughput scenarios, not %s", c.Scenario)
+	case c.Server == srvCentrifuge && (c.Via != "http" || c.SpawnGateway != ""):
+		return errors.New("server centrifuge: pushes go over HTTP (--via http), and --spawn-centrifuge starts it, not --spawn-gateway")
+	case c.SpawnCentrifuge != "" && c.Server != srvCentrifuge:
+		return errors.New("spawn-centrifuge: needs --server centrifuge")
+	case c.CentrifugeHistory < 0 || c.CentrifugeHistory > 0 && c.SpawnCentrifuge == "":
+		return errors.New("centrifuge-history: not negative, and only with --spawn-centrifuge")
 	case c.Mode != modeV1 && c.Mode != modeRaw:
 		return fmt.Errorf("mode: want v1 or raw, got %q", c.Mode)
 	case c.Frozen < 0 || c.Frozen > 1:

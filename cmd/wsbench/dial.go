@@ -85,7 +85,7 @@ func (f *fleet) dialer(i int) *websocket.Dialer {
 		ReadBufferSize:  1024,
 		WriteBufferSize: 256,
 	}
-	if f.cfg.Mode == modeV1 {
+	if f.cfg.Mode == modeV1 && f.cfg.Server == srvGateway {
 		d.Subprotocols = []string{wsclient.Subprotocol}
 	}
 	return d
@@ -165,7 +165,11 @@ func (f *fleet) dialOne(ctx context.Context, c *client, token string) error {
 	} else {
 		q.Set("token", token)
 	}
-	u := f.cfg.Targets[c.node] + "/ws?" + q.Encode()
+	path := "/ws?"
+	if f.cfg.Server == srvCentrifuge {
+		path = centrifugePath + "?"
+	}
+	u := f.cfg.Targets[c.node] + path + q.Encode()
 	var err error
 	for attempt := 0; attempt < 3 && ctx.Err() == nil; attempt++ {
 		if attempt > 0 {
@@ -173,6 +177,20 @@ func (f *fleet) dialOne(ctx context.Context, c *client, token string) error {
 		}
 		var resp *http.Response
 		c.ws, resp, err = f.dialer(c.idx+attempt).DialContext(ctx, u, nil)
+		if err == nil && f.cfg.Server == srvCentrifuge {
+			// Connected means the connect reply arrived: authenticated and subscribed.
+			err = centrifugeHandshake(c.ws, f.cfg.DialTimeout, func(kind centrifugeKind, data []byte) {
+				if kind == cfPublish {
+					f.deliver(c, data, time.Since(f.base))
+				}
+			})
+			if err != nil {
+				c.ws.Close()
+				c.ws = nil
+				err = fmt.Errorf("%s: %w", c.user, err)
+				continue
+			}
+		}
 		if err == nil {
 			f.wg.Add(1)
 			go f.read(c)
@@ -186,8 +204,9 @@ func (f *fleet) dialOne(ctx context.Context, c *client, token string) error {
 	return err
 }
 
-// read is a client's reader: it counts and times every message. It answers pings (gorilla's
-// default handler) because it keeps reading.
+// read is a client's reader: it counts and times every message. It answers pings (the
+// gateway's with gorilla's default handler because it keeps reading, the centrifuge peer's {}
+// here).
 func (f *fleet) read(c *client) {
 	defer f.wg.Done()
 	defer close(c.done)
@@ -214,29 +233,50 @@ func (f *fleet) read(c *client) {
 			}
 		}
 		now := time.Since(f.base)
-		p, ok := parsePayload(stripSeq(c.buf))
-		switch {
-		case !ok:
-			f.cnt.badFrames.Add(1)
-		case p.pub == 0:
-			if !c.probed.Swap(true) {
-				f.cnt.probes.Add(1)
+		if f.cfg.Server != srvCentrifuge {
+			f.deliver(c, stripSeq(c.buf), now)
+			continue
+		}
+		var werr error
+		centrifugeObjects(c.buf, func(kind centrifugeKind, data, _ []byte) {
+			switch kind {
+			case cfPing:
+				werr = errors.Join(werr, c.ws.WriteMessage(websocket.TextMessage, centrifugePong))
+			case cfPublish:
+				f.deliver(c, data, now)
 			}
-		default:
-			f.cnt.received.Add(1)
-			f.lastDelivery.Store(int64(now))
-			dup, re := c.ord.see(p.pub, p.seq)
-			if dup {
-				f.cnt.dup.Add(1)
-			}
-			if re {
-				f.cnt.reordered.Add(1)
-			}
-			if f.measuring.Load() {
-				lat := now - time.Duration(p.ts)
-				f.hist.Record(lat)
-				f.perNode[c.node].Record(lat)
-			}
+		})
+		if werr != nil {
+			f.ended(werr)
+			return
+		}
+	}
+}
+
+// deliver counts and times one message that arrived at now (since base).
+func (f *fleet) deliver(c *client, msg []byte, now time.Duration) {
+	p, ok := parsePayload(msg)
+	switch {
+	case !ok:
+		f.cnt.badFrames.Add(1)
+	case p.pub == 0:
+		if !c.probed.Swap(true) {
+			f.cnt.probes.Add(1)
+		}
+	default:
+		f.cnt.received.Add(1)
+		f.lastDelivery.Store(int64(now))
+		dup, re := c.ord.see(p.pub, p.seq)
+		if dup {
+			f.cnt.dup.Add(1)
+		}
+		if re {
+			f.cnt.reordered.Add(1)
+		}
+		if f.measuring.Load() {
+			lat := now - time.Duration(p.ts)
+			f.hist.Record(lat)
+			f.perNode[c.node].Record(lat)
 		}
 	}
 }

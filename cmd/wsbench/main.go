@@ -21,6 +21,9 @@ func main() {
 // run is main without the process: it returns the exit code (0 ok, 1 the run failed, 2 bad
 // flags).
 func run(args []string, stdout, stderr io.Writer) int {
+	if code, ok := runSub(args, stdout, stderr); ok {
+		return code
+	}
 	cfg, err := parseFlags(args, stdout)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0

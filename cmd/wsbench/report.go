@@ -15,7 +15,8 @@ import (
 // latencies in milliseconds, CPU in percent of one core.
 type result struct {
 	Scenario   string   `json:"scenario"`
-	Mode       string   `json:"mode"` // the clients' subprotocol: v1 or raw
+	Server     string   `json:"server"` // gateway or centrifuge
+	Mode       string   `json:"mode"`   // gateway: the clients' subprotocol, v1 or raw; centrifuge: plain or history N
 	Conns      int      `json:"conns"`
 	Targets    []string `json:"targets"`
 	API        string   `json:"api,omitempty"`
@@ -62,9 +63,11 @@ type result struct {
 	Latency           *latency  `json:"latency_ms,omitempty"`
 	LatencyPerNode    []latency `json:"latency_ms_per_node,omitempty"`
 
-	ServerCPU    []float64 `json:"server_cpu_pct,omitempty"`
-	RedisCPU     float64   `json:"redis_cpu_pct,omitempty"`
-	GeneratorCPU float64   `json:"generator_cpu_pct,omitempty"`
+	ServerCPU []float64 `json:"server_cpu_pct,omitempty"`
+	RedisCPU  float64   `json:"redis_cpu_pct,omitempty"`
+	// RedisCommands is INFO commandstats over the measured phase and its drain.
+	RedisCommands map[string]redisCmd `json:"redis_commands,omitempty"`
+	GeneratorCPU  float64             `json:"generator_cpu_pct,omitempty"`
 	// OtherCPU is what other processes used meanwhile (the machine may be shared): a run with
 	// a large value measured them too.
 	OtherCPU       float64 `json:"other_cpu_pct"`
@@ -90,6 +93,13 @@ type latency struct {
 func (r *result) fill(cfg *config) {
 	r.Scenario, r.Mode, r.Conns, r.Targets, r.API = cfg.Scenario, cfg.Mode, cfg.Conns, cfg.Targets, cfg.API
 	r.Duration, r.Payload, r.GOMAXPROCS = cfg.Duration.Seconds(), cfg.Payload, runtime.GOMAXPROCS(0)
+	r.Server = cfg.Server
+	if cfg.Server == srvCentrifuge {
+		r.Mode = "plain"
+		if cfg.CentrifugeHistory > 0 {
+			r.Mode = fmt.Sprintf("history %d", cfg.CentrifugeHistory)
+		}
+	}
 	switch cfg.Scenario {
 	case scLatency, scCrossNode:
 		r.Via, r.Rate, r.Publishers = cfg.Via, cfg.Rate, cfg.Publishers
@@ -152,7 +162,7 @@ func (b *bench) summary(w io.Writer, r *result) {
 	}
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	p("")
-	p("== %s: %d connections (%s) to %s", r.Scenario, r.Conns, r.Mode, strings.Join(r.Targets, ", "))
+	p("== %s: %d connections (%s %s) to %s", r.Scenario, r.Conns, r.Server, r.Mode, strings.Join(r.Targets, ", "))
 	p("connect:     %d open, %d failed, %.2fs, %.0f connections/s", r.Connected, r.ConnectErrors, r.ConnectSeconds, r.ConnectRate)
 	if m := r.Memory; m != nil {
 		p("redis:       %.0f B per idle connected user (%s clients)", m.IdleBytesPerUser, m.Mode)
@@ -198,6 +208,9 @@ func (b *bench) summary(w io.Writer, r *result) {
 		}
 		cpu = append(cpu, fmt.Sprintf("wsbench %.0f%%", r.GeneratorCPU), fmt.Sprintf("other processes %.0f%%", r.OtherCPU))
 		p("cpu:         %s (of one core, during the send phase)", strings.Join(cpu, ", "))
+		if len(r.RedisCommands) > 0 {
+			p("redis cmds:  %s", formatCommands(r.RedisCommands))
+		}
 		if d := r.Drops; d != nil {
 			p("drops:       %s clients, %d of %d frozen (silence timeout %.1fs), %d reconnects, %d gap/reset events",
 				d.Mode, d.Frozen, d.FrozenPlanned, d.SilenceS, d.Reconnects, d.GapsResets)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -95,7 +96,7 @@ type environment struct {
 
 // start spawns redis-server and the gateways when asked and points cfg at them.
 func (e *environment) start(ctx context.Context, cfg *config, logf func(string, ...any)) error {
-	if cfg.SpawnRedis == "" && cfg.SpawnGateway == "" {
+	if cfg.SpawnRedis == "" && cfg.SpawnGateway == "" && cfg.SpawnCentrifuge == "" {
 		return nil
 	}
 	dir, err := os.MkdirTemp("", "wsbench-")
@@ -129,11 +130,14 @@ func (e *environment) start(ctx context.Context, cfg *config, logf func(string, 
 		}
 		logf("spawned redis-server pid %d on %s (cpus %q)", r.pid(), cfg.Redis, cfg.RedisCPU)
 	}
-	if cfg.SpawnGateway == "" {
+	if cfg.SpawnGateway == "" && cfg.SpawnCentrifuge == "" {
 		return nil
 	}
 	if cfg.Redis == "" {
-		return fmt.Errorf("spawn-gateway needs --redis or --spawn-redis")
+		return fmt.Errorf("spawn-gateway, spawn-centrifuge: need --redis or --spawn-redis")
+	}
+	if cfg.SpawnCentrifuge != "" {
+		return e.startCentrifuge(ctx, cfg, logf)
 	}
 	redisURL := cfg.Redis
 	if !strings.Contains(redisURL, "://") {
@@ -183,6 +187,40 @@ func (e *environment) start(ctx context.Context, cfg *config, logf func(string, 
 	return nil
 }
 
+// startCentrifuge spawns the centrifuge peer (README in bench/centrifuge-peer) as the one
+// server node, pinned like a gateway.
+func (e *environment) startCentrifuge(ctx context.Context, cfg *config, logf func(string, ...any)) error {
+	port, err := freeport.Port()
+	if err != nil {
+		return err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	redisAddr := cfg.Redis // the peer takes host:port
+	if u, err := url.Parse(cfg.Redis); err == nil && u.Host != "" {
+		redisAddr = u.Host
+	}
+	argv := append(strings.Fields(cfg.SpawnCentrifuge), "-addr", addr, "-redis", redisAddr)
+	if cfg.CentrifugeHistory > 0 {
+		argv = append(argv, "-history", strconv.Itoa(cfg.CentrifugeHistory))
+	}
+	g, err := spawn("centrifuge", e.dir, cfg.GatewayCPU, argv)
+	if err != nil {
+		return err
+	}
+	e.gws = append(e.gws, g)
+	e.procs = append(e.procs, g)
+	cfg.ServerPIDs = []int{g.pid()}
+	base := "http://" + addr
+	// It listens once its Redis broker runs, and has no readiness route: any answer will do.
+	if err := waitFor(ctx, 20*time.Second, func() bool { return httpStatus(base+"/") > 0 }); err != nil {
+		return fmt.Errorf("centrifuge peer not ready: %v\n%s", err, g.tail())
+	}
+	logf("spawned centrifuge peer pid %d on %s, history %d (cpus %q)", g.pid(), addr, cfg.CentrifugeHistory, cfg.GatewayCPU)
+	cfg.API = base
+	cfg.Targets = []string{"ws://" + addr}
+	return nil
+}
+
 // stop ends the gateways first (they drain to Redis), then Redis.
 func (e *environment) stop() {
 	for _, g := range e.gws {
@@ -206,15 +244,18 @@ func (e *environment) check() error {
 	return nil
 }
 
-func httpOK(u string) bool {
+func httpOK(u string) bool { return httpStatus(u) == http.StatusOK }
+
+// httpStatus GETs u and returns the status, 0 when there was no answer.
+func httpStatus(u string) int {
 	c := &http.Client{Timeout: time.Second}
 	resp, err := c.Get(u)
 	if err != nil {
-		return false
+		return 0
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
+	return resp.StatusCode
 }
 
 // waitFor polls cond every 50 ms until it holds, total passes or ctx ends.
