@@ -86,8 +86,8 @@ func status(url string) int {
 
 // TestSIGTERMDrain runs the real binary on Redis with live connections, sends SIGTERM and
 // checks the drain: /readyz turns 503 while draining, clients get 1001, what was queued for a
-// client that stopped reading stays unacknowledged in the inbox (nothing lost, nothing twice:
-// what was written is acknowledged before the process exits), and the process exits 0 within
+// client that stopped reading stays unacknowledged in the inbox (nothing lost: what its TCP
+// stack acknowledged is recorded before the process exits), and the process exits 0 within
 // shutdown-grace.
 func TestSIGTERMDrain(t *testing.T) {
 	rs := redistest.Start(t)
@@ -146,7 +146,16 @@ func TestSIGTERMDrain(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	wait.For(t, 5*time.Second, func() bool { return status(base+"/readyz") == 503 }, "/readyz not 503 while draining")
+	// On a loaded machine the stuck client's write may time out before the signal: then the
+	// drain has nothing to wait for and the process may be gone before /readyz is polled.
+	seen503 := false
+	wait.For(t, 5*time.Second, func() bool {
+		seen503 = status(base+"/readyz") == 503
+		return seen503 || isDone(done)
+	}, "/readyz not 503 while draining")
+	if !seen503 {
+		t.Log("the drain ended before /readyz was polled")
+	}
 	drainSeen := time.Since(start)
 	select {
 	case code := <-readerClosed:
@@ -171,33 +180,56 @@ func TestSIGTERMDrain(t *testing.T) {
 	}
 	t.Logf("drain: /readyz 503 after %s, exit 0 after %s", drainSeen.Round(time.Millisecond), took.Round(time.Millisecond))
 
-	// Everything the stuck client did not get is unacknowledged in the inbox, in order, none
-	// twice.
-	var got []int
+	checkReadAndStored(t, stuck, rdb, prefix, n)
+}
+
+// checkReadAndStored reads what the stuck client can still get and checks that, with what is
+// unacknowledged in its inbox, it is all n messages in order: what it read came in order, and
+// the inbox holds the rest from some message it read at most onwards (a raw client's position
+// counts what its TCP stack acknowledged, so what sat in the kernel's buffers at the close is
+// still in the inbox, and may have arrived too).
+func checkReadAndStored(t *testing.T, stuck *websocket.Conn, rdb redis.UniversalClient, prefix string, n int) {
+	t.Helper()
+	var read []int
 	_ = stuck.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for {
 		_, data, err := stuck.ReadMessage()
 		if err != nil {
 			break
 		}
-		got = append(got, seqOf(t, data))
+		read = append(read, seqOf(t, data))
+	}
+	for i, s := range read {
+		if s != i {
+			t.Fatalf("read message %d has seq %d: lost, duplicated or reordered", i, s)
+		}
 	}
 	stored := unacknowledged(t, rdb, prefix, "stuck")
 	if len(stored) == 0 {
 		t.Fatal("nothing is unacknowledged although the client had stopped reading")
 	}
-	for _, s := range stored {
-		got = append(got, seqOf(t, []byte(s)))
+	from := seqOf(t, []byte(stored[0]))
+	if from > len(read) {
+		t.Fatalf("read %d messages, the inbox holds from seq %d on: %d lost", len(read), from, from-len(read))
 	}
-	if len(got) != n {
-		t.Fatalf("read + stored = %d messages, want %d", len(got), n)
-	}
-	for i, s := range got {
-		if s != i {
-			t.Fatalf("message %d has seq %d: lost, duplicated or reordered", i, s)
+	for i, s := range stored {
+		if got := seqOf(t, []byte(s)); got != from+i {
+			t.Fatalf("unacknowledged message %d has seq %d, want %d", i, got, from+i)
 		}
 	}
-	t.Logf("stuck client read %d, %d unacknowledged", n-len(stored), len(stored))
+	if from+len(stored) != n {
+		t.Fatalf("the inbox holds up to seq %d, want %d", from+len(stored)-1, n-1)
+	}
+	t.Logf("stuck client read %d, %d unacknowledged (%d of them read too)", len(read), len(stored), len(read)-from)
+}
+
+func isDone(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // unacknowledged returns user's messages after the acknowledged position, from Redis: the

@@ -96,6 +96,17 @@ type Conn struct {
 	// other writer starts after that.
 	writing bool
 	pingDue bool // the hub's ping timer asked for a ping; the next writer round sends it
+	// checkDue: recheck (delivered.go) asks a writer round to see what the client's TCP stack
+	// acknowledged since.
+	checkDue bool
+
+	// Owned by the writer (delivered.go), raw connections only: counted is the socket with its
+	// byte count (nil: the socket cannot tell what its peer acknowledged); inKernel the
+	// numbered messages written whose bytes the client's TCP stack may not have acknowledged.
+	counted   *deadlineConn
+	inKernel  []sentMark
+	recheck   *time.Timer   // made at the first message still unconfirmed after a round
+	recheckIn time.Duration // its next delay, doubling while the client does not confirm
 
 	// Owned by the reading goroutine.
 	lim *rate.Limiter // max-inbound-rate; made at the first inbound frame (overRate)
@@ -257,6 +268,9 @@ func (c *Conn) end() {
 		c.writeLoop() // sees readDone closed and takes the end
 	}
 	<-c.writeDone
+	if c.recheck != nil {
+		c.recheck.Stop() // the writer is done with it
+	}
 	c.closeSocket()
 
 	// Counted before finish marks c done: Shutdown returns once every connection is done,

@@ -25,9 +25,9 @@ func (c *Conn) writeLoop() {
 		readerGone := isDone(c.readDone)
 		batch, c.queue = c.queue, spare[:0]
 		c.backlog = 0
-		code, text, ping := c.closeCode, c.closeText, c.pingDue
-		c.pingDue = false
-		if code == 0 && !readerGone && len(batch) == 0 && !ping {
+		code, text, ping, check := c.closeCode, c.closeText, c.pingDue, c.checkDue
+		c.pingDue, c.checkDue = false, false
+		if code == 0 && !readerGone && len(batch) == 0 && !ping && !check {
 			// Idle: hold no buffers. Anything queued from now on starts a new writer; the
 			// decision and the checks in wakeLocked and end all happen under c.mu.
 			c.queue = nil
@@ -42,6 +42,7 @@ func (c *Conn) writeLoop() {
 			// Record the position before the client learns that the connection ended (our
 			// close frame, or the answer to its own): it may reconnect to another node at
 			// once, and that node must not send again what this one did.
+			c.noteWritten()
 			c.release(context.Background())
 			if code != 0 {
 				c.writeClose(code, text)
@@ -70,10 +71,13 @@ func (c *Conn) writeLoop() {
 			if s := batch[i].Seq; s > sent {
 				sent = s
 				c.written.Store(s) // per message: the client may ack it before the batch ends
+				if !c.v1 {
+					c.markSent(s) // a raw client cannot ack: the gateway records it (delivered.go)
+				}
 			}
 		}
-		if sent > 0 && !c.v1 {
-			c.hub.acks.note(c.user, sent) // a raw client cannot ack: written counts as received
+		if !c.v1 {
+			c.noteDelivered()
 		}
 		clear(batch)
 		spare = batch
@@ -92,6 +96,9 @@ func (c *Conn) fail(err error) {
 		return
 	}
 	c.setReason(ReasonError)
+	if !c.v1 {
+		c.noteDelivered() // while the socket can still tell what its peer acknowledged
+	}
 	c.closeRead()
 	close(c.writeDone)
 }

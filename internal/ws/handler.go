@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -125,6 +126,11 @@ func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.ws, c.br = conn, ow.br
+	if dc, ok := conn.NetConn().(*deadlineConn); ok && !c.v1 {
+		if _, ok := unsentBytes(dc.Conn); ok { // the socket can tell what its peer acknowledged
+			c.counted = dc
+		}
+	}
 	h.obs.ConnOpened()
 	if h.log.Enabled(ctx, slog.LevelInfo) {
 		h.log.Info("connected", c.logAttrs()...)
@@ -207,6 +213,7 @@ type deadlineConn struct {
 	net.Conn
 	step time.Duration
 	last time.Time
+	sent atomic.Int64 // bytes written (delivered.go)
 }
 
 // unsetDeadline is no deadline anyone sets, so the first call always reaches the socket.
