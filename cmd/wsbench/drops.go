@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/wsgateway/wsgateway/internal/ctxsleep"
 )
 
 // dropsResult is what the drops scenario adds to the RESULT line.
@@ -107,7 +109,7 @@ func (b *bench) drops(ctx context.Context) error {
 func (b *bench) freezeAll(ctx context.Context, plan []plannedFreeze, start time.Duration) int {
 	n := 0
 	for _, p := range plan {
-		sleepCtx(ctx, start+p.at-time.Since(b.base))
+		ctxsleep.Sleep(ctx, start+p.at-time.Since(b.base))
 		c := b.apps.clients[p.client]
 		for try := 0; ctx.Err() == nil; try++ {
 			if c.freeze(time.Since(b.base)) {
@@ -118,7 +120,7 @@ func (b *bench) freezeAll(ctx context.Context, plan []plannedFreeze, start time.
 				b.logf("freeze: %s had no open connection for 5 s, not frozen", c.user)
 				break
 			}
-			sleepCtx(ctx, 100*time.Millisecond)
+			ctxsleep.Sleep(ctx, 100*time.Millisecond)
 		}
 		if ctx.Err() != nil {
 			break
