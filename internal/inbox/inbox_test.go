@@ -110,6 +110,23 @@ func strs(b [][]byte) []string {
 	return out
 }
 
+// eachImpl runs f as a subtest on a new store of each implementation.
+func eachImpl(t *testing.T, opt inbox.Options, f func(t *testing.T, s store)) {
+	for _, im := range impls(t) {
+		t.Run(im.name, func(t *testing.T) { f(t, im.new(t, opt)) })
+	}
+}
+
+// pushN pushes m1 … mn to user.
+func pushN(t *testing.T, s store, user string, n int) {
+	t.Helper()
+	for i := 1; i <= n; i++ {
+		if _, err := s.Push(context.Background(), user, []byte(fmt.Sprint("m", i)), inbox.PushOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func read(t *testing.T, s store, user string, after int64) inbox.Range {
 	t.Helper()
 	r, err := s.Read(context.Background(), user, after)
@@ -168,57 +185,47 @@ func TestPushNumbersAndReads(t *testing.T) {
 // stay readable with an explicit position.
 func TestAck(t *testing.T) {
 	ctx := context.Background()
-	for _, im := range impls(t) {
-		t.Run(im.name, func(t *testing.T) {
-			s := im.new(t, inbox.Options{Max: 10})
-			for i := 1; i <= 4; i++ {
-				_, _ = s.Push(ctx, "alice", []byte(fmt.Sprint("m", i)), inbox.PushOptions{})
-			}
-			for _, a := range []int64{2, 1, 9} { // backwards and above latest: ignored
-				if err := s.Ack(ctx, "alice", a); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if got := rangeString(read(t, s, "alice", -1)); got != "latest=4 first=1 acked=2 start=3 msgs=[m3 m4]" {
-				t.Errorf("after acks: %s", got)
-			}
-			if got := rangeString(read(t, s, "alice", 0)); got != "latest=4 first=1 acked=2 start=1 msgs=[m1 m2 m3 m4]" {
-				t.Errorf("acknowledged ones must stay readable: %s", got)
-			}
-			if err := s.Ack(ctx, "nobody", 3); err != nil {
+	eachImpl(t, inbox.Options{Max: 10}, func(t *testing.T, s store) {
+		pushN(t, s, "alice", 4)
+		for _, a := range []int64{2, 1, 9} { // backwards and above latest: ignored
+			if err := s.Ack(ctx, "alice", a); err != nil {
 				t.Fatal(err)
 			}
-			if got := rangeString(read(t, s, "nobody", -1)); got != "latest=0 first=1 acked=0 start=1 msgs=[]" {
-				t.Errorf("an ack must not create state: %s", got)
-			}
-		})
-	}
+		}
+		if got := rangeString(read(t, s, "alice", -1)); got != "latest=4 first=1 acked=2 start=3 msgs=[m3 m4]" {
+			t.Errorf("after acks: %s", got)
+		}
+		if got := rangeString(read(t, s, "alice", 0)); got != "latest=4 first=1 acked=2 start=1 msgs=[m1 m2 m3 m4]" {
+			t.Errorf("acknowledged ones must stay readable: %s", got)
+		}
+		if err := s.Ack(ctx, "nobody", 3); err != nil {
+			t.Fatal(err)
+		}
+		if got := rangeString(read(t, s, "nobody", -1)); got != "latest=0 first=1 acked=0 start=1 msgs=[]" {
+			t.Errorf("an ack must not create state: %s", got)
+		}
+	})
 }
 
 // Acknowledged messages go once resume-ttl has passed since their ack (at the next ack).
 func TestResumeTTL(t *testing.T) {
 	ctx := context.Background()
 	const resume = 300 * time.Millisecond
-	for _, im := range impls(t) {
-		t.Run(im.name, func(t *testing.T) {
-			s := im.new(t, inbox.Options{Max: 10, ResumeTTL: resume})
-			for i := 1; i <= 4; i++ {
-				_, _ = s.Push(ctx, "alice", []byte(fmt.Sprint("m", i)), inbox.PushOptions{})
-			}
-			_ = s.Ack(ctx, "alice", 2)
-			_ = s.Ack(ctx, "alice", 3) // within resume-ttl of the first: trims nothing
-			if got := read(t, s, "alice", 0); got.First != 1 {
-				t.Fatalf("trimmed within resume-ttl: %s", rangeString(got))
-			}
-			time.Sleep(resume + 50*time.Millisecond) // real time: Redis's clock cannot be faked
-			_ = s.Ack(ctx, "alice", 4)
-			// 1 and 2 were acknowledged more than resume-ttl ago; 3 is not guaranteed to go
-			// yet (it goes between one and two resume-ttl after its ack).
-			if got := rangeString(read(t, s, "alice", 0)); got != "latest=4 first=3 acked=4 start=3 msgs=[m3 m4]" {
-				t.Errorf("after resume-ttl: %s", got)
-			}
-		})
-	}
+	eachImpl(t, inbox.Options{Max: 10, ResumeTTL: resume}, func(t *testing.T, s store) {
+		pushN(t, s, "alice", 4)
+		_ = s.Ack(ctx, "alice", 2)
+		_ = s.Ack(ctx, "alice", 3) // within resume-ttl of the first: trims nothing
+		if got := read(t, s, "alice", 0); got.First != 1 {
+			t.Fatalf("trimmed within resume-ttl: %s", rangeString(got))
+		}
+		time.Sleep(resume + 50*time.Millisecond) // real time: Redis's clock cannot be faked
+		_ = s.Ack(ctx, "alice", 4)
+		// 1 and 2 were acknowledged more than resume-ttl ago; 3 is not guaranteed to go
+		// yet (it goes between one and two resume-ttl after its ack).
+		if got := rangeString(read(t, s, "alice", 0)); got != "latest=4 first=3 acked=4 start=3 msgs=[m3 m4]" {
+			t.Errorf("after resume-ttl: %s", got)
+		}
+	})
 }
 
 // A repeated push id answers the first push's number and stores and sends nothing.
