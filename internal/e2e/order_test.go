@@ -23,8 +23,7 @@ import (
 func TestOrderAcrossReconnects(t *testing.T) {
 	c := newCluster(t)
 	const user, total = "ord", 3000
-	nodes, p, sessions := alternate(t, c, user, total, func(i int, n, _ *node) session {
-		cl := dial(t, n.Addr, as(user))
+	nodes, p, sessions := alternate(t, c, user, total, func(i int, n, _ *node, cl *client) session {
 		// Hold the connection for a varying while (0 to 40ms), so that closes hit every
 		// phase: during the flush, mid-stream and between pushes.
 		time.Sleep(time.Duration(i%5) * 10 * time.Millisecond)
@@ -45,14 +44,16 @@ func TestOrderAcrossReconnects(t *testing.T) {
 }
 
 // alternate starts nodes a and b of c and a pusher of total messages to user through both,
-// then runs one connection of user after another until the pusher is done, on a and b in turn:
-// conn gets the connection's number, its node and the other node, and returns what it received.
-func alternate(t *testing.T, c *cluster, user string, total int, conn func(i int, n, other *node) session) ([]*node, *pusher, []session) {
+// then dials one connection of user after another until the pusher is done, on a and b in turn:
+// conn gets the connection's number, its node, the other node and the connection, and returns
+// what it received.
+func alternate(t *testing.T, c *cluster, user string, total int, conn func(i int, n, other *node, cl *client) session) ([]*node, *pusher, []session) {
 	nodes := []*node{c.startNode("a"), c.startNode("b")}
 	p := startPusher(t, c, user, total, nodes...)
 	var sessions []session
 	for i := 0; !p.finished(); i++ {
-		sessions = append(sessions, conn(i, nodes[i%2], nodes[(i+1)%2]))
+		n := nodes[i%2]
+		sessions = append(sessions, conn(i, n, nodes[(i+1)%2], dial(t, n.Addr, as(user))))
 	}
 	return nodes, p, sessions
 }
@@ -64,8 +65,7 @@ func alternate(t *testing.T, c *cluster, user string, total int, conn func(i int
 func TestOrderAcrossKicks(t *testing.T) {
 	c := newCluster(t)
 	const user, total = "kicked", 1500
-	nodes, p, sessions := alternate(t, c, user, total, func(i int, n, other *node) session {
-		cl := dial(t, n.Addr, as(user))
+	nodes, p, sessions := alternate(t, c, user, total, func(i int, n, other *node, cl *client) session {
 		time.Sleep(time.Duration(i%4) * 10 * time.Millisecond)
 		status, body, err := c.do(http.MethodDelete, other.URL("/api/v1/users/"+user+"/connections"), nil)
 		if err != nil || status != http.StatusOK {
