@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/wsgateway/wsgateway/internal/ctxsleep"
 )
 
 // bench is one run: the environment, the clients, the counters and the result.
@@ -107,7 +109,7 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 		}
 		return b.res, err
 	}
-	sleepCtx(ctx, cfg.Settle)
+	ctxsleep.Sleep(ctx, cfg.Settle)
 	if cfg.Probe {
 		if err := b.probe(ctx); err != nil {
 			return b.res, err
@@ -170,7 +172,7 @@ func (b *bench) runApps(ctx context.Context, toks []string, mem0 int64) error {
 		}
 		return b.env.check()
 	}
-	sleepCtx(ctx, cfg.Settle)
+	ctxsleep.Sleep(ctx, cfg.Settle)
 	if cfg.Probe {
 		if err := b.probe(ctx); err != nil {
 			return err
@@ -252,14 +254,14 @@ func (b *bench) ticker(line func(elapsed time.Duration)) (stop func()) {
 func (b *bench) idle(ctx context.Context, rss0, mem0 int64) error {
 	cfg := b.cfg
 	n := int64(b.res.Connected)
-	sleepCtx(ctx, cfg.Settle)
+	ctxsleep.Sleep(ctx, cfg.Settle)
 	rss1 := totalRSS(cfg.ServerPIDs)
 	b.logf("after %s: server RSS %s", cfg.Settle, perConn(rss0, rss1, n))
 	stop := b.ticker(func(el time.Duration) {
 		b.logf("[%6.1fs] idle: %d open, server RSS %s", el.Seconds(), b.fleet.open(), perConn(rss0, totalRSS(cfg.ServerPIDs), n))
 	})
 	cpu := newCPUMeter(cfg.ServerPIDs)
-	sleepCtx(ctx, cfg.Duration)
+	ctxsleep.Sleep(ctx, cfg.Duration)
 	stop()
 	if ctx.Err() != nil {
 		return errStopped

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -285,41 +286,40 @@ func parseFlags(args []string, out io.Writer) (*config, error) {
 }
 
 func (c *config) validate() error {
-	known := false
-	for _, s := range scenarios {
-		known = known || s == c.Scenario
+	if !slices.Contains(scenarios, c.Scenario) {
+		return fmt.Errorf("scenario: want one of %s, got %q", strings.Join(scenarios, ", "), c.Scenario)
+	}
+	for _, r := range []struct {
+		flag        string
+		v, min, max int
+	}{
+		{"conns", c.Conns, 1, 1_000_000},
+		{"rate", c.Rate, 1, 1_000_000},
+		{"publishers", c.Publishers, 1, 4096},
+		{"batch", c.BatchSize, 1, 1000},
+		{"payload (bytes)", c.Payload, 60, 60000},
+		{"autogroup-nice", c.Autogroup, -20, 19},
+		{"nodes", c.Nodes, 1, 16},
+	} {
+		if r.v < r.min || r.v > r.max {
+			return fmt.Errorf("%s: must be %d..%d, got %d", r.flag, r.min, r.max, r.v)
+		}
 	}
 	switch {
-	case !known:
-		return fmt.Errorf("scenario: want one of %s, got %q", strings.Join(scenarios, ", "), c.Scenario)
-	case c.Conns < 1 || c.Conns > 1_000_000:
-		return fmt.Errorf("conns: must be 1..1000000, got %d", c.Conns)
 	case c.DialConcurrency < 1:
 		return errors.New("dial-concurrency: must be positive")
-	case c.Rate < 1 || c.Rate > 1_000_000:
-		return fmt.Errorf("rate: must be 1..1000000, got %d", c.Rate)
 	case c.Duration <= 0 || c.Duration > time.Hour:
 		return fmt.Errorf("duration: must be in (0, 1h], got %s", c.Duration)
-	case c.Publishers < 1 || c.Publishers > 4096:
-		return fmt.Errorf("publishers: must be 1..4096, got %d", c.Publishers)
 	case c.Via != "http" && c.Via != "redis" && c.Via != "fcall":
 		return fmt.Errorf("via: want http, redis or fcall, got %q", c.Via)
 	case (c.Via != "http") && c.Redis == "" && c.SpawnRedis == "":
 		return fmt.Errorf("via %s needs --redis or --spawn-redis", c.Via)
-	case c.BatchSize < 1 || c.BatchSize > 1000:
-		return fmt.Errorf("batch: must be 1..1000, got %d", c.BatchSize)
 	case c.Window < 0:
 		return errors.New("window: must not be negative")
-	case c.Payload < 60 || c.Payload > 60000:
-		return fmt.Errorf("payload: must be 60..60000 bytes, got %d", c.Payload)
-	case c.Autogroup < -20 || c.Autogroup > 19:
-		return fmt.Errorf("autogroup-nice: must be -20..19, got %d", c.Autogroup)
 	case c.Deadline <= 0:
 		return errors.New("deadline: must be positive")
 	case c.Progress <= 0:
 		return errors.New("progress: must be positive")
-	case c.Nodes < 1 || c.Nodes > 16:
-		return fmt.Errorf("nodes: must be 1..16, got %d", c.Nodes)
 	case c.Scenario == scCrossNode && c.SpawnGateway == "" && c.API == "":
 		return errors.New("cross-node: give --api (the node pushes go through) or --spawn-gateway")
 	case c.Scenario == scCrossNode && c.SpawnGateway != "" && c.Nodes < 2:

@@ -17,6 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	wsclient "github.com/wsgateway/wsgateway/client"
+	"github.com/wsgateway/wsgateway/internal/ctxsleep"
 )
 
 // client is one WebSocket connection of one user. Its reader goroutine is the only one that
@@ -173,7 +174,7 @@ func (f *fleet) dialOne(ctx context.Context, c *client, token string) error {
 	var err error
 	for attempt := 0; attempt < 3 && ctx.Err() == nil; attempt++ {
 		if attempt > 0 {
-			sleepCtx(ctx, time.Duration(attempt)*200*time.Millisecond)
+			ctxsleep.Sleep(ctx, time.Duration(attempt)*200*time.Millisecond)
 		}
 		var resp *http.Response
 		c.ws, resp, err = f.dialer(c.idx+attempt).DialContext(ctx, u, nil)
@@ -359,15 +360,6 @@ func (f *fleet) open() int {
 		}
 	}
 	return n
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
 }
 
 var errStopped = errors.New("stopped before the end")

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/wsgateway/wsgateway/internal/ctxsleep"
 )
 
 // dropsResult is what the drops scenario adds to the RESULT line.
@@ -107,7 +109,7 @@ func (b *bench) drops(ctx context.Context) error {
 func (b *bench) freezeAll(ctx context.Context, plan []plannedFreeze, start time.Duration) int {
 	n := 0
 	for _, p := range plan {
-		sleepCtx(ctx, start+p.at-time.Since(b.base))
+		ctxsleep.Sleep(ctx, start+p.at-time.Since(b.base))
 		c := b.apps.clients[p.client]
 		for try := 0; ctx.Err() == nil; try++ {
 			if c.freeze(time.Since(b.base)) {
@@ -118,7 +120,7 @@ func (b *bench) freezeAll(ctx context.Context, plan []plannedFreeze, start time.
 				b.logf("freeze: %s had no open connection for 5 s, not frozen", c.user)
 				break
 			}
-			sleepCtx(ctx, 100*time.Millisecond)
+			ctxsleep.Sleep(ctx, 100*time.Millisecond)
 		}
 		if ctx.Err() != nil {
 			break
@@ -132,53 +134,19 @@ func (b *bench) freezeAll(ctx context.Context, plan []plannedFreeze, start time.
 // u % W, so one user's pushes leave in the order of their numbers.
 func (b *bench) dropsLoop(ctx context.Context, senders []*sender, seed uint64) {
 	cfg, led := b.cfg, b.apps.led
-	workers := len(senders)
-	queues := make([]chan job, workers)
-	var wg sync.WaitGroup
-	for w, s := range senders {
-		queues[w] = make(chan job, 1024)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			one := []int{0}
-			for j := range queues[w] {
-				if ctx.Err() != nil {
-					continue // drain the queue without sending
-				}
-				b.cnt.noteLag(time.Since(b.base) - j.sched)
-				s.data = appendPayload(s.data[:0], payload{pub: pubDrops, seq: uint64(j.k) + 1, ts: int64(j.sched)}, cfg.Payload)
-				led.sending(j.k, j.user, time.Since(b.base))
-				one[0] = j.user
-				resp := s.push(one, s.data)
-				if resp == nil {
-					led.answered(j.k, -1)
-					continue
-				}
-				if bytes.Contains(resp, []byte(`"online":false`)) {
-					b.cnt.expected.Add(1) // stored: the client still gets it, when it resumes
-				}
-				led.answered(j.k, answeredSeq(resp))
-			}
-		}()
-	}
 	rng := rand.New(rand.NewPCG(seed, 0xd0d0))
-	interval := float64(time.Second) / float64(cfg.Rate)
-	start := time.Since(b.base) + time.Millisecond
-loop:
-	for k := range len(led.user) {
-		sched := start + time.Duration(float64(k)*interval)
-		if wait := sched - time.Since(b.base); wait > 0 {
-			time.Sleep(wait)
-		}
-		user := rng.IntN(cfg.Conns)
-		select {
-		case queues[user%workers] <- job{user: user, sched: sched, k: k}:
-		case <-ctx.Done():
-			break loop
-		}
-	}
-	for _, q := range queues {
-		close(q)
-	}
-	wg.Wait()
+	b.schedule(ctx, senders, len(led.user), func(k int) job { return job{user: rng.IntN(cfg.Conns), k: k} },
+		func(s *sender, j job, one []int) {
+			s.data = appendPayload(s.data[:0], payload{pub: pubDrops, seq: uint64(j.k) + 1, ts: int64(j.sched)}, cfg.Payload)
+			led.sending(j.k, j.user, time.Since(b.base))
+			resp := s.push(one, s.data)
+			if resp == nil {
+				led.answered(j.k, -1)
+				return
+			}
+			if bytes.Contains(resp, []byte(`"online":false`)) {
+				b.cnt.expected.Add(1) // stored: the client still gets it, when it resumes
+			}
+			led.answered(j.k, answeredSeq(resp))
+		})
 }

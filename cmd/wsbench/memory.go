@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/wsgateway/wsgateway/internal/ctxsleep"
 )
 
 // memoryResult is what the memory scenario adds to the RESULT line: Redis used_memory per
@@ -57,12 +59,12 @@ func (b *bench) memory(ctx context.Context, mem0 int64) error {
 	expired := func(name string, last time.Time) (int64, error) {
 		if cfg.ExpireWait > 0 {
 			b.logf("waiting %s for the gateway's push ids to expire", time.Until(last.Add(cfg.ExpireWait)).Round(time.Second))
-			sleepCtx(ctx, time.Until(last.Add(cfg.ExpireWait)))
+			ctxsleep.Sleep(ctx, time.Until(last.Add(cfg.ExpireWait)))
 		}
 		return read(name)
 	}
 	n := int64(b.res.Connected)
-	sleepCtx(ctx, cfg.Settle)
+	ctxsleep.Sleep(ctx, cfg.Settle)
 	idle, err := read("idle")
 	if err != nil {
 		return err
@@ -116,7 +118,7 @@ func (b *bench) memory(ctx context.Context, mem0 int64) error {
 		}
 		// The clients acknowledge within their ack delay, the gateway writes positions every
 		// second.
-		sleepCtx(ctx, 3*time.Second)
+		ctxsleep.Sleep(ctx, 3*time.Second)
 		fresh, err := read("history")
 		if err != nil {
 			return err

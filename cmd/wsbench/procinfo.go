@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/wsgateway/wsgateway/internal/ctxsleep"
 )
 
 // rssBytes reads VmRSS of pid from /proc/<pid>/status.
@@ -198,7 +200,7 @@ func waitQuiet(ctx context.Context, pids []int, maxPct float64, total time.Durat
 		if err != nil {
 			return -1
 		}
-		sleepCtx(ctx, time.Second)
+		ctxsleep.Sleep(ctx, time.Second)
 		b1, err := machineBusy()
 		if err != nil {
 			return -1

@@ -16,6 +16,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/wsgateway/wsgateway/internal/ctxsleep"
 	"github.com/wsgateway/wsgateway/internal/keys"
 )
 
@@ -153,7 +154,7 @@ func (s *scale) connectLevel(ctx context.Context, level int, rss0, mem0 int64) (
 	// The settle pause doubles as the idle reading: what the connections cost at rest
 	// (the gateways' pings every 25 s and the answers to them).
 	cpu := newCPUMeter(s.cpuPIDs())
-	sleepCtx(ctx, cfg.Settle)
+	ctxsleep.Sleep(ctx, cfg.Settle)
 	r.IdleCPU = s.cpuShares(cpu.percent())
 	for _, pid := range s.gwPIDs() {
 		b, _ := rssBytes(pid)
@@ -265,7 +266,7 @@ func (s *scale) closeTo(ctx context.Context, level int) error {
 		s.logf("after closing down to %d: %d open (%d ended by the other side so far, close codes %v)",
 			level, tot.Open, tot.Closed, tot.CloseCodes)
 	}
-	sleepCtx(ctx, s.cfg.Settle)
+	ctxsleep.Sleep(ctx, s.cfg.Settle)
 	return nil
 }
 
@@ -284,7 +285,7 @@ func (s *scale) traffic(ctx context.Context, r *scaleResult, level int, dur time
 		}
 		r.Broadcasts = append(r.Broadcasts, b)
 		s.logf("broadcast to %d: %d received, the last after %.1f ms (p50 %.1f ms)", level, b.Received, b.LastMs, b.P50Ms)
-		sleepCtx(ctx, time.Second)
+		ctxsleep.Sleep(ctx, time.Second)
 	}
 	p, err := s.pushes(ctx, level, dur)
 	r.Push = p

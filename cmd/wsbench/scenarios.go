@@ -82,8 +82,24 @@ type job struct {
 // omission is avoided) and in generator_lag_max_ms.
 func (b *bench) openLoop(ctx context.Context, senders []*sender) {
 	cfg := b.cfg
-	workers := len(senders)
 	total := int(float64(cfg.Rate) * cfg.Duration.Seconds())
+	b.schedule(ctx, senders, total, func(i int) job { return job{user: i % cfg.Conns} },
+		func(s *sender, j job, one []int) {
+			data := s.next(j.sched)
+			if cfg.Via == "http" {
+				s.push(one, data)
+			} else {
+				s.publish(ctx, j.user, data)
+			}
+		})
+}
+
+// schedule runs the open loop of openLoop and dropsLoop: job k (from mk, in order of k) is due
+// at start + k/Rate and goes to worker user % W of senders, which lags behind only its own
+// earlier jobs; each worker calls send for its jobs in order, with one holding the job's user,
+// and drains its queue without sending once ctx ends.
+func (b *bench) schedule(ctx context.Context, senders []*sender, n int, mk func(k int) job, send func(s *sender, j job, one []int)) {
+	workers := len(senders)
 	queues := make([]chan job, workers)
 	var wg sync.WaitGroup
 	for w, s := range senders {
@@ -97,27 +113,23 @@ func (b *bench) openLoop(ctx context.Context, senders []*sender) {
 					continue // drain the queue without sending
 				}
 				b.cnt.noteLag(time.Since(b.base) - j.sched)
-				data := s.next(j.sched)
-				if cfg.Via == "http" {
-					one[0] = j.user
-					s.push(one, data)
-				} else {
-					s.publish(ctx, j.user, data)
-				}
+				one[0] = j.user
+				send(s, j, one)
 			}
 		}()
 	}
-	interval := float64(time.Second) / float64(cfg.Rate)
+	interval := float64(time.Second) / float64(b.cfg.Rate)
 	start := time.Since(b.base) + time.Millisecond
 loop:
-	for i := 0; i < total; i++ {
-		sched := start + time.Duration(float64(i)*interval)
+	for k := range n {
+		sched := start + time.Duration(float64(k)*interval)
 		if wait := sched - time.Since(b.base); wait > 0 {
 			time.Sleep(wait) // at most one interval (≤ 1 s)
 		}
-		user := i % cfg.Conns
+		j := mk(k)
+		j.sched = sched
 		select {
-		case queues[user%workers] <- job{user: user, sched: sched}:
+		case queues[j.user%workers] <- j:
 		case <-ctx.Done():
 			break loop
 		}

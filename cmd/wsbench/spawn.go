@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wsgateway/wsgateway/internal/ctxsleep"
 	"github.com/wsgateway/wsgateway/internal/testutil/freeport"
 )
 
@@ -271,6 +272,6 @@ func waitFor(ctx context.Context, total time.Duration, cond func() bool) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		sleepCtx(ctx, 50*time.Millisecond)
+		ctxsleep.Sleep(ctx, 50*time.Millisecond)
 	}
 }

@@ -155,13 +155,20 @@ var fzSeeds = []string{
 	`[]`, `null`, ``, `{`, `"x"`,
 }
 
-func FuzzPushBody(f *testing.F) {
+// fzBodies fuzzes POST bodies to path, seeded with fzSeeds, on a new gateway each; check judges
+// the answer w.
+func fzBodies(f *testing.F, path string, check func(t *testing.T, g *fzGateway, body []byte, w *httptest.ResponseRecorder)) {
 	for _, s := range fzSeeds {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		g := fzNew(t)
-		w := g.do(http.MethodPost, "/api/v1/push", body)
+		check(t, g, body, g.do(http.MethodPost, path, body))
+	})
+}
+
+func FuzzPushBody(f *testing.F) {
+	fzBodies(f, "/api/v1/push", func(t *testing.T, g *fzGateway, body []byte, w *httptest.ResponseRecorder) {
 		var req struct {
 			UserID   string          `json:"user_id"`
 			UserIDs  []string        `json:"user_ids"`
@@ -294,12 +301,7 @@ func fzStrings(b [][]byte) []string {
 }
 
 func FuzzBroadcastBody(f *testing.F) {
-	for _, s := range fzSeeds {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, body []byte) {
-		g := fzNew(t)
-		w := g.do(http.MethodPost, "/api/v1/broadcast", body)
+	fzBodies(f, "/api/v1/broadcast", func(t *testing.T, g *fzGateway, body []byte, w *httptest.ResponseRecorder) {
 		if w.Code != http.StatusOK {
 			fzCheckError(t, w, body)
 			if len(g.sink.broadcast) != 0 {

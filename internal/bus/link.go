@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/wsgateway/wsgateway/internal/ctxsleep"
 )
 
 // generation is one pub/sub connection and its receive loop.
@@ -80,7 +82,7 @@ func (r *Redis) run(ctx context.Context) {
 				return
 			}
 			r.log.Warn("redis pub/sub not available, retrying", "err", err, "retry_in", backoff.String())
-			sleep(ctx, backoff)
+			ctxsleep.Sleep(ctx, backoff)
 			backoff = min(backoff*2, 2*time.Second)
 			continue
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/wsgateway/wsgateway/internal/defaults"
 	"github.com/wsgateway/wsgateway/internal/keys"
 )
 
@@ -112,21 +113,11 @@ type probeChannels struct{ cur, old string }
 
 // NewRedis returns a bus on rdb. Start it to connect.
 func NewRedis(rdb redis.UniversalClient, opt RedisOptions) *Redis {
-	if opt.Prefix == "" {
-		opt.Prefix = "ws:"
-	}
-	if opt.ProbeInterval <= 0 {
-		opt.ProbeInterval = 2 * time.Second
-	}
-	if opt.ProbeTimeout <= 0 {
-		opt.ProbeTimeout = 3 * opt.ProbeInterval
-	}
-	if opt.SetupTimeout <= 0 {
-		opt.SetupTimeout = 10 * time.Second
-	}
-	if opt.ProbeChannel == "" {
-		opt.ProbeChannel = keys.Prefix(opt.Prefix).Probe(opt.NodeID)
-	}
+	defaults.String(&opt.Prefix, "ws:")
+	defaults.Positive(&opt.ProbeInterval, 2*time.Second)
+	defaults.Positive(&opt.ProbeTimeout, 3*opt.ProbeInterval)
+	defaults.Positive(&opt.SetupTimeout, 10*time.Second)
+	defaults.String(&opt.ProbeChannel, keys.Prefix(opt.Prefix).Probe(opt.NodeID))
 	r := &Redis{
 		rdb: rdb, opt: opt, log: opt.Logger, obs: opt.Observer, sharded: opt.Sharded,
 		user:        opt.Prefix + "user:{",
@@ -364,15 +355,6 @@ func (r *Redis) Kick(ctx context.Context, user string) error {
 		return fmt.Errorf("bus: kick %s: %w", user, err)
 	}
 	return nil
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
 }
 
 type nopObserver struct{}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/wsgateway/wsgateway/internal/ctxsleep"
 )
 
 // TopologyInterval is how often Cluster rereads the slot map.
@@ -195,7 +197,7 @@ func (c *Cluster) kickSoon(ctx context.Context) {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		sleep(ctx, 100*time.Millisecond)
+		ctxsleep.Sleep(ctx, 100*time.Millisecond)
 		c.refreshSoon()
 	}()
 }

@@ -22,14 +22,8 @@ import (
 // reads it before anything live.
 func TestOrderAcrossReconnects(t *testing.T) {
 	c := newCluster(t)
-	nodes := []*node{c.startNode("a"), c.startNode("b")}
 	const user, total = "ord", 3000
-	p := startPusher(t, c, user, total, nodes...)
-
-	var sessions []session
-	for i := 0; !p.finished(); i++ {
-		n := nodes[i%2]
-		cl := dial(t, n.Addr, as(user))
+	nodes, p, sessions := alternate(t, c, user, total, func(i int, n, _ *node, cl *client) session {
 		// Hold the connection for a varying while (0 to 40ms), so that closes hit every
 		// phase: during the flush, mid-stream and between pushes.
 		time.Sleep(time.Duration(i%5) * 10 * time.Millisecond)
@@ -37,8 +31,8 @@ func TestOrderAcrossReconnects(t *testing.T) {
 		if err != nil {
 			t.Fatalf("closing connection %d on %s: %v", i, n.ID, err)
 		}
-		sessions = append(sessions, session{n.ID, frames})
-	}
+		return session{n.ID, frames}
+	})
 	p.check(t)
 	sessions = append(sessions, finalSession(t, c, nodes[0], nodes[1], user))
 	checkSessions(t, sessions, total)
@@ -49,20 +43,29 @@ func TestOrderAcrossReconnects(t *testing.T) {
 	t.Logf("%d pushes (%d stored offline by the push itself) over %d connections", total, p.queued, len(sessions))
 }
 
+// alternate starts nodes a and b of c and a pusher of total messages to user through both,
+// then dials one connection of user after another until the pusher is done, on a and b in turn:
+// conn gets the connection's number, its node, the other node and the connection, and returns
+// what it received.
+func alternate(t *testing.T, c *cluster, user string, total int, conn func(i int, n, other *node, cl *client) session) ([]*node, *pusher, []session) {
+	nodes := []*node{c.startNode("a"), c.startNode("b")}
+	p := startPusher(t, c, user, total, nodes...)
+	var sessions []session
+	for i := 0; !p.finished(); i++ {
+		n := nodes[i%2]
+		sessions = append(sessions, conn(i, n, nodes[(i+1)%2], dial(t, n.Addr, as(user))))
+	}
+	return nodes, p, sessions
+}
+
 // Server-initiated closes keep the guarantee too: the user is kicked (4001) again and again
 // while pushes flow, and reconnects to the other node the moment the close frame arrives.
 // The kicked node must have stored what it had not sent before the client learns of the
 // close, or the next node's flush misses it.
 func TestOrderAcrossKicks(t *testing.T) {
 	c := newCluster(t)
-	nodes := []*node{c.startNode("a"), c.startNode("b")}
 	const user, total = "kicked", 1500
-	p := startPusher(t, c, user, total, nodes...)
-
-	var sessions []session
-	for i := 0; !p.finished(); i++ {
-		n, other := nodes[i%2], nodes[(i+1)%2]
-		cl := dial(t, n.Addr, as(user))
+	nodes, p, sessions := alternate(t, c, user, total, func(i int, n, other *node, cl *client) session {
 		time.Sleep(time.Duration(i%4) * 10 * time.Millisecond)
 		status, body, err := c.do(http.MethodDelete, other.URL("/api/v1/users/"+user+"/connections"), nil)
 		if err != nil || status != http.StatusOK {
@@ -73,8 +76,8 @@ func TestOrderAcrossKicks(t *testing.T) {
 		if code := cl.closeCode(t, fmt.Sprintf("connection %d on %s", i, n.ID)); code != 4001 {
 			t.Fatalf("connection %d on %s: close code %d (%v), want 4001", i, n.ID, code, cl.err())
 		}
-		sessions = append(sessions, session{n.ID, cl.received()})
-	}
+		return session{n.ID, cl.received()}
+	})
 	p.check(t)
 	// The last kick may still be on its way to either node: wait until it has been applied
 	// (nobody holds the user) before the final connection, so that it does not end that one.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/wsgateway/wsgateway/internal/defaults"
 	"github.com/wsgateway/wsgateway/internal/events"
 	"github.com/wsgateway/wsgateway/internal/keys"
 	"github.com/wsgateway/wsgateway/internal/scripts"
@@ -87,24 +88,12 @@ type PushOptions struct {
 }
 
 func (o *Options) defaults() {
-	if o.Prefix == "" {
-		o.Prefix = "ws:"
-	}
-	if o.Max <= 0 {
-		o.Max = 1000
-	}
-	if o.TTL <= 0 {
-		o.TTL = 168 * time.Hour
-	}
-	if o.ResumeTTL <= 0 {
-		o.ResumeTTL = 5 * time.Minute
-	}
-	if o.DedupTTL <= 0 {
-		o.DedupTTL = 10 * time.Minute
-	}
-	if o.WaitTimeout <= 0 {
-		o.WaitTimeout = time.Second
-	}
+	defaults.String(&o.Prefix, "ws:")
+	defaults.Positive(&o.Max, 1000)
+	defaults.Positive(&o.TTL, 168*time.Hour)
+	defaults.Positive(&o.ResumeTTL, 5*time.Minute)
+	defaults.Positive(&o.DedupTTL, 10*time.Minute)
+	defaults.Positive(&o.WaitTimeout, time.Second)
 }
 
 // ErrNotReplicated means WAIT timed out before enough replicas confirmed a push. The message

@@ -29,6 +29,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/wsgateway/wsgateway/internal/ctxsleep"
+	"github.com/wsgateway/wsgateway/internal/defaults"
 	"github.com/wsgateway/wsgateway/internal/events"
 	"github.com/wsgateway/wsgateway/internal/keys"
 	"github.com/wsgateway/wsgateway/internal/scripts"
@@ -95,18 +97,10 @@ type Redis struct {
 
 // NewRedis returns presence on rdb; Start begins the heartbeat.
 func NewRedis(rdb redis.UniversalClient, opt Options) *Redis {
-	if opt.Prefix == "" {
-		opt.Prefix = "ws:"
-	}
-	if opt.MaxConnsPerUser <= 0 {
-		opt.MaxConnsPerUser = 16
-	}
-	if opt.Heartbeat <= 0 {
-		opt.Heartbeat = 2 * time.Second
-	}
-	if opt.DeadAfter <= 0 {
-		opt.DeadAfter = 10 * time.Second
-	}
+	defaults.String(&opt.Prefix, "ws:")
+	defaults.Positive(&opt.MaxConnsPerUser, 16)
+	defaults.Positive(&opt.Heartbeat, 2*time.Second)
+	defaults.Positive(&opt.DeadAfter, 10*time.Second)
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -258,19 +252,10 @@ func (p *Redis) Start() {
 				break
 			}
 			p.log.Warn("removing an earlier process's connections failed, retrying", "err", err)
-			sleep(ctx, p.opt.Heartbeat)
+			ctxsleep.Sleep(ctx, p.opt.Heartbeat)
 		}
 		p.run(ctx)
 	}()
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
 }
 
 // Close stops the heartbeat and takes this process out of ws:procs and this node out of the

@@ -140,10 +140,7 @@ func TestInboundLimits(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := devConfig()
-			cfg.MaxMessageBytes = 1024
-			g := start(t, cfg)
-			c := g.dial(t, "alice")
+			g, c := startSmall(t)
 			err := c.WriteMessage(tc.typ, tc.data)
 			if tc.code == 0 {
 				if err != nil {
@@ -158,7 +155,7 @@ func TestInboundLimits(t *testing.T) {
 			}
 			// The server may hang up while a large frame is still being sent (the write then
 			// fails with a reset); its close frame is still there to read.
-			if err != nil && len(tc.data) <= int(cfg.MaxMessageBytes)+1 {
+			if err != nil && len(tc.data) <= smallLimit+1 {
 				t.Fatal(err)
 			}
 			c.ExpectClose(t, tc.code)
@@ -207,10 +204,7 @@ func TestDisconnectReasons(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := devConfig()
-			cfg.MaxMessageBytes = 1024
-			g := start(t, cfg)
-			c := g.dial(t, "alice")
+			g, c := startSmall(t)
 			tc.end(t, c)
 			wait.For(t, patience, func() bool { return g.Metric("wsgateway_disconnects_total") == 1 },
 				"disconnect not counted")
@@ -259,4 +253,16 @@ func TestEcho(t *testing.T) {
 		g.expectRefused(t, "/ws/echo", nil, http.StatusNotFound)
 		g.expectRefused(t, "/ws/echo?token="+hsToken(t, jwttest.Claims("alice")), nil, http.StatusNotFound)
 	})
+}
+
+// smallLimit is the message size limit of startSmall's gateway.
+const smallLimit = 1024
+
+// startSmall starts a gateway that takes messages of up to smallLimit bytes and connects
+// alice to it.
+func startSmall(t *testing.T) (*gw, *wsclient.Conn) {
+	cfg := devConfig()
+	cfg.MaxMessageBytes = smallLimit
+	g := start(t, cfg)
+	return g, g.dial(t, "alice")
 }

@@ -175,16 +175,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 			}
 		}
 	}
-	for i := range h.shards {
-		sh := &h.shards[i]
-		sh.mu.Lock()
-		for _, u := range sh.users {
-			for _, c := range u.conns {
-				c.closeWith(1001, "node shutting down", ReasonShutdown)
-			}
-		}
-		sh.mu.Unlock()
-	}
+	h.forEachConn(func(c *Conn) { c.closeWith(1001, "node shutting down", ReasonShutdown) })
 	done := make(chan struct{})
 	go func() {
 		h.conns.Wait()

@@ -233,12 +233,17 @@ func (h *Hub) Deliver(user string, seq int64, data []byte) {
 func (h *Hub) Broadcast(data []byte) {
 	m := newMessage(data, kindBroadcast, h.now())
 	m.prepare()
+	h.forEachConn(func(c *Conn) { c.enqueue(m) })
+}
+
+// forEachConn calls f for every connection on this node, with its shard's lock held.
+func (h *Hub) forEachConn(f func(c *Conn)) {
 	for i := range h.shards {
 		sh := &h.shards[i]
 		sh.mu.Lock()
 		for _, u := range sh.users {
 			for _, c := range u.conns {
-				c.enqueue(m)
+				f(c)
 			}
 		}
 		sh.mu.Unlock()
@@ -316,14 +321,5 @@ func (h *Hub) Conns() int {
 // connection reads its user's inbox after its position and gets what it missed (fill.go). It
 // never blocks; the reads run on the hub's fillers.
 func (h *Hub) Resync() {
-	for i := range h.shards {
-		sh := &h.shards[i]
-		sh.mu.Lock()
-		for _, u := range sh.users {
-			for _, c := range u.conns {
-				h.fillLocked(c)
-			}
-		}
-		sh.mu.Unlock()
-	}
+	h.forEachConn(h.fillLocked)
 }
