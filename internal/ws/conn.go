@@ -20,15 +20,15 @@ type CloseReason string
 // Reasons a connection ended.
 const (
 	ReasonNormal    CloseReason = "normal"            // the client closed or went away
-	ReasonHeartbeat             = "heartbeat_timeout" // nothing arrived for ping-interval + pong-timeout
-	ReasonSlow                  = "slow_consumer"     // the send queue was full (1013)
-	ReasonKicked                = "kicked"            // DELETE /api/v1/users/{id}/connections (4001)
-	ReasonShutdown              = "shutdown"          // the node is draining (1001)
-	ReasonProtocol              = "protocol"          // 1002, 1007 or 1009 from the client's frames
-	ReasonRate                  = "rate_limited"      // over max-inbound-rate (1008)
-	ReasonError                 = "error"             // write failure, internal error (1011)
-	ReasonExpired               = "token_expired"     // the token's exp passed without a refresh (4002)
-	ReasonAuth                  = "auth_refused"      // an in-band "auth <jwt>" was invalid or for another user (1008)
+	ReasonHeartbeat CloseReason = "heartbeat_timeout" // nothing arrived for ping-interval + pong-timeout
+	ReasonSlow      CloseReason = "slow_consumer"     // the send queue was full (1013)
+	ReasonKicked    CloseReason = "kicked"            // DELETE /api/v1/users/{id}/connections (4001)
+	ReasonShutdown  CloseReason = "shutdown"          // the node is draining (1001)
+	ReasonProtocol  CloseReason = "protocol"          // 1002, 1007 or 1009 from the client's frames
+	ReasonRate      CloseReason = "rate_limited"      // over max-inbound-rate (1008)
+	ReasonError     CloseReason = "error"             // write failure, internal error (1011)
+	ReasonExpired   CloseReason = "token_expired"     // the token's exp passed without a refresh (4002)
+	ReasonAuth      CloseReason = "auth_refused"      // an in-band "auth <jwt>" was invalid or for another user (1008)
 )
 
 // Close codes the server sends (docs/protocol.md) beyond gorilla's named ones.
