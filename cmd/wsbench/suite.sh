@@ -67,6 +67,7 @@ scenarios=(
 	"throughput|--scenario throughput --publishers 64"
 	"broadcast|--scenario broadcast"
 	"batch|--scenario batch --batch 100 --publishers 8"
+	"bulk|--scenario bulk --batch 100 --publishers 8"
 	"cross-node|--scenario cross-node --rate 2000 --nodes 3"
 	"drops-v1|--scenario drops --rate 2000 --duration $DROPS_DUR"
 	"drops-raw|--scenario drops --mode raw --rate 2000 --duration $DROPS_DUR"
