@@ -177,8 +177,14 @@ func (s *sender) publish(ctx context.Context, user int, data []byte) {
 	if s.b.cfg.Via == "redis" {
 		n, err = s.b.rdb.Publish(ctx, ch, data).Result()
 	} else {
-		key := s.b.cfg.KeyPrefix + "offline:{" + u + "}"
-		n, err = s.b.rdb.FCall(ctx, "wsgateway_push", []string{ch, key}, data).Int64()
+		// The Function answers [seq, receivers] (README, "Redis names").
+		var v []int64
+		v, err = s.b.rdb.FCall(ctx, "wsgateway_push", []string{ch, keys.Prefix(s.b.cfg.KeyPrefix).Inbox(u)}, data).Int64Slice()
+		if err == nil && len(v) == 2 {
+			n = v[1]
+		} else if err == nil {
+			err = fmt.Errorf("wsgateway_push answered %v", v)
+		}
 	}
 	if err != nil {
 		cnt.sendErrs.Add(1)
