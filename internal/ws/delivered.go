@@ -32,7 +32,24 @@ func (c *Conn) markSent(seq int64) {
 		c.noteRaw(seq) // nothing to ask the socket: written counts as received
 		return
 	}
+	if len(c.inKernel) == maxMarks {
+		c.inKernel = thin(c.inKernel)
+	}
 	c.inKernel = append(c.inKernel, sentMark{seq: seq, end: c.counted.sent.Load()})
+}
+
+// maxMarks bounds inKernel: a send buffer of megabytes holds tens of thousands of small frames.
+const maxMarks = 1024
+
+// thin keeps every second mark, the later of each pair, in place: a message whose own mark went
+// counts once the next one's bytes are confirmed, a little late but never early.
+func thin(marks []sentMark) []sentMark {
+	n := 0
+	for i := 1; i < len(marks); i += 2 {
+		marks[n] = marks[i]
+		n++
+	}
+	return marks[:n]
 }
 
 // noteDelivered records the raw position up to the last message the client's TCP stack
